@@ -1,0 +1,1 @@
+"""Deep convolutional Gaussian mixture models."""

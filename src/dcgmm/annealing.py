@@ -1,0 +1,88 @@
+"""The "SingleExp" schedule of SGD-GMM: shrink the learning rate and the annealing radius
+together each time the running-mean loss stops improving (spec §3).
+
+It is a pure state machine over window averages, so the trainer can accumulate losses on the
+device and talk to it once per window (one host sync every ``window`` steps).
+"""
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnnealingConfig:
+    """Parameters of the SingleExp schedule; defaults are the authors' recipes."""
+
+    lr_start: float = 0.011
+    lr_floor: float = 0.01
+    sigma_floor: float = 0.01
+    window: int = 100
+    delta: float = 0.05
+    gamma: float = 0.9
+
+    def __post_init__(self) -> None:
+        if not 0 < self.gamma < 1:
+            raise ValueError(f"gamma must be in (0, 1); got {self.gamma}")
+        if self.window <= 0:
+            raise ValueError(f"window must be a positive number of steps; got {self.window}")
+        if not 0 < self.lr_floor <= self.lr_start:
+            raise ValueError(
+                f"need 0 < lr_floor <= lr_start; got lr_floor={self.lr_floor}, "
+                f"lr_start={self.lr_start}"
+            )
+
+
+@dataclass(kw_only=True)
+class SingleExpSchedule:
+    r"""Learning rate and annealing radius of one GMM layer.
+
+    Window 1's mean objective sets the baseline :math:`l_0`, window 2 sets ``last``; from
+    window 3 on, with :math:`r = (\bar l - last) / (last - l_0)`, both values shrink by
+    ``gamma`` (down to their floors) whenever :math:`-2\delta < r < \delta`; then
+    ``last`` becomes the window's mean. The objective is a log-likelihood (it rises).
+    If ``last == l_0`` the objective has not moved at all, which counts as stationary.
+    """
+
+    config: AnnealingConfig
+    lr: float
+    sigma: float
+    baseline: float | None = None
+    last: float | None = None
+    n_windows: int = 0
+    n_reductions: int = 0
+
+    @classmethod
+    def start(cls, config: AnnealingConfig, sigma_start: float) -> "SingleExpSchedule":
+        """Return a fresh schedule at ``lr_start`` and ``sigma_start``."""
+        return cls(config=config, lr=config.lr_start, sigma=sigma_start)
+
+    def end_window(self, mean_objective: float) -> bool:
+        """Feed one window's mean objective; return True if lr and sigma were reduced."""
+        self.n_windows += 1
+        if self.baseline is None:
+            self.baseline = mean_objective
+            return False
+        if self.last is None:
+            self.last = mean_objective
+            return False
+        cfg = self.config
+        progress = self.last - self.baseline
+        change = mean_objective - self.last
+        stationary = progress == 0 or -2 * cfg.delta < change / progress < cfg.delta
+        self.last = mean_objective
+        if not stationary:
+            return False
+        self.lr = max(self.lr * cfg.gamma, cfg.lr_floor)
+        self.sigma = max(self.sigma * cfg.gamma, cfg.sigma_floor)
+        self.n_reductions += 1
+        return True
+
+    def state_dict(self) -> dict[str, float | int | None]:
+        """Return the mutable state (floats round-trip exactly through JSON)."""
+        state = asdict(self)
+        del state["config"]
+        return state
+
+    def load_state_dict(self, state: dict[str, float | int | None]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        for key, value in state.items():
+            setattr(self, key, value)

@@ -1,0 +1,138 @@
+"""Run directories: ``config.json`` (what was trained) and ``model.safetensors`` (parameters,
+buffers and the trainer's state in the file's metadata, so one atomic rename saves both).
+
+Every write goes to a temporary file in the same folder first and is then renamed over the
+old one, so a crash leaves either the previous checkpoint or the new one, never half of one.
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from dcgmm.exceptions import CheckpointError
+from dcgmm.model import DCGMM
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.safetensors"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """Return a sha256 over names, dtypes, shapes and bytes of ``tensors`` (sorted by name)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def write_config(run_dir: Path, config: dict[str, Any]) -> None:
+    """Write ``config.json`` atomically (with the format version)."""
+    body = {"format_version": FORMAT_VERSION, **config}
+    atomic_write_bytes(run_dir / CONFIG_FILE, (json.dumps(body, indent=2) + "\n").encode())
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """Read ``config.json`` of a run directory, checking its format version."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.exists():
+        raise CheckpointError(
+            f"{run_dir} is not a run directory: {CONFIG_FILE} is missing. "
+            "Create one with `dcgmm train ... --out RUN_DIR`"
+        )
+    try:
+        config: dict[str, Any] = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} is not valid JSON: {err}") from None
+    version = config.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has format version {version!r}; this dcgmm reads version {FORMAT_VERSION}"
+        )
+    return config
+
+
+def save_checkpoint(run_dir: Path, model: DCGMM, trainer_state: dict[str, Any]) -> None:
+    """Save parameters, buffers and ``trainer_state`` to ``run_dir/model.safetensors``."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    metadata = {
+        "format_version": str(FORMAT_VERSION),
+        "spec": model.spec,
+        "input_shape": json.dumps(list(model.input_shape)),
+        "trainer_state": json.dumps(trainer_state),
+        "sha256": tensors_digest(tensors),
+    }
+    atomic_write_bytes(Path(run_dir) / MODEL_FILE, save_safetensors(tensors, metadata=metadata))
+
+
+def read_checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Return ``(tensors, metadata)`` of ``run_dir/model.safetensors``, verified."""
+    path = Path(run_dir) / MODEL_FILE
+    if not path.exists():
+        raise CheckpointError(f"{path} is missing: the run has not saved a checkpoint yet")
+    data = path.read_bytes()
+    try:
+        tensors = load_safetensors(data)
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, ValueError, OSError) as err:
+        raise CheckpointError(f"{path} is truncated or corrupted: {err}") from None
+    if metadata.get("format_version") != str(FORMAT_VERSION):
+        raise CheckpointError(
+            f"{path} has format version {metadata.get('format_version')!r}; "
+            f"this dcgmm reads version {FORMAT_VERSION}"
+        )
+    if metadata.get("sha256") != tensors_digest(tensors):
+        raise CheckpointError(f"{path} fails its checksum: the file is corrupted")
+    return tensors, metadata
+
+
+def load_model(run_dir: str | Path, *, map_location: str | torch.device = "cpu") -> DCGMM:
+    """Rebuild the model of a run directory and load its latest checkpoint."""
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    tensors, metadata = read_checkpoint(run_dir)
+    if metadata.get("spec") != config["spec"]:
+        raise CheckpointError(
+            f"{run_dir}: checkpoint spec {metadata.get('spec')!r} differs from config.json's "
+            f"{config['spec']!r}; the files come from different runs"
+        )
+    model = DCGMM.from_spec(
+        config["spec"], config["input_shape"], objective=config.get("objective", "annealed")
+    )
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as err:
+        raise CheckpointError(f"{run_dir}: checkpoint does not fit the spec: {err}") from None
+    return model.to(map_location)
+
+
+def load_trainer_state(run_dir: str | Path) -> dict[str, Any]:
+    """Return the trainer state stored with the latest checkpoint of ``run_dir``."""
+    _, metadata = read_checkpoint(Path(run_dir))
+    state: dict[str, Any] = json.loads(metadata["trainer_state"])
+    return state

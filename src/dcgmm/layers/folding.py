@@ -1,0 +1,91 @@
+"""Folding: cut windows out of a feature map and stack each window into the channel axis.
+
+Folding is the "half-convolution" of a DCGMM: a following GMM layer applied to the folded map
+is a convolution whose filters are Gaussian densities.
+"""
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor
+
+from dcgmm.layers.base import Layer, Shape
+
+
+def windows_along(size: int, patch: int, stride: int) -> int:
+    """Return how many windows of ``patch`` with ``stride`` fit in ``size`` (no padding)."""
+    return (size - patch) // stride + 1
+
+
+class Folding(Layer):
+    r"""Cut ``fy x fx`` windows with stride ``(sy, sx)`` and stack them into channels.
+
+    Output channel ``(dy * fx + dx) * C + c`` holds input channel ``c`` at window offset
+    ``(dy, dx)``: the patch is row-major with the channel fastest (spec §1).
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        ``(H, W, C)`` of the input.
+    patch_size : tuple of int
+        ``(fy, fx)``.
+    stride : tuple of int
+        ``(sy, sx)``.
+
+    Notes
+    -----
+    Top-down (:meth:`sample`) scatters each window back and **averages** overlapping
+    contributions. Input positions that no window covers (when the stride exceeds the patch,
+    or at a border the floor division leaves out) receive 0.
+    """
+
+    def __init__(self, input_shape: Shape, patch_size: tuple[int, int], stride: tuple[int, int]):
+        super().__init__(input_shape)
+        self.patch_size = patch_size
+        self.stride = stride
+        self.output_shape(input_shape)  # fail at build time
+        # How many windows cover each input position; depends only on shapes, so compute once.
+        h, w, _ = input_shape
+        self.register_buffer("_coverage", self._count_coverage(h, w), persistent=False)
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        """Return ``((H-fy)//sy+1, (W-fx)//sx+1, fy*fx*C)``."""
+        h, w, c = input_shape
+        (fy, fx), (sy, sx) = self.patch_size, self.stride
+        if fy > h or fx > w:
+            raise ValueError(f"patch {fy}x{fx} does not fit a {h}x{w} input")
+        return (windows_along(h, fy, sy), windows_along(w, fx, sx), fy * fx * c)
+
+    def _count_coverage(self, h: int, w: int) -> Tensor:
+        (fy, fx), (sy, sx) = self.patch_size, self.stride
+        ones = torch.ones(1, fy * fx, windows_along(h, fy, sy) * windows_along(w, fx, sx))
+        return F.fold(ones, (h, w), (fy, fx), stride=(sy, sx))[0, 0]  # (H, W)
+
+    def forward(self, x: Float[Tensor, "N H W C"]) -> Float[Tensor, "N Ho Wo P"]:
+        """Return the folded map; each output position holds one flattened window."""
+        (fy, fx), (sy, sx) = self.patch_size, self.stride
+        n, _, _, c = x.shape
+        windows = x.unfold(1, fy, sy).unfold(2, fx, sx)  # (N, Ho, Wo, C, fy, fx), a view
+        ho, wo = windows.shape[1], windows.shape[2]
+        # One copy, into the (dy, dx, c) channel order of the spec.
+        return windows.permute(0, 1, 2, 4, 5, 3).reshape(n, ho, wo, fy * fx * c)
+
+    def sample(
+        self, control: Float[Tensor, "N Ho Wo P"], *, generator: torch.Generator | None = None
+    ) -> Float[Tensor, "N H W C"]:
+        """Scatter windows back to the input grid, averaging where windows overlap."""
+        (fy, fx), (sy, sx) = self.patch_size, self.stride
+        h, w, c = self.input_shape
+        n, ho, wo, _ = control.shape
+        # F.fold is NCHW-only: it wants (N, C*fy*fx, L) with the channel slowest.
+        cols = control.reshape(n, ho, wo, fy, fx, c).permute(0, 5, 3, 4, 1, 2)
+        summed = F.fold(cols.reshape(n, c * fy * fx, ho * wo), (h, w), (fy, fx), stride=(sy, sx))
+        coverage = self._coverage.to(control.dtype).clamp_min(1.0)  # uncovered -> 0 / 1
+        return (summed / coverage).permute(0, 2, 3, 1)  # (N, H, W, C)
+
+    def extra_repr(self) -> str:
+        """Return the spec token, short form when the window and stride are square."""
+        (fy, fx), (sy, sx) = self.patch_size, self.stride
+        if fy == fx and sy == sx:
+            return f"F({fy},{sy})"
+        return f"F({fy},{fx},{sy},{sx})"

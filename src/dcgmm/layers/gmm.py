@@ -1,0 +1,311 @@
+r"""Convolutional GMM layer: K diagonal Gaussians at every position of a feature map.
+
+Densities use the matmul expansion of the squared Mahalanobis distance, so no (N, H, W, K, C)
+temporary is ever built. Parameters are shared over positions, shape (K, C), or independent
+per position, shape (H, W, K, C).
+"""
+
+import math
+import warnings
+from typing import Literal, NamedTuple
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from dcgmm._numerics import (
+    LOG_2PI,
+    MEAN_INIT_RANGE,
+    SIGMA_SOM_FLOOR,
+    SQRT_PRECISION_LOWER_BOUND,
+    SQRT_PRECISION_UPPER_BOUND,
+    all_neg_inf_rows,
+    sigma_som_start,
+)
+from dcgmm.exceptions import NumericalWarning
+from dcgmm.layers.base import Shape, TrainableLayer
+
+Objective = Literal["annealed", "max_component", "loglik"]
+OBJECTIVES: tuple[Objective, ...] = ("annealed", "max_component", "loglik")
+
+
+def diag_gaussian_log_density(
+    x: Float[Tensor, "*B C"], means: Float[Tensor, "K C"], sqrt_precisions: Float[Tensor, "K C"]
+) -> Float[Tensor, "*B K"]:
+    r"""Return :math:`\log N(x \mid \mu_k, \mathrm{diag}(s_k^{-2}))` for every component.
+
+    .. math::
+        \log N_k(x) = \sum_c \log s_{kc} - \tfrac12 \sum_c s_{kc}^2 (x_c - \mu_{kc})^2
+                      - \tfrac{C}{2} \log 2\pi
+
+    The squared distance is expanded as ``x^2 @ P^T - 2 x @ (mu P)^T + sum(mu^2 P)`` with
+    ``P = s^2``: two matrix products instead of a broadcast over (..., K, C).
+    """
+    precisions = sqrt_precisions * sqrt_precisions
+    sq_dist = (
+        (x * x) @ precisions.T
+        - 2.0 * (x @ (means * precisions).T)
+        + (means * means * precisions).sum(-1)
+    ).clamp_min(0.0)  # cancellation can go below 0
+    log_det = sqrt_precisions.log().sum(-1)
+    return log_det - 0.5 * sq_dist - 0.5 * x.shape[-1] * LOG_2PI
+
+
+def diag_gaussian_log_density_per_position(
+    x: Float[Tensor, "N H W C"],
+    means: Float[Tensor, "H W K C"],
+    sqrt_precisions: Float[Tensor, "H W K C"],
+) -> Float[Tensor, "N H W K"]:
+    """Return the log-densities of independent per-position components (same expansion)."""
+    precisions = sqrt_precisions * sqrt_precisions
+    # n batch, h w positions, k components, c channels
+    sq_dist = (
+        torch.einsum("nhwc,hwkc->nhwk", x * x, precisions)
+        - 2.0 * torch.einsum("nhwc,hwkc->nhwk", x, means * precisions)
+        + (means * means * precisions).sum(-1)
+    ).clamp_min(0.0)
+    log_det = sqrt_precisions.log().sum(-1)
+    return log_det - 0.5 * sq_dist - 0.5 * x.shape[-1] * LOG_2PI
+
+
+def torus_grid_side(n_components: int) -> int:
+    """Return sqrt(K), or raise a ``ValueError`` if K is not a perfect square."""
+    side = math.isqrt(n_components)
+    if side * side != n_components:
+        lo, hi = side * side, (side + 1) * (side + 1)
+        raise ValueError(
+            f"the annealed loss lays the K components on a sqrt(K) x sqrt(K) torus, so K must "
+            f"be a perfect square; got K={n_components}. Use K={lo} or K={hi}, or train with "
+            "objective 'max_component' or 'loglik'"
+        )
+    return side
+
+
+def torus_smoothing_kernel(
+    n_components: int, sigma: Tensor | float, *, dtype: torch.dtype, device: torch.device
+) -> Float[Tensor, "K K"]:
+    r"""Return the row-normalised Gaussian kernel on the sqrt(K) x sqrt(K) torus.
+
+    ``g[k, j] = exp(-d^2(k, j) / (2 sigma^2)) / sum_j(...)`` with ``d`` the wrap-around
+    Euclidean distance between grid cells (row-major). At ``sigma = 0.01`` it is the identity.
+    """
+    side = torus_grid_side(n_components)
+    idx = torch.arange(n_components, device=device)
+    rows, cols = idx // side, idx % side
+    dr = (rows[:, None] - rows[None, :]).abs()
+    dc = (cols[:, None] - cols[None, :]).abs()
+    dr = torch.minimum(dr, side - dr).to(dtype)
+    dc = torch.minimum(dc, side - dc).to(dtype)
+    sigma_t = torch.as_tensor(sigma, dtype=dtype, device=device)
+    # log-space softmax: the identity limit at small sigma stays exact (no 0/0).
+    return torch.softmax(-(dr * dr + dc * dc) / (2.0 * sigma_t * sigma_t), dim=1)
+
+
+class GMMScores(NamedTuple):
+    """Per-position density scores of one GMM layer, each of shape (N, H, W).
+
+    Attributes
+    ----------
+    loss : Tensor
+        The annealed max-component log-likelihood (the training objective at the current
+        annealing radius; at the radius floor it equals ``max_component``).
+    max_component : Tensor
+        ``max_k log(pi_k N_k(x))``.
+    loglik : Tensor
+        The exact log-likelihood ``log sum_k pi_k N_k(x)``.
+    """
+
+    loss: Tensor
+    max_component: Tensor
+    loglik: Tensor
+
+
+class GMM(TrainableLayer):
+    r"""K diagonal Gaussians at every position; passes responsibilities upward.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        ``(H, W, C)``; each position's C-vector is one observation.
+    n_components : int
+        K.
+    independent : bool
+        One set of K components per position (shape (H, W, K, C)) instead of one shared set.
+    objective : {"annealed", "max_component", "loglik"}
+        What training maximises: the annealed max-component log-likelihood of SGD-GMM
+        (default), its un-annealed form, or the exact log-likelihood.
+
+    Notes
+    -----
+    Parameters: mixing ``logits`` (weights ``pi = softmax(logits)``), ``means`` and
+    ``sqrt_precisions`` ``s`` (the authors' code calls these "sigmas").
+
+    .. math::
+        \ell_k(x) = \log\pi_k + \log N_k(x), \qquad
+        \text{loss} = \max_k \sum_j g_{kj}\,\ell_j(x)
+
+    with ``g`` the toroidal kernel of radius ``sigma_som`` (Gepperth & Pfuelb 2021, SGD-GMM;
+    2022, eq. 8).
+    """
+
+    def __init__(
+        self,
+        input_shape: Shape,
+        n_components: int,
+        *,
+        independent: bool = False,
+        objective: Objective = "annealed",
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(input_shape)
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}; got {objective!r}")
+        if objective == "annealed":
+            torus_grid_side(n_components)
+        self.n_components = n_components
+        self.independent = independent
+        self.objective: Objective = objective
+        h, w, c = input_shape
+        lead = (h, w) if independent else ()
+        self.logits = nn.Parameter(torch.zeros(*lead, n_components))
+        self.means = nn.Parameter(torch.empty(*lead, n_components, c))
+        self.sqrt_precisions = nn.Parameter(torch.empty(*lead, n_components, c))
+        start = sigma_som_start(n_components) if objective == "annealed" else SIGMA_SOM_FLOOR
+        self.register_buffer("sigma_som", torch.tensor(start))
+        self.reset_parameters(generator=generator)
+
+    @torch.no_grad()
+    def reset_parameters(self, *, generator: torch.Generator | None = None) -> None:
+        """Initialise as the spec: uniform weights, small uniform means, precisions at 20."""
+        self.logits.zero_()
+        self.means.uniform_(-MEAN_INIT_RANGE, MEAN_INIT_RANGE, generator=generator)
+        self.sqrt_precisions.fill_(SQRT_PRECISION_UPPER_BOUND)
+
+    @property
+    def precisions(self) -> Tensor:
+        """Diagonal precisions ``s**2``, same shape as ``means``."""
+        return self.sqrt_precisions * self.sqrt_precisions
+
+    @property
+    def weights(self) -> Tensor:
+        """Mixing weights ``pi = softmax(logits)``."""
+        return torch.softmax(self.logits, dim=-1)
+
+    @torch.no_grad()
+    def project_(self) -> None:
+        """Clip square-root precisions into ``[sqrt(1e-4), sqrt(20)]`` (called after a step)."""
+        self.sqrt_precisions.clamp_(SQRT_PRECISION_LOWER_BOUND, SQRT_PRECISION_UPPER_BOUND)
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        """Return ``(H, W, K)``."""
+        return (input_shape[0], input_shape[1], self.n_components)
+
+    def log_joint(self, x: Float[Tensor, "N H W C"]) -> Float[Tensor, "N H W K"]:
+        r"""Return :math:`\log \pi_k + \log N_k(x)` at every position."""
+        log_weights = torch.log_softmax(self.logits, dim=-1)
+        if self.independent:
+            log_dens = diag_gaussian_log_density_per_position(
+                x, self.means, self.sqrt_precisions
+            )
+        else:
+            log_dens = diag_gaussian_log_density(x, self.means, self.sqrt_precisions)
+        return log_dens + log_weights
+
+    def log_prob(self, x: Float[Tensor, "N H W C"]) -> Float[Tensor, "N H W"]:
+        """Return the exact log-likelihood ``log sum_k pi_k N_k(x)`` at every position."""
+        return torch.logsumexp(self.log_joint(x), dim=-1)
+
+    def smoothing_kernel(self, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """Return the current toroidal kernel ``g`` (K, K)."""
+        return torus_smoothing_kernel(self.n_components, self.sigma_som, dtype=dtype, device=device)
+
+    def _objective_map(self, log_joint: Tensor) -> Tensor:
+        if self.objective == "loglik":
+            return torch.logsumexp(log_joint, dim=-1)
+        if self.objective == "annealed" and float(self.sigma_som) > SIGMA_SOM_FLOOR:
+            kernel = self.smoothing_kernel(log_joint.dtype, log_joint.device)
+            return (log_joint @ kernel.T).amax(dim=-1)  # kernel is symmetric; .T for clarity
+        return log_joint.amax(dim=-1)  # at the floor the kernel is the identity
+
+    def forward(self, x: Float[Tensor, "N H W C"]) -> Float[Tensor, "N H W K"]:
+        """Return the responsibilities ``softmax_k log_joint`` at every position."""
+        return torch.softmax(self._checked(self.log_joint(x)), dim=-1)
+
+    def forward_and_loss(
+        self, x: Float[Tensor, "N H W C"], y: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Return (responsibilities, minus the mean objective over batch and positions)."""
+        log_joint = self._checked(self.log_joint(x))
+        return torch.softmax(log_joint, dim=-1), -self._objective_map(log_joint).mean()
+
+    def scores(self, x: Float[Tensor, "N H W C"]) -> GMMScores:
+        """Return the per-position annealed loss, max-component and exact log-likelihoods."""
+        log_joint = self._checked(self.log_joint(x))
+        if self.objective == "annealed" and float(self.sigma_som) > SIGMA_SOM_FLOOR:
+            kernel = self.smoothing_kernel(log_joint.dtype, log_joint.device)
+            annealed = (log_joint @ kernel.T).amax(dim=-1)
+        else:
+            annealed = log_joint.amax(dim=-1)
+        return GMMScores(annealed, log_joint.amax(dim=-1), torch.logsumexp(log_joint, dim=-1))
+
+    def sample(
+        self,
+        control: Float[Tensor, "N H W K"],
+        *,
+        generator: torch.Generator | None = None,
+        top_s: int | None = None,
+        noise_divisor: float | None = None,
+    ) -> Float[Tensor, "N H W C"]:
+        """Draw one component per position from ``control`` and emit its mean (plus noise).
+
+        Parameters
+        ----------
+        control : Tensor, shape (N, H, W, K)
+            Non-negative scores of the components (negative entries count as 0).
+        generator : torch.Generator, optional
+            Source of randomness.
+        top_s : int, optional
+            Keep only the ``top_s`` largest entries of ``control`` (ties kept).
+        noise_divisor : float, optional
+            Add Gaussian noise of standard deviation ``1 / (s * noise_divisor)``; ``None`` emits
+            the means. Dimensions whose precision sits at the upper bound get no noise.
+        """
+        n, h, w, k = control.shape
+        scores = control.clamp_min(0.0)
+        if top_s is not None and top_s < k:
+            kth = scores.topk(top_s, dim=-1).values[..., -1:]
+            scores = torch.where(scores >= kth, scores, torch.zeros_like(scores))
+        flat = scores.reshape(-1, k)
+        empty = flat.sum(-1, keepdim=True) <= 0
+        flat = torch.where(empty, torch.ones_like(flat), flat)  # nothing to go on: uniform
+        chosen = torch.multinomial(flat, 1, generator=generator).reshape(n, h, w)
+        if self.independent:
+            pos_h = torch.arange(h, device=control.device)[None, :, None]
+            pos_w = torch.arange(w, device=control.device)[None, None, :]
+            means = self.means[pos_h, pos_w, chosen]  # (N, H, W, C)
+            sqrt_prec = self.sqrt_precisions[pos_h, pos_w, chosen]
+        else:
+            means, sqrt_prec = self.means[chosen], self.sqrt_precisions[chosen]
+        if noise_divisor is None:
+            return means.to(control.dtype)
+        noise = torch.randn(
+            means.shape, generator=generator, dtype=means.dtype, device=means.device
+        )
+        at_bound = sqrt_prec >= SQRT_PRECISION_UPPER_BOUND * (1 - 1e-6)
+        noise = torch.where(at_bound, torch.zeros_like(noise), noise / (sqrt_prec * noise_divisor))
+        return (means + noise).to(control.dtype)
+
+    def _checked(self, log_joint: Tensor) -> Tensor:
+        # A position where every component has -inf (or NaN) log-joint has no responsibilities.
+        if not torch.is_grad_enabled() and bool(all_neg_inf_rows(log_joint).any()):
+            warnings.warn(
+                f"{self.spec}: some positions have no finite log-joint (all components -inf or "
+                "NaN); responsibilities there are NaN. Check the input for NaN/Inf pixels.",
+                NumericalWarning,
+                stacklevel=3,
+            )
+        return log_joint
+
+    def extra_repr(self) -> str:
+        """Return the spec token."""
+        return f"G({self.n_components},indep)" if self.independent else f"G({self.n_components})"

@@ -1,0 +1,221 @@
+"""The DCGMM: a chain of folding, pooling, GMM and classifier layers built from a spec."""
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from dcgmm._validation import Shape, check_nhwc, check_shape
+from dcgmm.exceptions import SpecError
+from dcgmm.layers import GMM, Folding, GMMScores, Layer, LinearClassifier, MaxPooling
+from dcgmm.layers.base import TrainableLayer
+from dcgmm.layers.gmm import Objective
+from dcgmm.spec import (
+    ClassifierSpec,
+    FoldingSpec,
+    GMMSpec,
+    LayerSpec,
+    PoolingSpec,
+    format_layer,
+    format_spec,
+    parse_spec,
+)
+
+
+def build_layer(
+    layer_spec: LayerSpec,
+    input_shape: Shape,
+    *,
+    objective: Objective,
+    generator: torch.Generator | None,
+) -> Layer:
+    """Return the layer for one spec token, given the shape it receives."""
+    if isinstance(layer_spec, FoldingSpec):
+        return Folding(input_shape, layer_spec.patch_size, layer_spec.stride)
+    if isinstance(layer_spec, PoolingSpec):
+        return MaxPooling(
+            input_shape, layer_spec.kernel, layer_spec.stride, ceil_mode=layer_spec.ceil_mode
+        )
+    if isinstance(layer_spec, GMMSpec):
+        return GMM(
+            input_shape,
+            layer_spec.n_components,
+            independent=layer_spec.independent,
+            objective=objective,
+            generator=generator,
+        )
+    return LinearClassifier(input_shape, layer_spec.n_classes, generator=generator)
+
+
+class DCGMM(nn.Module):
+    """A deep convolutional Gaussian mixture model (Gepperth & Pfuelb, 2021/2022).
+
+    Build one with :meth:`from_spec`. Every GMM layer learns from its own loss; inputs to a
+    layer are detached, so no gradient crosses layers.
+
+    Parameters
+    ----------
+    layers : sequence of Layer
+        The chain, bottom first; each layer's ``input_shape`` is the previous one's output.
+    input_shape : tuple of int
+        ``(H, W, C)`` of the images.
+    """
+
+    def __init__(self, layers: Sequence[Layer], input_shape: Shape) -> None:
+        super().__init__()
+        self.input_shape = check_shape(input_shape)
+        self.layers = nn.ModuleList(layers)
+        shape = self.input_shape
+        for i, layer in enumerate(layers):
+            if layer.input_shape != shape:
+                raise SpecError(
+                    f"layer {i + 1} {layer.spec} expects input {layer.input_shape}, "
+                    f"but the layer below produces {shape}"
+                )
+            shape = layer.out_shape
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: str,
+        input_shape: Sequence[int],
+        *,
+        objective: Objective = "annealed",
+        generator: torch.Generator | None = None,
+    ) -> "DCGMM":
+        """Build a model from a spec string or a preset name, checking every shape first.
+
+        Parameters
+        ----------
+        spec : str
+            E.g. ``"F(3,1)-G(25)-F(4,2)-G(25)-F(12,1)-G(49)"`` or a preset ``"A"``..``"G"``.
+        input_shape : sequence of int
+            ``(H, W, C)`` of the images.
+        objective : {"annealed", "max_component", "loglik"}
+            Training objective of every GMM layer.
+        generator : torch.Generator, optional
+            Randomness for the parameter initialisation (seed it for a reproducible model).
+
+        Raises
+        ------
+        SpecError
+            If the spec cannot be parsed, or a layer does not fit the shape it receives.
+
+        Examples
+        --------
+        >>> model = DCGMM.from_spec("F(28,1)-G(49)", input_shape=(28, 28, 1))
+        >>> model.output_shape
+        (1, 1, 49)
+        """
+        shape = check_shape(tuple(input_shape))
+        layer_specs = parse_spec(spec)
+        layers: list[Layer] = []
+        origin = f"the {shape[0]}x{shape[1]}x{shape[2]} input"
+        for i, layer_spec in enumerate(layer_specs):
+            token = format_layer(layer_spec)
+            if isinstance(layer_spec, ClassifierSpec) and i != len(layer_specs) - 1:
+                raise SpecError(f"layer {i + 1} {token}: a classifier must be the last layer")
+            try:
+                layer = build_layer(layer_spec, shape, objective=objective, generator=generator)
+            except ValueError as err:
+                raise SpecError(f"layer {i + 1} {token}: {err} (from {origin})") from None
+            layers.append(layer)
+            shape = layer.out_shape
+            origin = f"layer {i + 1} {token}"
+        model = cls(layers, tuple(input_shape))  # type: ignore[arg-type]
+        model.spec = format_spec(layer_specs)
+        return model
+
+    spec: str = ""
+
+    @property
+    def output_shape(self) -> Shape:
+        """``(H, W, C)`` of the top layer's output."""
+        return self.layers[-1].out_shape if len(self.layers) else self.input_shape
+
+    def gmm_layers(self) -> Iterator[tuple[int, GMM]]:
+        """Yield ``(index, layer)`` for every GMM layer, bottom first (index 0-based)."""
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, GMM):
+                yield i, layer
+
+    @property
+    def classifier(self) -> LinearClassifier | None:
+        """The classifier layer, if the spec has one."""
+        last = self.layers[-1] if len(self.layers) else None
+        return last if isinstance(last, LinearClassifier) else None
+
+    def n_parameters(self) -> int:
+        """Return the number of trainable values."""
+        return sum(p.numel() for p in self.parameters())
+
+    def n_centroid_entries(self) -> int:
+        """Return the papers' parameter count: K * D per GMM layer (times H*W if independent)."""
+        total = 0
+        for _, gmm in self.gmm_layers():
+            total += gmm.means.numel()
+        return total
+
+    def check_input(self, x: Tensor, name: str = "x") -> None:
+        """Raise a ``ValueError`` unless ``x`` is an NHWC float batch of this model's images."""
+        check_nhwc(x, self.input_shape, name)
+
+    def forward(self, x: Float[Tensor, "N H W C"]) -> Tensor:
+        """Return the top layer's output for a batch of images."""
+        self.check_input(x)
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def layer_losses(self, x: Tensor, y: Tensor | None = None) -> list[Tensor]:
+        """Return each trainable layer's loss (to minimise), bottom first, from one pass."""
+        losses = []
+        for layer in self.layers:
+            if isinstance(layer, TrainableLayer):
+                x, loss = layer.forward_and_loss(x, y)
+                losses.append(loss)
+            else:
+                x = layer(x)
+            x = x.detach()  # layer-local learning: no gradient reaches lower layers
+        return losses
+
+    @torch.no_grad()
+    def scores(self, x: Float[Tensor, "N H W C"]) -> list[GMMScores]:
+        """Return per-position density scores of every GMM layer, bottom first.
+
+        Each entry holds three (N, H_l, W_l) maps: the annealed loss, the max-component and
+        the exact log-likelihood. Average them over positions for per-sample scores.
+        """
+        self.check_input(x)
+        out: list[GMMScores] = []
+        for layer in self.layers:
+            if isinstance(layer, GMM):
+                out.append(layer.scores(x))
+            x = layer(x)
+        return out
+
+    @torch.no_grad()
+    def predict_proba(self, x: Float[Tensor, "N H W C"]) -> Float[Tensor, "N S"]:
+        """Return class probabilities from the classifier layer."""
+        if self.classifier is None:
+            raise ValueError(
+                f"model {self.spec!r} has no classifier layer; add C(n_classes) at the end of "
+                "the spec to classify"
+            )
+        return self(x).reshape(x.shape[0], -1)
+
+    def shape_chain(self) -> str:
+        """Return ``(28,28,1) -F(3,1)-> (26,26,9) -G(25)-> ...``."""
+        parts = ["({},{},{})".format(*self.input_shape)]
+        for layer in self.layers:
+            parts.append("-{}-> ({},{},{})".format(layer.spec, *layer.out_shape))
+        return " ".join(parts)
+
+    def __str__(self) -> str:
+        return (
+            f"DCGMM {self.spec}\n  {self.shape_chain()}\n"
+            f"  parameters: {self.n_centroid_entries():,} centroid entries (papers' count), "
+            f"{self.n_parameters():,} trainable values"
+        )
+
