@@ -1,1 +1,42 @@
-"""Deep convolutional Gaussian mixture models."""
+"""Deep convolutional Gaussian mixture models of images (Gepperth & Pfuelb), in PyTorch."""
+
+from dcgmm.annealing import AnnealingConfig, SingleExpSchedule
+from dcgmm.checkpoint import load_model
+from dcgmm.data import Dataset, load_dataset
+from dcgmm.evaluation import evaluate
+from dcgmm.exceptions import CheckpointError, DataError, NumericalWarning, SpecError
+from dcgmm.layers import GMM, Folding, Layer, LinearClassifier, MaxPooling, TrainableLayer
+from dcgmm.model import DCGMM
+from dcgmm.sampling import SamplingConfig, sample
+from dcgmm.spec import PRESETS, format_spec, parse_spec
+from dcgmm.training import Trainer, TrainConfig
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DCGMM",
+    "GMM",
+    "PRESETS",
+    "AnnealingConfig",
+    "CheckpointError",
+    "DataError",
+    "Dataset",
+    "Folding",
+    "Layer",
+    "LinearClassifier",
+    "MaxPooling",
+    "NumericalWarning",
+    "SamplingConfig",
+    "SingleExpSchedule",
+    "SpecError",
+    "TrainConfig",
+    "Trainer",
+    "TrainableLayer",
+    "__version__",
+    "evaluate",
+    "format_spec",
+    "load_dataset",
+    "load_model",
+    "parse_spec",
+    "sample",
+]

@@ -1,0 +1,332 @@
+"""The ``dcgmm`` command line: train, eval, info, demo, env."""
+
+import argparse
+import dataclasses
+import json
+import logging
+import platform
+import sys
+import time
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from dcgmm import __version__
+from dcgmm.checkpoint import CONFIG_FILE, load_model, load_trainer_state, read_config, write_config
+from dcgmm.data import Dataset, load_dataset, parse_classes
+from dcgmm.evaluation import evaluate, format_scores
+from dcgmm.exceptions import CheckpointError, DataError, SpecError
+from dcgmm.images import save_grid
+from dcgmm.model import DCGMM
+from dcgmm.sampling import SamplingConfig, sample
+from dcgmm.spec import PRESETS
+from dcgmm.training import Trainer, TrainConfig, preset_config
+
+logger = logging.getLogger("dcgmm")
+
+# The demo: a two-layer DCGMM small enough to train on 2 CPU cores in about a minute. The
+# annealing needs about 50 reductions of 100 steps each, hence 6000 steps (60 epochs of 10,000).
+DEMO_SPEC = "F(8,2)-G(25)-F(11,1)-G(25)"
+DEMO_EPOCHS = 60
+
+
+class CLIError(Exception):
+    """A user error the CLI reports as one line, without a traceback."""
+
+
+def _field_type(field: dataclasses.Field[Any]) -> type:
+    hint = typing.get_type_hints(TrainConfig)[field.name]
+    if isinstance(hint, types.UnionType):
+        return next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint  # type: ignore[no-any-return]
+
+
+def add_train_config_flags(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per TrainConfig field; flags not given stay out of the namespace."""
+    group = parser.add_argument_group("training hyper-parameters (defaults: the spec's)")
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        group.add_argument(
+            flag,
+            type=_field_type(field),
+            default=argparse.SUPPRESS,
+            help=f"default {field.default}",
+        )
+
+
+def train_config_from_args(args: argparse.Namespace, preset: str | None) -> TrainConfig:
+    """Merge ``--config run.json`` (first) and explicit flags (override) into a TrainConfig."""
+    values: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        loaded = json.loads(Path(args.config).read_text())
+        values.update(loaded.get("train", loaded))
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    explicit = {k for k in vars(args) if k in names}
+    values.update({k: getattr(args, k) for k in explicit})
+    unknown = set(values) - names
+    if unknown:
+        raise CLIError(f"unknown training options {sorted(unknown)}; known: {sorted(names)}")
+    explicit |= set(values)
+    if "epochs" not in values and "steps" not in values:
+        raise CLIError("give --epochs E or --steps S (the recipes train 25-80 epochs)")
+    try:
+        return preset_config(preset, TrainConfig(**values), explicit)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+
+
+def _load_data(source: str, split: str, classes: str | None, limit: int | None) -> Dataset:
+    return load_dataset(
+        source,
+        split=split,  # type: ignore[arg-type]
+        classes=parse_classes(classes),
+        limit_per_class=limit,
+    )
+
+
+def _progress(total: int, initial: int) -> tuple[Any, Any]:
+    bar = tqdm(total=total, initial=initial, unit="step", disable=None, dynamic_ncols=True)
+
+    def callback(step: int, n_steps: int, record: dict[str, Any] | None) -> None:
+        bar.update(step - bar.n)
+        if record is not None:
+            parts = [
+                f"{layer['spec']}:{layer['loss']:.1f}"
+                for layer in record["layers"]
+                if layer["loss"] is not None
+            ]
+            bar.set_postfix_str(" ".join(parts))
+            logger.debug("metrics %s", record)
+
+    return bar, callback
+
+
+def _check_writable(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise CLIError(f"cannot write to run directory {path}: {err.strerror}") from None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a model (or resume a run) and print its test scores."""
+    if args.resume:
+        run_dir = Path(args.resume)
+        config = read_config(run_dir)
+        train_cfg = TrainConfig(**config["train"])
+        data = config["data"]
+        dataset = _load_data(data["source"], "train", data["classes"], data["limit_per_class"])
+        model = load_model(run_dir)
+        trainer = Trainer(model, train_cfg, dataset.images, dataset.labels, run_dir=run_dir)
+        trainer.resume()
+        logger.info("resuming %s at step %d of %d", run_dir, trainer.step, trainer.n_steps)
+    else:
+        if args.model is None or args.data is None or args.out is None:
+            raise CLIError("train needs --model, --data and --out (or --resume RUN_DIR)")
+        run_dir = Path(args.out)
+        if (run_dir / CONFIG_FILE).exists():
+            raise CLIError(
+                f"{run_dir} already holds a run; continue it with --resume {run_dir} or "
+                "choose another --out"
+            )
+        preset = args.model if args.model in PRESETS else None
+        train_cfg = train_config_from_args(args, preset)
+        dataset = _load_data(args.data, "train", args.classes, args.limit_per_class)
+        generator = torch.Generator().manual_seed(train_cfg.seed)
+        model = DCGMM.from_spec(
+            args.model, dataset.image_shape, objective=args.objective, generator=generator
+        )
+        _check_writable(run_dir)
+        write_config(
+            run_dir,
+            {
+                "spec": model.spec,
+                "preset": preset,
+                "input_shape": list(dataset.image_shape),
+                "objective": args.objective,
+                "train": train_cfg.to_dict(),
+                "data": {
+                    "source": args.data,
+                    "classes": args.classes,
+                    "limit_per_class": args.limit_per_class,
+                    "n_samples": len(dataset),
+                },
+                "versions": {"dcgmm": __version__, "torch": torch.__version__},
+            },
+        )
+        trainer = Trainer(model, train_cfg, dataset.images, dataset.labels, run_dir=run_dir)
+        logger.info("%s", model)
+        logger.info("resolved training config: %s", json.dumps(train_cfg.to_dict()))
+    bar, callback = _progress(trainer.n_steps, trainer.step)
+    start = time.perf_counter()
+    with bar:
+        trainer.run(callback=callback)
+    logger.info("trained %d steps in %.1f s; run directory %s", trainer.n_steps,
+                time.perf_counter() - start, run_dir)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Print per-layer scores of a trained model on a data split."""
+    run_dir = Path(args.run_dir)
+    config = read_config(run_dir)
+    model = load_model(run_dir)
+    data = config["data"]
+    source = args.data or data["source"]
+    classes = args.classes if args.classes is not None else data["classes"]
+    dataset = _load_data(source, args.split, classes, args.limit_per_class)
+    result = evaluate(model, dataset.images, dataset.labels)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{model.spec} on {dataset.name} ({args.split}, {len(dataset)} samples)")
+        print(format_scores(result))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Print the shape chain and parameter counts of a spec, preset or run directory."""
+    target = Path(args.target)
+    if (target / CONFIG_FILE).exists():
+        model = load_model(target)
+        print(model)
+        state = load_trainer_state(target)
+        print(f"  trained: step {state['step']} of {state['n_steps']}, seed {state['seed']}")
+        for idx, sched in state["schedules"].items():
+            print(
+                f"  layer {int(idx) + 1}: lr {sched['lr']:.4g}, sigma_som {sched['sigma']:.4g}, "
+                f"{sched['n_reductions']} reductions"
+            )
+    else:
+        shape = tuple(int(s) for s in args.input_shape.split(","))
+        print(DCGMM.from_spec(args.target, shape))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Train a small DCGMM on the built-in MNIST, print test scores, write PNG grids."""
+    out = Path(args.out)
+    if (out / CONFIG_FILE).exists():
+        raise CLIError(f"{out} already holds a run; remove it or pass another --out")
+    train_args = argparse.Namespace(
+        model=DEMO_SPEC, data="mnist", classes=None, limit_per_class=None, out=str(out),
+        objective="annealed", resume=None, epochs=args.epochs, seed=0,
+    )
+    cmd_train(train_args)
+    model = load_model(out)
+    test = load_dataset("mnist", split="test")
+    print(f"\n{model}\n\nTest scores on the built-in MNIST ({len(test)} digits):")
+    print(format_scores(evaluate(model, test.images, test.labels)))
+    _, first = next(model.gmm_layers())
+    h, w, c = _patch_shape(model)
+    centroids = first.means.detach().reshape(-1, h, w, c)
+    paths = [
+        save_grid(out / "centroids.png", centroids, normalize=False, scale=8),
+        save_grid(
+            out / "samples.png",
+            sample(
+                model,
+                64,
+                config=SamplingConfig(top_s=1),  # each position takes its strongest component
+                generator=torch.Generator().manual_seed(0),
+            ),
+            scale=3,
+        ),
+    ]
+    print("\nwrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _patch_shape(model: DCGMM) -> tuple[int, int, int]:
+    """Return the (h, w, c) image patch that the first GMM layer's centroids cover."""
+    from dcgmm.layers import Folding
+
+    first = model.layers[0]
+    c = model.input_shape[2]
+    if isinstance(first, Folding):
+        return (first.patch_size[0], first.patch_size[1], c)
+    return (1, 1, c)
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    """Print versions, device and thread settings for bug reports."""
+    import numpy
+
+    cuda = torch.cuda.is_available()
+    print(f"dcgmm {__version__}")
+    print(f"python {platform.python_version()} ({platform.platform()})")
+    print(f"torch {torch.__version__}, numpy {numpy.__version__}")
+    print(f"threads: torch {torch.get_num_threads()} intra-op, {torch.get_num_interop_threads()}"
+          " inter-op")
+    print(f"cuda: {torch.cuda.get_device_name(0) if cuda else 'not available'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser with all subcommands."""
+    parser = argparse.ArgumentParser(prog="dcgmm", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"dcgmm {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a DCGMM")
+    train.add_argument("--model", help=f"spec string or preset {sorted(PRESETS)}")
+    train.add_argument("--data", help="mnist, fashion-mnist, an IDX folder or a .npz file")
+    train.add_argument("--classes", help="keep only these classes, e.g. 1,2,3 or 1-9")
+    train.add_argument("--limit-per-class", type=int, help="first N samples of every class")
+    train.add_argument("--objective", default="annealed",
+                       choices=("annealed", "max_component", "loglik"))
+    train.add_argument("--out", help="run directory")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run")
+    train.add_argument("--config", help="JSON file of training options (flags override it)")
+    add_train_config_flags(train)
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="per-layer scores of a trained model")
+    ev.add_argument("run_dir")
+    ev.add_argument("--data", help="data source (default: the run's)")
+    ev.add_argument("--split", default="test", choices=("train", "test"))
+    ev.add_argument("--classes")
+    ev.add_argument("--limit-per-class", type=int)
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ev.set_defaults(func=cmd_eval)
+
+    info = sub.add_parser("info", help="shape chain and parameter counts")
+    info.add_argument("target", help="spec string, preset name or run directory")
+    info.add_argument("--input-shape", default="28,28,1", help="H,W,C for a spec")
+    info.set_defaults(func=cmd_info)
+
+    demo = sub.add_parser("demo", help="train a small model on the built-in MNIST")
+    demo.add_argument("--out", default="runs/demo")
+    demo.add_argument("--epochs", type=int, default=DEMO_EPOCHS)
+    demo.set_defaults(func=cmd_demo)
+
+    env = sub.add_parser("env", help="versions and devices, for bug reports")
+    env.set_defaults(func=cmd_env)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; user errors print one line and exit with status 2."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except (CLIError, SpecError, DataError, CheckpointError) as err:
+        print(f"dcgmm {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

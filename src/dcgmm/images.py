@@ -1,0 +1,78 @@
+"""Image grids as PNG files, written with zlib alone (no imaging dependency)."""
+
+import math
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+from torch import Tensor
+
+from dcgmm.checkpoint import atomic_write_bytes
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """Return PNG bytes of a uint8 image of shape (H, W) (gray) or (H, W, 3) (RGB)."""
+    if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3):
+        raise ValueError(f"need uint8 (H, W) or (H, W, 3); got {pixels.dtype} {pixels.shape}")
+    if pixels.ndim == 3 and pixels.shape[2] != 3:
+        raise ValueError(f"colour images need 3 channels; got {pixels.shape[2]}")
+    height, width = pixels.shape[:2]
+    color_type = 0 if pixels.ndim == 2 else 2
+    rows = pixels.reshape(height, -1)
+    raw = np.concatenate([np.zeros((height, 1), np.uint8), rows], axis=1).tobytes()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw, 6))
+        + chunk(b"IEND", b"")
+    )
+
+
+def tile(
+    images: Tensor | np.ndarray,
+    *,
+    n_cols: int | None = None,
+    border: int = 1,
+    scale: int = 2,
+    normalize: bool = False,
+) -> np.ndarray:
+    """Arrange (N, H, W, C) images (C = 1 or 3) into one uint8 grid with light-gray borders.
+
+    Values are clipped to [0, 1] unless ``normalize`` rescales each image to its own range
+    (for centroids, whose values need not lie in [0, 1]).
+    """
+    arr = images.detach().cpu().float().numpy() if isinstance(images, Tensor) else images
+    arr = np.asarray(arr, dtype=np.float32)
+    if arr.ndim != 4 or arr.shape[3] not in (1, 3):
+        raise ValueError(f"need (N, H, W, 1 or 3) images; got {arr.shape}")
+    if normalize:
+        lo = arr.min(axis=(1, 2, 3), keepdims=True)
+        hi = arr.max(axis=(1, 2, 3), keepdims=True)
+        arr = (arr - lo) / np.maximum(hi - lo, 1e-12)
+    arr = np.clip(arr, 0.0, 1.0)
+    n, h, w, c = arr.shape
+    n_cols = n_cols or math.ceil(math.sqrt(n))
+    n_rows = math.ceil(n / n_cols)
+    cell_h, cell_w = h * scale + border, w * scale + border
+    grid = np.full((n_rows * cell_h + border, n_cols * cell_w + border, c), 0.75, np.float32)
+    big = arr.repeat(scale, axis=1).repeat(scale, axis=2)
+    for i in range(n):
+        r, col = divmod(i, n_cols)
+        y, x = border + r * cell_h, border + col * cell_w
+        grid[y : y + h * scale, x : x + w * scale] = big[i]
+    out = (grid * 255 + 0.5).astype(np.uint8)
+    return out[..., 0] if c == 1 else out
+
+
+def save_grid(path: str | Path, images: Tensor | np.ndarray, **kwargs: object) -> Path:
+    """Write a grid of (N, H, W, C) images to a PNG file and return its path."""
+    path = Path(path)
+    atomic_write_bytes(path, encode_png(tile(images, **kwargs)))  # type: ignore[arg-type]
+    return path

@@ -1,0 +1,144 @@
+"""Contract suite over every layer class, plus the folding and pooling laws."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dcgmm.layers import GMM, Folding, LinearClassifier, MaxPooling
+from dcgmm.layers.pooling import pooled_size
+
+from .reference import naive_fold
+
+
+def make_layers():
+    return [
+        Folding((7, 6, 2), (3, 2), (2, 1)),
+        MaxPooling((7, 6, 2), 2, 2),
+        MaxPooling((7, 6, 2), 3, 2, ceil_mode=True),
+        GMM((7, 6, 2), 4),
+        GMM((7, 6, 2), 4, independent=True),
+        LinearClassifier((7, 6, 2), 3),
+    ]
+
+
+LAYER_IDS = ["folding", "pool", "pool-ceil", "gmm", "gmm-indep", "classifier"]
+
+
+@pytest.mark.parametrize("layer", make_layers(), ids=LAYER_IDS)
+def test_forward_shape_dtype_and_no_mutation(layer):
+    x = torch.rand(3, 7, 6, 2)
+    before = x.clone()
+    out = layer(x)
+    assert out.shape == (3, *layer.output_shape((7, 6, 2)))
+    assert out.dtype == x.dtype
+    assert torch.equal(x, before)
+
+
+@pytest.mark.parametrize("layer", make_layers(), ids=LAYER_IDS)
+def test_batch_equals_rows_one_at_a_time(layer):
+    x = torch.rand(4, 7, 6, 2)
+    rows = torch.cat([layer(x[i : i + 1]) for i in range(4)])
+    torch.testing.assert_close(layer(x), rows)
+
+
+@pytest.mark.parametrize("layer", make_layers(), ids=LAYER_IDS)
+def test_sample_has_input_shape_and_is_deterministic(layer):
+    control = torch.rand(3, *layer.out_shape)
+    a = layer.sample(control, generator=torch.Generator().manual_seed(5))
+    b = layer.sample(control, generator=torch.Generator().manual_seed(5))
+    assert a.shape == (3, 7, 6, 2)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("layer", make_layers(), ids=LAYER_IDS)
+def test_float64_is_preserved(layer):
+    layer = layer.double()
+    assert layer(torch.rand(2, 7, 6, 2, dtype=torch.float64)).dtype == torch.float64
+
+
+def test_folding_matches_naive_loops():
+    x = torch.rand(2, 9, 7, 3, dtype=torch.float64)
+    layer = Folding((9, 7, 3), (3, 2), (2, 3))
+    torch.testing.assert_close(layer(x), naive_fold(x, 3, 2, 2, 3))
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    h=st.integers(1, 9), w=st.integers(1, 9), c=st.integers(1, 3),
+    fy=st.integers(1, 4), fx=st.integers(1, 4), sy=st.integers(1, 4), sx=st.integers(1, 4),
+)
+def test_folding_sample_inverts_forward_on_covered_positions(h, w, c, fy, fx, sy, sx):
+    if fy > h or fx > w:
+        return
+    layer = Folding((h, w, c), (fy, fx), (sy, sx))
+    x = torch.rand(2, h, w, c, dtype=torch.float64)
+    back = layer.sample(layer(x))
+    covered = layer._coverage > 0
+    torch.testing.assert_close(back[:, covered], x[:, covered])
+    assert (back[:, ~covered] == 0).all()
+
+
+def test_folding_sample_averages_overlaps():
+    layer = Folding((3, 1, 1), (2, 1), (1, 1))  # windows rows {0,1} and {1,2}
+    control = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).reshape(1, 2, 1, 2)
+    out = layer.sample(control).flatten()
+    torch.testing.assert_close(out, torch.tensor([1.0, (2.0 + 3.0) / 2, 4.0]))
+
+
+@pytest.mark.parametrize(
+    ("size", "kernel", "stride", "floor", "ceil"),
+    [(21, 2, 2, 10, 11), (26, 2, 2, 13, 13), (5, 2, 2, 2, 3), (7, 3, 2, 3, 3), (8, 3, 3, 2, 3)],
+)
+def test_pooling_sizes_both_modes(size, kernel, stride, floor, ceil):
+    assert pooled_size(size, kernel, stride, False) == floor
+    assert pooled_size(size, kernel, stride, True) == ceil
+    for ceil_mode, expected in ((False, floor), (True, ceil)):
+        layer = MaxPooling((size, size, 1), kernel, stride, ceil_mode=ceil_mode)
+        assert layer(torch.rand(1, size, size, 1)).shape[1] == expected
+
+
+def test_pooling_forward_is_the_window_maximum():
+    x = torch.arange(25.0).reshape(1, 5, 5, 1)
+    out = MaxPooling((5, 5, 1), 2, 2, ceil_mode=True)(x)[0, :, :, 0]
+    assert out.tolist() == [[6, 8, 9], [16, 18, 19], [21, 23, 24]]
+
+
+@pytest.mark.parametrize(("kernel", "stride", "ceil"), [(2, 2, False), (2, 2, True), (3, 2, False),
+                                                        (2, 3, False), (3, 1, True)])
+def test_pooling_sample_is_nearest_neighbour(kernel, stride, ceil):
+    size = 7
+    layer = MaxPooling((size, size, 1), kernel, stride, ceil_mode=ceil)
+    ho = layer.out_shape[0]
+    control = torch.rand(1, ho, ho, 1, dtype=torch.float64)
+    up = layer.sample(control.float()).double()[0, :, :, 0]
+    for y in range(size):
+        for x in range(size):
+            rows = [o for o in range(ho) if o * stride <= y < o * stride + kernel]
+            cols = [p for p in range(ho) if p * stride <= x < p * stride + kernel]
+            rows = rows or [min(y // stride, ho - 1)]
+            cols = cols or [min(x // stride, ho - 1)]
+            expected = control[0, rows][:, cols].mean()
+            assert abs(float(up[y, x]) - float(expected)) < 1e-6
+
+
+def test_pooling_sample_then_forward_recovers_control_without_overlap():
+    layer = MaxPooling((6, 6, 2), 2, 2)
+    control = torch.rand(3, 3, 3, 2)
+    torch.testing.assert_close(layer(layer.sample(control)), control)
+
+
+def test_classifier_inversion_is_non_negative(generator):
+    layer = LinearClassifier((3, 3, 4), 5, generator=generator)
+    t = LinearClassifier.soft_one_hot(torch.tensor([0, 3]), 5, dtype=torch.float32)
+    assert t[0, 0, 0].tolist() == pytest.approx([0.95, 0.0125, 0.0125, 0.0125, 0.0125])
+    signal = layer.sample(t)
+    assert signal.shape == (2, 3, 3, 4)
+    assert (signal >= 0).all()
+    assert torch.allclose(signal.flatten(1).amin(1), torch.zeros(2))
+
+
+def test_classifier_needs_labels():
+    layer = LinearClassifier((1, 1, 4), 3)
+    with pytest.raises(ValueError, match="needs labels"):
+        layer.forward_and_loss(torch.rand(2, 1, 1, 4))
