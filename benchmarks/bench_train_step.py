@@ -18,7 +18,7 @@ import torch
 from torch.utils.benchmark import Timer
 
 import dcgmm
-from dcgmm import DCGMM, Trainer, TrainConfig, load_dataset
+from dcgmm import DCGMM, TrainConfig, Trainer, load_dataset
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 # Reference points measured on this 2-core machine by the author (not by this script).

@@ -18,7 +18,8 @@ def test_single_exp_against_hand_computed_trace():
     assert sched.lr == 0.01
     assert sched.sigma == pytest.approx(2.0 * 0.9**3)
     assert sched.n_reductions == 3
-    assert sched.baseline == 10 and sched.last == 25
+    assert sched.baseline == 10
+    assert sched.last == 25
 
 
 def test_sigma_is_floored():

@@ -15,8 +15,11 @@ from dcgmm.images import encode_png
 
 def write_idx(path, array, gz=True):
     code = {np.uint8: 0x08}[array.dtype.type]
-    raw = struct.pack(">BBBB", 0, 0, code, array.ndim) + struct.pack(
-        f">{array.ndim}I", *array.shape) + array.tobytes()
+    raw = (
+        struct.pack(">BBBB", 0, 0, code, array.ndim)
+        + struct.pack(f">{array.ndim}I", *array.shape)
+        + array.tobytes()
+    )
     path.write_bytes(gzip.compress(raw) if gz else raw)
 
 
@@ -24,16 +27,20 @@ def write_idx(path, array, gz=True):
 def idx_folder(tmp_path):
     rng = np.random.default_rng(0)
     for split, n in (("train", 30), ("t10k", 12)):
-        write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz",
-                  rng.integers(0, 256, (n, 6, 5), dtype=np.uint8))
+        write_idx(
+            tmp_path / f"{split}-images-idx3-ubyte.gz",
+            rng.integers(0, 256, (n, 6, 5), dtype=np.uint8),
+        )
         write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", (np.arange(n) % 3).astype(np.uint8))
     return tmp_path
 
 
 def test_idx_folder_loads_as_nhwc_float(idx_folder):
     ds = load_dataset(idx_folder)
-    assert ds.images.shape == (30, 6, 5, 1) and ds.images.dtype == torch.float32
-    assert 0 <= ds.images.min() and ds.images.max() <= 1
+    assert ds.images.shape == (30, 6, 5, 1)
+    assert ds.images.dtype == torch.float32
+    assert ds.images.min() >= 0
+    assert ds.images.max() <= 1
     assert load_dataset(idx_folder, split="test").images.shape == (12, 6, 5, 1)
 
 
@@ -47,9 +54,13 @@ def test_builtin_subsets_are_real_and_balanced():
 def test_npz_and_class_selection(tmp_path):
     rng = np.random.default_rng(1)
     path = tmp_path / "d.npz"
-    np.savez(path, x_train=rng.integers(0, 256, (20, 4, 4, 3), dtype=np.uint8),
-             y_train=np.arange(20) % 4, x_test=np.zeros((2, 4, 4, 3), np.uint8),
-             y_test=np.zeros(2))
+    np.savez(
+        path,
+        x_train=rng.integers(0, 256, (20, 4, 4, 3), dtype=np.uint8),
+        y_train=np.arange(20) % 4,
+        x_test=np.zeros((2, 4, 4, 3), np.uint8),
+        y_test=np.zeros(2),
+    )
     ds = load_dataset(path, classes=(1, 3), limit_per_class=2)
     assert ds.images.shape == (4, 4, 4, 3)
     assert sorted(ds.labels.tolist()) == [1, 1, 3, 3]
@@ -98,8 +109,7 @@ def _saved_model(tmp_path):
 def test_checkpoint_round_trip(tmp_path):
     model = _saved_model(tmp_path)
     loaded = load_model(tmp_path)
-    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(),
-                              strict=True):
+    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
 
 
@@ -132,25 +142,57 @@ def test_png_encoder_writes_a_valid_header():
 
 def test_cli_train_eval_info_resume(tmp_path, capsys):
     run = tmp_path / "run"
-    args = ["train", "--model", "F(7,7)-G(4)-F(4,1)-G(4)", "--data", "mnist", "--classes", "1,2",
-            "--limit-per-class", "100", "--steps", "30", "--checkpoint-every", "20",
-            "--annealing-window", "10", "--out", str(run)]
+    args = [
+        "train",
+        "--model",
+        "F(7,7)-G(4)-F(4,1)-G(4)",
+        "--data",
+        "mnist",
+        "--classes",
+        "1,2",
+        "--limit-per-class",
+        "100",
+        "--steps",
+        "30",
+        "--checkpoint-every",
+        "20",
+        "--annealing-window",
+        "10",
+        "--out",
+        str(run),
+    ]
     assert main(args) == 0
     config = json.loads((run / "config.json").read_text())
-    assert config["train"]["steps"] == 30 and config["data"]["classes"] == "1,2"
+    assert config["train"]["steps"] == 30
+    assert config["data"]["classes"] == "1,2"
     assert main(["eval", str(run), "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [layer["index"] for layer in result["layers"]] == [2, 4]
     assert set(result["layers"][0]) == {"index", "spec", "loss", "max_component", "loglik"}
-    assert result["n_samples"] == 400 and result["classifier_accuracy"] is None
+    assert result["n_samples"] == 400
+    assert result["classifier_accuracy"] is None
     assert main(["info", str(run)]) == 0
     assert "step 30 of 30" in capsys.readouterr().out
     assert main(["train", "--resume", str(run)]) == 0  # already finished: a no-op
 
 
 def test_cli_user_errors_are_one_line(tmp_path, capsys):
-    assert main(["train", "--model", "F(3,1)-Q(2)", "--data", "mnist", "--steps", "1",
-                 "--out", str(tmp_path / "r")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "F(3,1)-Q(2)",
+                "--data",
+                "mnist",
+                "--steps",
+                "1",
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 2
+    )
     assert "unknown layer type 'Q'" in capsys.readouterr().err
     assert main(["train", "--model", "A", "--data", "mnist", "--out", str(tmp_path / "r")]) == 2
     assert "give --epochs E or --steps S" in capsys.readouterr().err

@@ -134,7 +134,7 @@ def test_projection_clips_into_bounds():
 
 
 def test_non_square_k_with_annealed_loss_is_a_clear_error():
-    with pytest.raises(ValueError, match="perfect square.*K=16 or K=25"):
+    with pytest.raises(ValueError, match=r"perfect square.*K=16 or K=25"):
         GMM((1, 1, 3), 20)
     GMM((1, 1, 3), 20, objective="max_component")  # fine without the torus
 

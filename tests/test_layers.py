@@ -65,8 +65,13 @@ def test_folding_matches_naive_loops():
 
 @settings(deadline=None, max_examples=60)
 @given(
-    h=st.integers(1, 9), w=st.integers(1, 9), c=st.integers(1, 3),
-    fy=st.integers(1, 4), fx=st.integers(1, 4), sy=st.integers(1, 4), sx=st.integers(1, 4),
+    h=st.integers(1, 9),
+    w=st.integers(1, 9),
+    c=st.integers(1, 3),
+    fy=st.integers(1, 4),
+    fx=st.integers(1, 4),
+    sy=st.integers(1, 4),
+    sx=st.integers(1, 4),
 )
 def test_folding_sample_inverts_forward_on_covered_positions(h, w, c, fy, fx, sy, sx):
     if fy > h or fx > w:
@@ -104,8 +109,10 @@ def test_pooling_forward_is_the_window_maximum():
     assert out.tolist() == [[6, 8, 9], [16, 18, 19], [21, 23, 24]]
 
 
-@pytest.mark.parametrize(("kernel", "stride", "ceil"), [(2, 2, False), (2, 2, True), (3, 2, False),
-                                                        (2, 3, False), (3, 1, True)])
+@pytest.mark.parametrize(
+    ("kernel", "stride", "ceil"),
+    [(2, 2, False), (2, 2, True), (3, 2, False), (2, 3, False), (3, 1, True)],
+)
 def test_pooling_sample_is_nearest_neighbour(kernel, stride, ceil):
     size = 7
     layer = MaxPooling((size, size, 1), kernel, stride, ceil_mode=ceil)

@@ -8,8 +8,9 @@ from dcgmm.spec import ClassifierSpec, FoldingSpec, GMMSpec, PoolingSpec
 
 positive = st.integers(1, 30)
 layer_specs = st.one_of(
-    st.builds(FoldingSpec, patch_size=st.tuples(positive, positive),
-              stride=st.tuples(positive, positive)),
+    st.builds(
+        FoldingSpec, patch_size=st.tuples(positive, positive), stride=st.tuples(positive, positive)
+    ),
     st.builds(PoolingSpec, kernel=positive, stride=positive, ceil_mode=st.booleans()),
     st.builds(GMMSpec, n_components=positive, independent=st.booleans()),
     st.builds(ClassifierSpec, n_classes=positive),
@@ -73,19 +74,24 @@ def test_paper_parameter_count_of_preset_a():
 
 def test_str_shows_the_shape_chain():
     text = str(DCGMM.from_spec("E", (28, 28, 1)))
-    assert ("(28,28,1) -F(3,1)-> (26,26,9) -G(25)-> (26,26,25) -F(4,2)-> (12,12,400) -G(25)-> "
-            "(12,12,25) -F(12,1)-> (1,1,3600) -G(49)-> (1,1,49)") in text
+    assert (
+        "(28,28,1) -F(3,1)-> (26,26,9) -G(25)-> (26,26,25) -F(4,2)-> (12,12,400) -G(25)-> "
+        "(12,12,25) -F(12,1)-> (1,1,3600) -G(49)-> (1,1,49)"
+    ) in text
     assert "186,625 centroid entries" in text
 
 
 def test_patch_that_does_not_fit_points_at_the_layer():
-    with pytest.raises(SpecError, match=r"layer 5 F\(12,1\): patch 12x12 does not fit a 10x10 "
-                                        r"input \(from layer 4 G\(25\)\)"):
+    with pytest.raises(
+        SpecError,
+        match=r"layer 5 F\(12,1\): patch 12x12 does not fit a 10x10 "
+        r"input \(from layer 4 G\(25\)\)",
+    ):
         DCGMM.from_spec("F(3,1)-G(25)-F(4,2)-G(25)-F(12,1)-G(49)", (24, 24, 1))
 
 
 def test_non_square_k_fails_at_build_time():
-    with pytest.raises(SpecError, match="layer 2 G\\(20\\).*perfect square"):
+    with pytest.raises(SpecError, match=r"layer 2 G\(20\).*perfect square"):
         DCGMM.from_spec("F(28,1)-G(20)", (28, 28, 1))
 
 

@@ -3,19 +3,20 @@ import json
 import pytest
 import torch
 
-from dcgmm import DCGMM, Trainer, TrainConfig, evaluate
+from dcgmm import DCGMM, TrainConfig, Trainer, evaluate
 from dcgmm.checkpoint import load_model, write_config
 from dcgmm.training import NumericalError, epoch_permutation, preset_config
 
 
 def test_training_on_builtin_mnist_raises_test_loglik(mnist_small):
     train, test = mnist_small
-    model = DCGMM.from_spec("F(7,7)-G(9)-F(4,1)-G(4)", (28, 28, 1),
-                            generator=torch.Generator().manual_seed(0))
+    model = DCGMM.from_spec(
+        "F(7,7)-G(9)-F(4,1)-G(4)", (28, 28, 1), generator=torch.Generator().manual_seed(0)
+    )
     before = evaluate(model, test.images)["layers"]
     Trainer(model, TrainConfig(steps=200, annealing_window=20), train.images).run()
     after = evaluate(model, test.images)["layers"]
-    for b, a in zip(before, after, strict=True):
+    for _b, a in zip(before, after, strict=True):
         assert torch.isfinite(torch.tensor([a["loglik"], a["loss"], a["max_component"]])).all()
     # measured: layer 2 -22.8 -> -7.7 nats per position, layer 4 22.3 -> 53.6 per image
     assert after[0]["loglik"] > before[0]["loglik"] + 10
@@ -24,8 +25,9 @@ def test_training_on_builtin_mnist_raises_test_loglik(mnist_small):
 
 def test_classifier_trains_on_the_same_batches(mnist_small):
     train, test = mnist_small
-    model = DCGMM.from_spec("F(4,4)-G(9)-C(10)", (28, 28, 1),
-                            generator=torch.Generator().manual_seed(0))
+    model = DCGMM.from_spec(
+        "F(4,4)-G(9)-C(10)", (28, 28, 1), generator=torch.Generator().manual_seed(0)
+    )
     cfg = TrainConfig(steps=200, classifier_lr=0.5, annealing_window=20)
     trainer = Trainer(model, cfg, train.images, train.labels)
     trainer.run()
@@ -47,9 +49,12 @@ def test_annealing_reduces_sigma_and_reaches_layers(mnist_small):
 def test_layer_delay_keeps_upper_layers_still_at_first():
     model = DCGMM.from_spec("F(4,2)-G(4)-F(3,1)-G(4)", (8, 8, 1))
     upper_before = model.layers[3].means.detach().clone()
-    trainer = Trainer(model, TrainConfig(steps=20, layer_delay=0.5, batch_size=10),
-                      torch.rand(40, 8, 8, 1))
-    assert trainer.is_active(1, 0) and not trainer.is_active(3, 9) and trainer.is_active(3, 10)
+    trainer = Trainer(
+        model, TrainConfig(steps=20, layer_delay=0.5, batch_size=10), torch.rand(40, 8, 8, 1)
+    )
+    assert trainer.is_active(1, 0)
+    assert not trainer.is_active(3, 9)
+    assert trainer.is_active(3, 10)
     trainer.run(stop_at=10)
     assert torch.equal(model.layers[3].means, upper_before)
     trainer.run()
@@ -80,15 +85,24 @@ def test_epochs_reshuffle_deterministically():
 
 def _run(tmp_path, steps, stop_at=None, resume=False):
     images = torch.rand(230, 10, 10, 1, generator=torch.Generator().manual_seed(3))
-    model = DCGMM.from_spec("F(4,2)-G(4)-F(4,1)-G(9)", (10, 10, 1),
-                            generator=torch.Generator().manual_seed(0))
-    cfg = TrainConfig(steps=steps, annealing_window=7, checkpoint_every=13, log_every=5, seed=4,
-                      batch_size=20)
+    model = DCGMM.from_spec(
+        "F(4,2)-G(4)-F(4,1)-G(9)", (10, 10, 1), generator=torch.Generator().manual_seed(0)
+    )
+    cfg = TrainConfig(
+        steps=steps, annealing_window=7, checkpoint_every=13, log_every=5, seed=4, batch_size=20
+    )
     if resume:
         model = load_model(tmp_path)
     else:
-        write_config(tmp_path, {"spec": model.spec, "input_shape": [10, 10, 1],
-                                "objective": "annealed", "train": cfg.to_dict()})
+        write_config(
+            tmp_path,
+            {
+                "spec": model.spec,
+                "input_shape": [10, 10, 1],
+                "objective": "annealed",
+                "train": cfg.to_dict(),
+            },
+        )
     trainer = Trainer(model, cfg, images, run_dir=tmp_path)
     if resume:
         trainer.resume()
@@ -102,8 +116,9 @@ def test_resume_reproduces_uninterrupted_run_exactly(tmp_path):
     _run(tmp_path / "split", 60, stop_at=30)
     resumed, resumed_trainer = _run(tmp_path / "split", 60, resume=True)
     assert resumed_trainer.step == 60
-    for (name, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items(),
-                                 strict=True):
+    for (name, a), (_, b) in zip(
+        full.state_dict().items(), resumed.state_dict().items(), strict=True
+    ):
         assert torch.equal(a, b), name
     assert resumed_trainer.schedules == full_trainer.schedules
     full_log = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
@@ -126,5 +141,8 @@ def test_train_config_validation():
     with pytest.raises(ValueError, match="batch_size must be positive"):
         TrainConfig(steps=1, batch_size=0)
     with pytest.raises(ValueError, match="fewer than one batch"):
-        Trainer(DCGMM.from_spec("F(6,1)-G(4)", (6, 6, 1)), TrainConfig(epochs=1),
-                torch.rand(10, 6, 6, 1))
+        Trainer(
+            DCGMM.from_spec("F(6,1)-G(4)", (6, 6, 1)),
+            TrainConfig(epochs=1),
+            torch.rand(10, 6, 6, 1),
+        )

@@ -9,7 +9,7 @@ from dcgmm.layers import GMM, Folding, Layer, LinearClassifier, MaxPooling, Trai
 from dcgmm.model import DCGMM
 from dcgmm.sampling import SamplingConfig, sample
 from dcgmm.spec import PRESETS, format_spec, parse_spec
-from dcgmm.training import Trainer, TrainConfig
+from dcgmm.training import TrainConfig, Trainer
 
 __version__ = "0.1.0"
 
@@ -30,8 +30,8 @@ __all__ = [
     "SingleExpSchedule",
     "SpecError",
     "TrainConfig",
-    "Trainer",
     "TrainableLayer",
+    "Trainer",
     "__version__",
     "evaluate",
     "format_spec",

@@ -1,5 +1,7 @@
-"""Run directories: ``config.json`` (what was trained) and ``model.safetensors`` (parameters,
-buffers and the trainer's state in the file's metadata, so one atomic rename saves both).
+"""Run directories: ``config.json`` and ``model.safetensors``.
+
+``config.json`` says what was trained; ``model.safetensors`` holds parameters, buffers and the
+trainer's state in the file's metadata, so one atomic rename saves both.
 
 Every write goes to a temporary file in the same folder first and is then renamed over the
 old one, so a crash leaves either the previous checkpoint or the new one, never half of one.

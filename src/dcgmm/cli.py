@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
+from tqdm import tqdm  # type: ignore[import-untyped]
 
 from dcgmm import __version__
 from dcgmm.checkpoint import CONFIG_FILE, load_model, load_trainer_state, read_config, write_config
@@ -25,7 +25,7 @@ from dcgmm.images import save_grid
 from dcgmm.model import DCGMM
 from dcgmm.sampling import SamplingConfig, sample
 from dcgmm.spec import PRESETS
-from dcgmm.training import Trainer, TrainConfig, preset_config
+from dcgmm.training import TrainConfig, Trainer, preset_config
 
 logger = logging.getLogger("dcgmm")
 
@@ -43,7 +43,7 @@ def _field_type(field: dataclasses.Field[Any]) -> type:
     hint = typing.get_type_hints(TrainConfig)[field.name]
     if isinstance(hint, types.UnionType):
         return next(a for a in typing.get_args(hint) if a is not type(None))
-    return hint  # type: ignore[no-any-return]
+    return hint
 
 
 def add_train_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -169,8 +169,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     with bar:
         trainer.run(callback=callback)
-    logger.info("trained %d steps in %.1f s; run directory %s", trainer.n_steps,
-                time.perf_counter() - start, run_dir)
+    logger.info(
+        "trained %d steps in %.1f s; run directory %s",
+        trainer.n_steps,
+        time.perf_counter() - start,
+        run_dir,
+    )
     return 0
 
 
@@ -217,8 +221,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if (out / CONFIG_FILE).exists():
         raise CLIError(f"{out} already holds a run; remove it or pass another --out")
     train_args = argparse.Namespace(
-        model=DEMO_SPEC, data="mnist", classes=None, limit_per_class=None, out=str(out),
-        objective="annealed", resume=None, epochs=args.epochs, seed=0,
+        model=DEMO_SPEC,
+        data="mnist",
+        classes=None,
+        limit_per_class=None,
+        out=str(out),
+        objective="annealed",
+        resume=None,
+        epochs=args.epochs,
+        seed=0,
     )
     cmd_train(train_args)
     model = load_model(out)
@@ -264,8 +275,10 @@ def cmd_env(args: argparse.Namespace) -> int:
     print(f"dcgmm {__version__}")
     print(f"python {platform.python_version()} ({platform.platform()})")
     print(f"torch {torch.__version__}, numpy {numpy.__version__}")
-    print(f"threads: torch {torch.get_num_threads()} intra-op, {torch.get_num_interop_threads()}"
-          " inter-op")
+    print(
+        f"threads: torch {torch.get_num_threads()} intra-op, {torch.get_num_interop_threads()}"
+        " inter-op"
+    )
     print(f"cuda: {torch.cuda.get_device_name(0) if cuda else 'not available'}")
     return 0
 
@@ -282,8 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", help="mnist, fashion-mnist, an IDX folder or a .npz file")
     train.add_argument("--classes", help="keep only these classes, e.g. 1,2,3 or 1-9")
     train.add_argument("--limit-per-class", type=int, help="first N samples of every class")
-    train.add_argument("--objective", default="annealed",
-                       choices=("annealed", "max_component", "loglik"))
+    train.add_argument(
+        "--objective", default="annealed", choices=("annealed", "max_component", "loglik")
+    )
     train.add_argument("--out", help="run directory")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run")
     train.add_argument("--config", help="JSON file of training options (flags override it)")

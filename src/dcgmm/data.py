@@ -84,7 +84,9 @@ def read_idx(path: str | Path) -> np.ndarray:
             f"{path} has {len(raw)} bytes but its header {dims} needs {expected}; "
             "the file is truncated or corrupted"
         )
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+    return (
+        np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+    )
 
 
 def _find_idx(folder: Path, stem: str) -> Path:

@@ -132,7 +132,11 @@ class DCGMM(nn.Module):
     @property
     def output_shape(self) -> Shape:
         """``(H, W, C)`` of the top layer's output."""
-        return self.layers[-1].out_shape if len(self.layers) else self.input_shape
+        if not len(self.layers):
+            return self.input_shape
+        last = self.layers[-1]
+        assert isinstance(last, Layer)
+        return last.out_shape
 
     def gmm_layers(self) -> Iterator[tuple[int, GMM]]:
         """Yield ``(index, layer)`` for every GMM layer, bottom first (index 0-based)."""
@@ -209,6 +213,7 @@ class DCGMM(nn.Module):
         """Return ``(28,28,1) -F(3,1)-> (26,26,9) -G(25)-> ...``."""
         parts = ["({},{},{})".format(*self.input_shape)]
         for layer in self.layers:
+            assert isinstance(layer, Layer)
             parts.append("-{}-> ({},{},{})".format(layer.spec, *layer.out_shape))
         return " ".join(parts)
 
@@ -218,4 +223,3 @@ class DCGMM(nn.Module):
             f"  parameters: {self.n_centroid_entries():,} centroid entries (papers' count), "
             f"{self.n_parameters():,} trainable values"
         )
-

@@ -9,7 +9,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from dcgmm.layers import GMM, LinearClassifier
+from dcgmm.layers import GMM, Layer, LinearClassifier
 from dcgmm.model import DCGMM
 
 
@@ -79,5 +79,6 @@ def sample(
                 x, generator=generator, top_s=config.top_s, noise_divisor=config.noise_divisor
             )
         else:
+            assert isinstance(layer, Layer)
             x = layer.sample(x, generator=generator)
     return x.clamp(0.0, 1.0) if clip else x

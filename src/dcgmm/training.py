@@ -1,5 +1,7 @@
-"""Layer-wise SGD training of a DCGMM (spec §3): every trainable layer ascends its own
-objective on the same mini-batch, with SingleExp annealing per GMM layer.
+"""Layer-wise SGD training of a DCGMM (spec §3).
+
+Every trainable layer ascends its own objective on the same mini-batch, with SingleExp
+annealing per GMM layer.
 """
 
 import json
@@ -87,7 +89,7 @@ class TrainConfig:
         return AnnealingConfig(**self._annealing_kwargs())
 
     def steps_per_epoch(self, n_samples: int) -> int:
-        """Return the number of full batches in one pass over ``n_samples`` (the rest is dropped)."""
+        """Return the number of full batches in one pass (the remainder is dropped)."""
         if n_samples < self.batch_size:
             raise ValueError(
                 f"the dataset has {n_samples} samples, fewer than one batch of "
@@ -120,12 +122,15 @@ def preset_config(preset: str | None, config: TrainConfig, explicit: set[str]) -
     overrides = {
         k: v for k, v in PRESET_TRAIN_OVERRIDES.get(preset or "", {}).items() if k not in explicit
     }
-    return replace(config, **overrides) if overrides else config
+    return replace(config, **overrides) if overrides else config  # type: ignore[arg-type]
 
 
 def epoch_permutation(n: int, seed: int, epoch: int, device: torch.device) -> Tensor:
-    """Return the sample order of one epoch: a function of (seed, epoch) alone, so a resumed
-    run sees exactly the batches an uninterrupted one would."""
+    """Return the sample order of one epoch.
+
+    It is a function of (seed, epoch) alone, so a resumed run sees exactly the batches an
+    uninterrupted one would.
+    """
     derived = int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0])
     generator = torch.Generator().manual_seed(derived & 0x7FFF_FFFF_FFFF_FFFF)
     return torch.randperm(n, generator=generator).to(device)
@@ -188,7 +193,7 @@ class Trainer:
             for rank, idx in enumerate(gmm_indices)
         }
         self.schedules = {
-            idx: SingleExpSchedule.start(config.annealing, float(layer.sigma_som))
+            idx: SingleExpSchedule.start(config.annealing, layer.sigma_som_value)
             for idx, layer in model.gmm_layers()
         }
         self.optimizer = torch.optim.SGD(self._param_groups(), lr=config.lr_start)
@@ -215,12 +220,21 @@ class Trainer:
                 ):
                     scale = factor * positions
                     groups.append(
-                        {"params": [param], "layer": idx, "scale": scale, "lr": cfg.lr_start * scale}
+                        {
+                            "params": [param],
+                            "layer": idx,
+                            "scale": scale,
+                            "lr": cfg.lr_start * scale,
+                        }
                     )
             else:
                 groups.append(
-                    {"params": list(layer.parameters()), "layer": idx, "scale": None,
-                     "lr": cfg.classifier_lr}
+                    {
+                        "params": list(layer.parameters()),
+                        "layer": idx,
+                        "scale": None,
+                        "lr": cfg.classifier_lr,
+                    }
                 )
         return groups
 
@@ -228,8 +242,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             if group["scale"] is not None:
                 group["lr"] = self.schedules[group["layer"]].lr * group["scale"]
-        for idx, layer in self.model.gmm_layers():
-            layer.sigma_som.fill_(self.schedules[idx].sigma)
+        for idx, gmm in self.model.gmm_layers():
+            gmm.sigma_som.fill_(self.schedules[idx].sigma)
 
     def is_active(self, layer_index: int, step: int) -> bool:
         """Return whether a trainable layer updates at ``step`` (GMM layers start late)."""
@@ -272,7 +286,7 @@ class Trainer:
                 h = layer(h)
             h = h.detach()  # layer-local learning: no gradient reaches lower layers
         self.optimizer.zero_grad(set_to_none=True)
-        torch.stack(losses).sum().backward()
+        torch.stack(losses).sum().backward()  # type: ignore[no-untyped-call]
         self.optimizer.step()
         for _, gmm in self.model.gmm_layers():
             gmm.project_()
@@ -321,7 +335,12 @@ class Trainer:
         self._log_count = [0] * len(self._trainable)
         self._correct.zero_()
         epoch = self.step / self.steps_per_epoch
-        return {"step": self.step, "epoch": epoch, "layers": layers, "classifier_accuracy": accuracy}
+        return {
+            "step": self.step,
+            "epoch": epoch,
+            "layers": layers,
+            "classifier_accuracy": accuracy,
+        }
 
     def state_dict(self) -> dict[str, Any]:
         """Return everything besides the model that a resumed run needs."""
@@ -365,7 +384,8 @@ class Trainer:
         path = self.run_dir / METRICS_FILE
         if path.exists():
             kept = [
-                line for line in path.read_text().splitlines()
+                line
+                for line in path.read_text().splitlines()
                 if line.strip() and json.loads(line)["step"] <= self.step
             ]
             path.write_text("".join(line + "\n" for line in kept))

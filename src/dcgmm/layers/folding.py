@@ -39,6 +39,8 @@ class Folding(Layer):
     or at a border the floor division leaves out) receive 0.
     """
 
+    _coverage: Tensor  # buffer (H, W): how many windows cover each input position
+
     def __init__(self, input_shape: Shape, patch_size: tuple[int, int], stride: tuple[int, int]):
         super().__init__(input_shape)
         self.patch_size = patch_size

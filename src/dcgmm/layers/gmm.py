@@ -181,6 +181,13 @@ class GMM(TrainableLayer):
         self.means.uniform_(-MEAN_INIT_RANGE, MEAN_INIT_RANGE, generator=generator)
         self.sqrt_precisions.fill_(SQRT_PRECISION_UPPER_BOUND)
 
+    sigma_som: Tensor  # registered buffer: the annealing radius, saved with the parameters
+
+    @property
+    def sigma_som_value(self) -> float:
+        """The annealing radius as a Python float."""
+        return float(self.sigma_som)
+
     @property
     def precisions(self) -> Tensor:
         """Diagonal precisions ``s**2``, same shape as ``means``."""
@@ -204,9 +211,7 @@ class GMM(TrainableLayer):
         r"""Return :math:`\log \pi_k + \log N_k(x)` at every position."""
         log_weights = torch.log_softmax(self.logits, dim=-1)
         if self.independent:
-            log_dens = diag_gaussian_log_density_per_position(
-                x, self.means, self.sqrt_precisions
-            )
+            log_dens = diag_gaussian_log_density_per_position(x, self.means, self.sqrt_precisions)
         else:
             log_dens = diag_gaussian_log_density(x, self.means, self.sqrt_precisions)
         return log_dens + log_weights
