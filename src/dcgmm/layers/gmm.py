@@ -224,13 +224,16 @@ class GMM(TrainableLayer):
         """Return the current toroidal kernel ``g`` (K, K)."""
         return torus_smoothing_kernel(self.n_components, self.sigma_som, dtype=dtype, device=device)
 
-    def _objective_map(self, log_joint: Tensor) -> Tensor:
-        if self.objective == "loglik":
-            return torch.logsumexp(log_joint, dim=-1)
+    def _annealed_map(self, log_joint: Tensor) -> Tensor:
         if self.objective == "annealed" and float(self.sigma_som) > SIGMA_SOM_FLOOR:
             kernel = self.smoothing_kernel(log_joint.dtype, log_joint.device)
             return (log_joint @ kernel.T).amax(dim=-1)  # kernel is symmetric; .T for clarity
         return log_joint.amax(dim=-1)  # at the floor the kernel is the identity
+
+    def _objective_map(self, log_joint: Tensor) -> Tensor:
+        if self.objective == "loglik":
+            return torch.logsumexp(log_joint, dim=-1)
+        return self._annealed_map(log_joint)
 
     def forward(self, x: Float[Tensor, "N H W C"]) -> Float[Tensor, "N H W K"]:
         """Return the responsibilities ``softmax_k log_joint`` at every position."""
@@ -246,11 +249,7 @@ class GMM(TrainableLayer):
     def scores(self, x: Float[Tensor, "N H W C"]) -> GMMScores:
         """Return the per-position annealed loss, max-component and exact log-likelihoods."""
         log_joint = self._checked(self.log_joint(x))
-        if self.objective == "annealed" and float(self.sigma_som) > SIGMA_SOM_FLOOR:
-            kernel = self.smoothing_kernel(log_joint.dtype, log_joint.device)
-            annealed = (log_joint @ kernel.T).amax(dim=-1)
-        else:
-            annealed = log_joint.amax(dim=-1)
+        annealed = self._annealed_map(log_joint)
         return GMMScores(annealed, log_joint.amax(dim=-1), torch.logsumexp(log_joint, dim=-1))
 
     def sample(
