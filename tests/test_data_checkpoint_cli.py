@@ -64,6 +64,12 @@ def test_npz_and_class_selection(tmp_path):
     ds = load_dataset(path, classes=(1, 3), limit_per_class=2)
     assert ds.images.shape == (4, 4, 4, 3)
     assert sorted(ds.labels.tolist()) == [1, 1, 3, 3]
+    # limit: the first N of the selection in file order (labels 1, 3, 1 here).
+    first = load_dataset(path, classes=(1, 3), limit=3)
+    assert first.labels.tolist() == [1, 3, 1]
+    assert torch.equal(first.images, load_dataset(path, classes=(1, 3)).images[:3])
+    with pytest.raises(DataError, match="limit must be a positive"):
+        load_dataset(path, limit=0)
 
 
 def test_parse_classes():

@@ -70,7 +70,7 @@ def test_gradcheck_log_density():
 
 def test_gradcheck_annealed_loss(generator):
     layer = random_gmm((2, 2, 3), 4, generator)
-    layer.sigma_som.fill_(0.8)
+    layer.set_sigma_som(0.8)
     x = torch.rand(4, 2, 2, 3, generator=generator, dtype=torch.float64)
     names = ("logits", "means", "sqrt_precisions")
     inputs = tuple(getattr(layer, n).detach().clone().requires_grad_() for n in names)
@@ -97,7 +97,7 @@ def test_torus_kernel_matches_naive_and_is_identity_at_floor():
 def test_objectives(objective, generator):
     layer = random_gmm((2, 2, 3), 4, generator)
     layer.objective = objective
-    layer.sigma_som.fill_(1.0)
+    layer.set_sigma_som(1.0)
     x = torch.rand(5, 2, 2, 3, generator=generator, dtype=torch.float64)
     lj = layer.log_joint(x)
     expected = {

@@ -80,12 +80,19 @@ def train_config_from_args(args: argparse.Namespace, preset: str | None) -> Trai
         raise CLIError(str(err)) from None
 
 
-def _load_data(source: str, split: str, classes: str | None, limit: int | None) -> Dataset:
+def _load_data(
+    source: str,
+    split: str,
+    classes: str | None,
+    limit_per_class: int | None,
+    limit: int | None = None,
+) -> Dataset:
     return load_dataset(
         source,
         split=split,  # type: ignore[arg-type]
         classes=parse_classes(classes),
-        limit_per_class=limit,
+        limit_per_class=limit_per_class,
+        limit=limit,
     )
 
 
@@ -123,7 +130,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = read_config(run_dir)
         train_cfg = TrainConfig(**config["train"])
         data = config["data"]
-        dataset = _load_data(data["source"], "train", data["classes"], data["limit_per_class"])
+        dataset = _load_data(
+            data["source"], "train", data["classes"], data["limit_per_class"], data.get("limit")
+        )
         model = load_model(run_dir)
         trainer = Trainer(model, train_cfg, dataset.images, dataset.labels, run_dir=run_dir)
         trainer.resume()
@@ -139,7 +148,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         preset = args.model if args.model in PRESETS else None
         train_cfg = train_config_from_args(args, preset)
-        dataset = _load_data(args.data, "train", args.classes, args.limit_per_class)
+        dataset = _load_data(args.data, "train", args.classes, args.limit_per_class, args.limit)
         generator = torch.Generator().manual_seed(train_cfg.seed)
         model = DCGMM.from_spec(
             args.model, dataset.image_shape, objective=args.objective, generator=generator
@@ -157,6 +166,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                     "source": args.data,
                     "classes": args.classes,
                     "limit_per_class": args.limit_per_class,
+                    "limit": args.limit,
                     "n_samples": len(dataset),
                 },
                 "versions": {"dcgmm": __version__, "torch": torch.__version__},
@@ -186,7 +196,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     data = config["data"]
     source = args.data or data["source"]
     classes = args.classes if args.classes is not None else data["classes"]
-    dataset = _load_data(source, args.split, classes, args.limit_per_class)
+    dataset = _load_data(source, args.split, classes, args.limit_per_class, args.limit)
     result = evaluate(model, dataset.images, dataset.labels)
     if args.json:
         print(json.dumps(result))
@@ -225,6 +235,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         data="mnist",
         classes=None,
         limit_per_class=None,
+        limit=None,
         out=str(out),
         objective="annealed",
         resume=None,
@@ -295,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", help="mnist, fashion-mnist, an IDX folder or a .npz file")
     train.add_argument("--classes", help="keep only these classes, e.g. 1,2,3 or 1-9")
     train.add_argument("--limit-per-class", type=int, help="first N samples of every class")
+    train.add_argument("--limit", type=int, help="then the first N samples (file order)")
     train.add_argument(
         "--objective", default="annealed", choices=("annealed", "max_component", "loglik")
     )
@@ -309,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", help="data source (default: the run's)")
     ev.add_argument("--split", default="test", choices=("train", "test"))
     ev.add_argument("--classes")
-    ev.add_argument("--limit-per-class", type=int)
+    ev.add_argument("--limit-per-class", type=int, help="first N samples of every class")
+    ev.add_argument("--limit", type=int, help="then the first N samples (file order)")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.set_defaults(func=cmd_eval)
 

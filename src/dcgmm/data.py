@@ -171,8 +171,12 @@ def select(
     classes: Sequence[int] | None,
     limit_per_class: int | None,
     name: str,
+    limit: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Keep only ``classes`` and the first ``limit_per_class`` samples of each (file order)."""
+    """Keep ``classes``, the first ``limit_per_class`` of each, then the first ``limit``.
+
+    Everything is in file order, so a selection is the same on every machine.
+    """
     if len(images) != len(labels):
         raise DataError(f"{name}: {len(images)} images but {len(labels)} labels")
     keep = np.ones(len(labels), dtype=bool)
@@ -188,6 +192,10 @@ def select(
             idx = np.nonzero(keep & (labels == value))[0]
             rank[idx] = np.arange(len(idx))
         keep &= rank < limit_per_class
+    if limit is not None:
+        if limit <= 0:
+            raise DataError(f"{name}: limit must be a positive number of samples; got {limit}")
+        keep &= np.cumsum(keep) <= limit
     return images[keep], labels[keep]
 
 
@@ -197,6 +205,7 @@ def load_dataset(
     split: Split = "train",
     classes: Sequence[int] | None = None,
     limit_per_class: int | None = None,
+    limit: int | None = None,
 ) -> Dataset:
     """Load a split of a local dataset as float32 NHWC in [0, 1].
 
@@ -210,6 +219,9 @@ def load_dataset(
         Keep only these labels.
     limit_per_class : int, optional
         Keep the first ``limit_per_class`` samples of every class (in file order).
+    limit : int, optional
+        Then keep the first ``limit`` samples of the selection (in file order, so with the
+        classes in their natural proportions).
 
     Raises
     ------
@@ -218,7 +230,7 @@ def load_dataset(
     """
     images, labels, name = read_arrays(source, split)
     images, labels = select(
-        images, labels, classes=classes, limit_per_class=limit_per_class, name=name
+        images, labels, classes=classes, limit_per_class=limit_per_class, name=name, limit=limit
     )
     if len(images) == 0:
         raise DataError(f"{name} ({split}): the selection is empty")

@@ -21,6 +21,7 @@ from dcgmm.spec import (
     format_spec,
     parse_spec,
 )
+from dcgmm.stages import Stage, build_stages
 
 
 def build_layer(
@@ -165,11 +166,20 @@ class DCGMM(nn.Module):
         """Raise a ``ValueError`` unless ``x`` is an NHWC float batch of this model's images."""
         check_nhwc(x, self.input_shape, name)
 
+    @property
+    def stages(self) -> list[Stage]:
+        """The fast execution plan: foldings fused with the shared GMM layers above them."""
+        if self._stages is None:
+            self._stages = build_stages(list(self.layers))  # type: ignore[arg-type]
+        return self._stages
+
+    _stages: list[Stage] | None = None
+
     def forward(self, x: Float[Tensor, "N H W C"]) -> Tensor:
         """Return the top layer's output for a batch of images."""
         self.check_input(x)
-        for layer in self.layers:
-            x = layer(x)
+        for stage in self.stages:
+            x = stage.forward(x)
         return x
 
     def layer_losses(self, x: Tensor, y: Tensor | None = None) -> list[Tensor]:
@@ -193,10 +203,10 @@ class DCGMM(nn.Module):
         """
         self.check_input(x)
         out: list[GMMScores] = []
-        for layer in self.layers:
-            if isinstance(layer, GMM):
-                out.append(layer.scores(x))
-            x = layer(x)
+        for stage in self.stages:
+            x, scores = stage.scores(x)
+            if scores is not None:
+                out.append(scores)
         return out
 
     @torch.no_grad()

@@ -243,7 +243,7 @@ class Trainer:
             if group["scale"] is not None:
                 group["lr"] = self.schedules[group["layer"]].lr * group["scale"]
         for idx, gmm in self.model.gmm_layers():
-            gmm.sigma_som.fill_(self.schedules[idx].sigma)
+            gmm.set_sigma_som(self.schedules[idx].sigma)
 
     def is_active(self, layer_index: int, step: int) -> bool:
         """Return whether a trainable layer updates at ``step`` (GMM layers start late)."""
@@ -260,37 +260,41 @@ class Trainer:
         return self.images[index], y
 
     def train_step(self) -> None:
-        """Run one SGD step on the next mini-batch (no host synchronisation)."""
+        """Run one SGD step on the next mini-batch (no host synchronisation).
+
+        Every stage of the model's fast plan (:mod:`dcgmm.stages`) computes its output and
+        its own layer's gradient in one go; nothing flows between layers but detached
+        activations.
+        """
         x, y = self._batch(self.step)
-        losses: list[Tensor] = []
+        self.optimizer.zero_grad(set_to_none=True)  # layers still waiting keep grad None
         h = x
         slot = 0
-        for idx, layer in enumerate(self.model.layers):
-            if isinstance(layer, TrainableLayer):
-                if self.is_active(idx, self.step):
-                    h, loss = layer.forward_and_loss(h, y)
-                    losses.append(loss)
-                    value = loss.detach().double()
-                    objective = -value if isinstance(layer, GMM) else value
-                    self._window_sum[slot] += objective
-                    self._log_sum[slot] += objective
-                    self._window_count[slot] += 1
-                    self._log_count[slot] += 1
-                    if isinstance(layer, LinearClassifier) and y is not None:
-                        self._correct += (h.reshape(h.shape[0], -1).argmax(1) == y).sum()
-                else:
-                    with torch.no_grad():
-                        h = layer(h)
-                slot += 1
+        for stage in self.model.stages:
+            layer = stage.trainable
+            if layer is None:
+                h = stage.forward(h)
+                continue
+            if self.is_active(stage.index, self.step):
+                h, value = stage.train_step(h, y)
+                self._record(slot, value.detach().double())
+                if isinstance(layer, LinearClassifier) and y is not None:
+                    self._correct += (h.reshape(h.shape[0], -1).argmax(1) == y).sum()
             else:
-                h = layer(h)
-            h = h.detach()  # layer-local learning: no gradient reaches lower layers
-        self.optimizer.zero_grad(set_to_none=True)
-        torch.stack(losses).sum().backward()  # type: ignore[no-untyped-call]
+                with torch.no_grad():
+                    h = stage.forward(h)
+            slot += 1
         self.optimizer.step()
         for _, gmm in self.model.gmm_layers():
             gmm.project_()
         self.step += 1
+
+    def _record(self, slot: int, value: Tensor) -> None:
+        # GMM stages report their objective (a log-likelihood), the classifier its loss.
+        self._window_sum[slot] += value
+        self._log_sum[slot] += value
+        self._window_count[slot] += 1
+        self._log_count[slot] += 1
 
     def _end_windows(self) -> None:
         window = self.config.annealing_window

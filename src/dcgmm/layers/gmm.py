@@ -23,6 +23,7 @@ from dcgmm._numerics import (
     sigma_som_start,
 )
 from dcgmm.exceptions import NumericalWarning
+from dcgmm.layers import gmm_gradients as grads
 from dcgmm.layers.base import Shape, TrainableLayer
 
 Objective = Literal["annealed", "max_component", "loglik"]
@@ -101,6 +102,12 @@ def torus_smoothing_kernel(
     return torch.softmax(-(dr * dr + dc * dc) / (2.0 * sigma_t * sigma_t), dim=1)
 
 
+def _refresh_sigma_host(module: nn.Module, _keys: object) -> None:
+    # After load_state_dict the saved radius is in the buffer; mirror it on the host.
+    if isinstance(module, GMM):
+        module._sigma_host = float(module.sigma_som)
+
+
 class GMMScores(NamedTuple):
     """Per-position density scores of one GMM layer, each of shape (N, H, W).
 
@@ -172,6 +179,10 @@ class GMM(TrainableLayer):
         self.sqrt_precisions = nn.Parameter(torch.empty(*lead, n_components, c))
         start = sigma_som_start(n_components) if objective == "annealed" else SIGMA_SOM_FLOOR
         self.register_buffer("sigma_som", torch.tensor(start))
+        # A host-side copy of the radius, so the hot path never reads a device scalar back.
+        self._sigma_host = start
+        self._kernel_cache: tuple[tuple[float, torch.dtype, torch.device], Tensor] | None = None
+        self.register_load_state_dict_post_hook(_refresh_sigma_host)  # type: ignore[no-untyped-call]
         self.reset_parameters(generator=generator)
 
     @torch.no_grad()
@@ -186,7 +197,29 @@ class GMM(TrainableLayer):
     @property
     def sigma_som_value(self) -> float:
         """The annealing radius as a Python float."""
-        return float(self.sigma_som)
+        return self._sigma_host
+
+    @torch.no_grad()
+    def set_sigma_som(self, value: float) -> None:
+        """Set the annealing radius (the buffer that is saved, and its host-side copy)."""
+        self.sigma_som.fill_(value)
+        self._sigma_host = float(value)
+
+    def annealing_kernel(self, dtype: torch.dtype, device: torch.device) -> Tensor | None:
+        """Return the toroidal kernel the objective uses now, or ``None`` for the identity.
+
+        ``None`` for the max-component and exact objectives, and at the radius floor where
+        the kernel is the identity. The kernel is cached until the radius changes.
+        """
+        if self.objective != "annealed" or self._sigma_host <= SIGMA_SOM_FLOOR:
+            return None
+        key = (self._sigma_host, dtype, device)
+        if self._kernel_cache is None or self._kernel_cache[0] != key:
+            kernel = torus_smoothing_kernel(
+                self.n_components, self._sigma_host, dtype=dtype, device=device
+            )
+            self._kernel_cache = (key, kernel)
+        return self._kernel_cache[1]
 
     @property
     def precisions(self) -> Tensor:
@@ -225,8 +258,8 @@ class GMM(TrainableLayer):
         return torus_smoothing_kernel(self.n_components, self.sigma_som, dtype=dtype, device=device)
 
     def _annealed_map(self, log_joint: Tensor) -> Tensor:
-        if self.objective == "annealed" and float(self.sigma_som) > SIGMA_SOM_FLOOR:
-            kernel = self.smoothing_kernel(log_joint.dtype, log_joint.device)
+        kernel = self.annealing_kernel(log_joint.dtype, log_joint.device)
+        if kernel is not None:
             return (log_joint @ kernel.T).amax(dim=-1)  # kernel is symmetric; .T for clarity
         return log_joint.amax(dim=-1)  # at the floor the kernel is the identity
 
@@ -246,9 +279,29 @@ class GMM(TrainableLayer):
         log_joint = self._checked(self.log_joint(x))
         return torch.softmax(log_joint, dim=-1), -self._objective_map(log_joint).mean()
 
+    def forward_and_grad(
+        self, x: Float[Tensor, "N H W C"]
+    ) -> tuple[Float[Tensor, "N H W K"], Tensor]:
+        """Return (responsibilities, mean objective) and store the loss gradient in ``.grad``.
+
+        The same numbers as ``forward_and_loss`` followed by ``backward``, from closed-form
+        gradients (:mod:`dcgmm.layers.gmm_gradients`) and without autograd's passes.
+        """
+        with torch.no_grad():
+            log_joint = self.log_joint(x)
+            resp = torch.softmax(log_joint, dim=-1)
+            kernel = self.annealing_kernel(log_joint.dtype, log_joint.device)
+            objective = grads.objective_gradient(log_joint, self.objective, kernel, resp)
+            stats = grads.statistics(x, objective.d_log_joint, independent=self.independent)
+            grads.set_descent_gradients(self.means, self.sqrt_precisions, self.logits, stats)
+        return resp, objective.values.mean()
+
     def scores(self, x: Float[Tensor, "N H W C"]) -> GMMScores:
         """Return the per-position annealed loss, max-component and exact log-likelihoods."""
-        log_joint = self._checked(self.log_joint(x))
+        return self.scores_from_log_joint(self._checked(self.log_joint(x)))
+
+    def scores_from_log_joint(self, log_joint: Float[Tensor, "N H W K"]) -> GMMScores:
+        """Return :meth:`scores` given the log-joints (lets fused stages reuse them)."""
         annealed = self._annealed_map(log_joint)
         return GMMScores(annealed, log_joint.amax(dim=-1), torch.logsumexp(log_joint, dim=-1))
 

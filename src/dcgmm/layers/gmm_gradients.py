@@ -1,0 +1,127 @@
+r"""Closed-form gradients of a GMM layer's objectives, without autograd.
+
+Every objective is a function of the log-joints :math:`\ell_{mk}` of the M = N*H*W rows, so
+its gradient factors through :math:`R = \partial\,\overline{obj} / \partial \ell` (M, K). Given
+R, the parameter gradients need only three sufficient statistics per component,
+
+.. math::
+    r_k = \sum_m R_{mk}, \qquad A_{kc} = \sum_m R_{mk} x_{mc}, \qquad
+    B_{kc} = \sum_m R_{mk} x_{mc}^2,
+
+which are two matrix products of the same size as the forward pass (or one convolution
+weight-gradient when the folding is fused in, see :mod:`dcgmm.stages`). With
+:math:`P = s^2`:
+
+.. math::
+    \partial_{\mu_{kc}} = P_{kc} (A_{kc} - r_k \mu_{kc}), \quad
+    \partial_{s_{kc}} = r_k / s_{kc} - s_{kc} (B_{kc} - 2\mu_{kc} A_{kc} + r_k \mu_{kc}^2),
+    \quad \partial_{a_k} = r_k - \pi_k \textstyle\sum_j r_j .
+
+This replaces autograd's element-wise passes over the (M, C) input with nothing: the
+statistics are the only traffic. ``tests/test_gmm_gradients.py`` checks every formula
+against autograd in float64.
+"""
+
+from typing import TYPE_CHECKING, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+if TYPE_CHECKING:  # gmm.py imports this module
+    from dcgmm.layers.gmm import Objective
+
+
+class ObjectiveGradient(NamedTuple):
+    r"""The per-row objective and its gradient with respect to the log-joints.
+
+    Attributes
+    ----------
+    values : Tensor, shape (...)
+        The objective at every row (position of every sample).
+    d_log_joint : Tensor, shape (..., K)
+        :math:`\partial\,\mathrm{mean}(values) / \partial \ell` (already divided by the
+        number of rows).
+    """
+
+    values: Tensor
+    d_log_joint: Tensor
+
+
+class Statistics(NamedTuple):
+    """Responsibility-weighted sums ``r = sum R``, ``first = sum R x``, ``second = sum R x^2``.
+
+    Shapes are (K,), (K, C), (K, C) for a shared layer and (H, W, K), (H, W, K, C) twice for
+    an independent one.
+    """
+
+    weight: Tensor
+    first: Tensor
+    second: Tensor
+
+
+def objective_gradient(
+    log_joint: Tensor,
+    objective: "Objective",
+    kernel: Tensor | None,
+    responsibilities: Tensor,
+) -> ObjectiveGradient:
+    r"""Return the objective per row and its gradient w.r.t. the log-joints.
+
+    Parameters
+    ----------
+    log_joint : Tensor, shape (..., K)
+        :math:`\ell = \log\pi_k + \log N_k(x)`.
+    objective : {"annealed", "max_component", "loglik"}
+        Which objective.
+    kernel : Tensor (K, K) or None
+        The toroidal smoothing kernel of the annealed objective; ``None`` at the radius floor
+        (the identity) or for the other objectives.
+    responsibilities : Tensor, shape (..., K)
+        ``softmax(log_joint)`` (the forward output; reused by the exact log-likelihood).
+    """
+    k = log_joint.shape[-1]
+    rows = log_joint.numel() // k
+    if objective == "loglik":
+        values = torch.logsumexp(log_joint, dim=-1)
+        return ObjectiveGradient(values, responsibilities / rows)
+    if objective == "annealed" and kernel is not None:
+        # smoothed_k = sum_j g_kj l_j; the max picks row k* of g as the gradient. Scaling the
+        # (K, K) kernel instead of the (..., K) result saves a pass over the rows.
+        values, best = (log_joint @ kernel.T).max(dim=-1)
+        grad = (kernel / rows).index_select(0, best.reshape(-1)).reshape(log_joint.shape)
+        return ObjectiveGradient(values, grad)
+    values, best = log_joint.max(dim=-1)
+    grad = torch.zeros_like(log_joint).scatter_(-1, best.unsqueeze(-1), 1.0 / rows)
+    return ObjectiveGradient(values, grad)
+
+
+def statistics(x: Tensor, d_log_joint: Tensor, *, independent: bool) -> Statistics:
+    """Return the sufficient statistics from an (N, H, W, C) input and R (N, H, W, K)."""
+    if independent:
+        weight = d_log_joint.sum(0)
+        first = torch.einsum("nhwk,nhwc->hwkc", d_log_joint, x)
+        second = torch.einsum("nhwk,nhwc->hwkc", d_log_joint, x * x)
+        return Statistics(weight, first, second)
+    c, k = x.shape[-1], d_log_joint.shape[-1]
+    rows_x, rows_r = x.reshape(-1, c), d_log_joint.reshape(-1, k)
+    return Statistics(rows_r.sum(0), rows_r.T @ rows_x, rows_r.T @ (rows_x * rows_x))
+
+
+def set_descent_gradients(
+    means: nn.Parameter, sqrt_precisions: nn.Parameter, logits: nn.Parameter, stats: Statistics
+) -> None:
+    """Store minus the objective's gradient in ``.grad`` of a GMM layer's three parameters.
+
+    ``torch.optim.SGD`` minimises, so the stored gradient is that of the loss ``-objective``;
+    ``.grad`` is overwritten, not accumulated.
+    """
+    mu, sqrt_prec = means.detach(), sqrt_precisions.detach()
+    precisions = sqrt_prec * sqrt_prec
+    weight = stats.weight.unsqueeze(-1)
+    d_means = precisions * (stats.first - weight * mu)
+    spread = stats.second - 2.0 * mu * stats.first + weight * mu * mu
+    d_sqrt_prec = weight / sqrt_prec - sqrt_prec * spread
+    pi = torch.softmax(logits.detach(), dim=-1)
+    d_logits = stats.weight - pi * stats.weight.sum(-1, keepdim=True)
+    for param, grad in ((means, d_means), (sqrt_precisions, d_sqrt_prec), (logits, d_logits)):
+        param.grad = (-grad).to(param.dtype)

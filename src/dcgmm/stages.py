@@ -1,0 +1,200 @@
+r"""The fast execution plan of a DCGMM: its layers grouped into stages that run as one kernel.
+
+A folding layer followed by a shared GMM layer is a convolution: with :math:`P = s^2`,
+
+.. math::
+    \ell_k(\mathrm{window}) = \mathrm{conv}([h^2, h], [-\tfrac12 P_k, \mu_k P_k]) + b_k,
+    \qquad b_k = \textstyle\sum \log s_k - \tfrac12 \sum \mu_k^2 P_k - \tfrac{D}{2}\log 2\pi
+    + \log \pi_k,
+
+and the sufficient statistics of the closed-form gradient (:mod:`dcgmm.layers.gmm_gradients`)
+are that convolution's weight gradient. So :class:`FoldedGMMStage` never builds the folded
+tensor (the biggest tensor of a training step, e.g. 100x12x12x400 in preset E's second
+layer): on the CPU oneDNN reads the small (N, H, W, 2C) map directly, in channels-last
+layout. Every other layer runs as its own :class:`LayerStage`.
+
+The layers' own ``forward`` / ``forward_and_loss`` stay the readable reference; the tests
+check that both paths agree (float64) for every preset.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from dcgmm._numerics import LOG_2PI
+from dcgmm.layers import GMM, Folding, GMMScores, Layer, LinearClassifier
+from dcgmm.layers import gmm_gradients as grads
+from dcgmm.layers.base import TrainableLayer
+
+
+class LayerStage:
+    """One layer run on its own (pooling, classifier, independent GMM, lone folding)."""
+
+    def __init__(self, layer: Layer, index: int) -> None:
+        self.layer = layer
+        self.index = index  # position of the (last) layer in the model
+
+    @property
+    def gmm(self) -> GMM | None:
+        """The stage's GMM layer, if it has one."""
+        return self.layer if isinstance(self.layer, GMM) else None
+
+    @property
+    def trainable(self) -> TrainableLayer | None:
+        """The stage's trainable layer, if it has one."""
+        return self.layer if isinstance(self.layer, TrainableLayer) else None
+
+    def forward(self, h: Tensor) -> Tensor:
+        """Return the output for the next stage."""
+        return self.layer(h)
+
+    def scores(self, h: Tensor) -> tuple[Tensor, GMMScores | None]:
+        """Return the output and, for a GMM layer, its density scores (one pass)."""
+        if isinstance(self.layer, GMM):
+            log_joint = self.layer.log_joint(h)
+            return torch.softmax(log_joint, -1), self.layer.scores_from_log_joint(log_joint)
+        return self.layer(h), None
+
+    def train_step(self, h: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Return (output, the layer's own objective or loss) and set its parameters' grads."""
+        if isinstance(self.layer, GMM):
+            return self.layer.forward_and_grad(h)
+        if isinstance(self.layer, LinearClassifier):
+            for param in self.layer.parameters():
+                param.grad = None
+            with torch.enable_grad():
+                out, loss = self.layer.forward_and_loss(h, y)
+                loss.backward()  # type: ignore[no-untyped-call]
+            return out.detach(), loss.detach()
+        raise TypeError(f"{self.layer.spec} does not train")
+
+
+class FoldedGMMStage:
+    """A folding layer and the shared GMM layer above it, run as one convolution."""
+
+    def __init__(self, folding: Folding, gmm: GMM, index: int) -> None:
+        if gmm.independent:
+            raise ValueError("only a shared GMM layer is a convolution over the folding")
+        self.folding = folding
+        self.layer = gmm
+        self.index = index
+
+    @property
+    def gmm(self) -> GMM:
+        """The stage's GMM layer."""
+        return self.layer
+
+    @property
+    def trainable(self) -> GMM:
+        """The stage's trainable layer."""
+        return self.layer
+
+    def _features(self, h: Tensor) -> Tensor:
+        # [h^2, h] along channels, as an NCHW view of channels-last storage (no copy).
+        return torch.cat([h * h, h], dim=-1).permute(0, 3, 1, 2)
+
+    def _weight_and_bias(self) -> tuple[Tensor, Tensor]:
+        gmm = self.layer
+        fy, fx = self.folding.patch_size
+        c = self.folding.input_shape[2]
+        k = gmm.n_components
+        means, sqrt_prec = gmm.means.detach(), gmm.sqrt_precisions.detach()
+        precisions = sqrt_prec * sqrt_prec
+        # Folded channel (dy * fx + dx) * C + c  ->  filter (K, fy, fx, C); both halves side
+        # by side on the channel axis, then the NCHW view of that channels-last weight.
+        weight = torch.cat(
+            [(-0.5 * precisions).reshape(k, fy, fx, c), (means * precisions).reshape(k, fy, fx, c)],
+            dim=-1,
+        ).permute(0, 3, 1, 2)
+        dim = means.shape[-1]
+        bias = (
+            sqrt_prec.log().sum(-1)
+            - 0.5 * (means * means * precisions).sum(-1)
+            - 0.5 * dim * LOG_2PI
+            + torch.log_softmax(gmm.logits.detach(), dim=-1)
+        )
+        return weight, bias
+
+    def _log_joint(self, features: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        out = F.conv2d(features, weight, bias, stride=self.folding.stride)
+        return out.permute(0, 2, 3, 1)  # (N, Ho, Wo, K); contiguous when oneDNN kept NHWC
+
+    @torch.no_grad()
+    def log_joint(self, h: Tensor) -> Tensor:
+        """Return the GMM layer's log-joints for the un-folded input ``h``."""
+        return self._log_joint(self._features(h), *self._weight_and_bias())
+
+    def forward(self, h: Tensor) -> Tensor:
+        """Return the responsibilities (the GMM layer's output)."""
+        return torch.softmax(self.log_joint(h), dim=-1)
+
+    def scores(self, h: Tensor) -> tuple[Tensor, GMMScores]:
+        """Return the responsibilities and the GMM layer's density scores (one pass)."""
+        log_joint = self.log_joint(h)
+        return torch.softmax(log_joint, -1), self.layer.scores_from_log_joint(log_joint)
+
+    @torch.no_grad()
+    def train_step(self, h: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Return (responsibilities, mean objective) and set the GMM parameters' grads."""
+        gmm = self.layer
+        features = self._features(h)
+        weight, bias = self._weight_and_bias()
+        log_joint = self._log_joint(features, weight, bias)
+        resp = torch.softmax(log_joint, dim=-1)
+        kernel = gmm.annealing_kernel(log_joint.dtype, log_joint.device)
+        objective = grads.objective_gradient(log_joint, gmm.objective, kernel, resp)
+        d_log_joint = objective.d_log_joint
+        # The weight gradient of the convolution is sum_m R_mk [x^2, x]_m: both statistics.
+        _, d_weight, _ = torch.ops.aten.convolution_backward(
+            d_log_joint.permute(0, 3, 1, 2),
+            features,
+            weight,
+            None,
+            list(self.folding.stride),
+            [0, 0],
+            [1, 1],
+            False,
+            [0, 0],
+            1,
+            [False, True, False],
+        )
+        k, dim = gmm.means.shape
+        halves = d_weight.permute(0, 2, 3, 1)  # (K, fy, fx, 2C)
+        c = halves.shape[-1] // 2
+        second = halves[..., :c].reshape(k, dim)
+        first = halves[..., c:].reshape(k, dim)
+        stats = grads.Statistics(d_log_joint.sum((0, 1, 2)), first, second)
+        grads.set_descent_gradients(gmm.means, gmm.sqrt_precisions, gmm.logits, stats)
+        return resp, objective.values.mean()
+
+
+Stage = LayerStage | FoldedGMMStage
+
+
+def fuses(folding: Folding, gmm: GMM) -> bool:
+    """Return whether ``layer`` and ``above`` run as one :class:`FoldedGMMStage`.
+
+    A folding fuses with a shared GMM layer above it, unless it cuts a single window (e.g.
+    preset A's ``F(28,1)``): then folding is a reshape and one matrix product beats a
+    convolution whose kernel covers the whole image.
+    """
+    if gmm.independent:
+        return False
+    out_h, out_w, _ = folding.out_shape
+    return out_h * out_w > 1
+
+
+def build_stages(layers: list[Layer]) -> list[Stage]:
+    """Group a layer chain into stages (see :func:`fuses`); other layers run alone."""
+    stages: list[Stage] = []
+    i = 0
+    while i < len(layers):
+        layer = layers[i]
+        above = layers[i + 1] if i + 1 < len(layers) else None
+        if isinstance(layer, Folding) and isinstance(above, GMM) and fuses(layer, above):
+            stages.append(FoldedGMMStage(layer, above, i + 1))
+            i += 2
+        else:
+            stages.append(LayerStage(layer, i))
+            i += 1
+    return stages

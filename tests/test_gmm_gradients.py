@@ -1,0 +1,106 @@
+"""Closed-form GMM gradients and the fused convolution stages, against autograd (float64)."""
+
+import pytest
+import torch
+
+from dcgmm import DCGMM
+from dcgmm.layers import GMM, Folding
+from dcgmm.stages import FoldedGMMStage, LayerStage, build_stages
+
+from .test_gmm import random_gmm
+
+PARAMS = ("means", "sqrt_precisions", "logits")
+
+
+def autograd_grads(layer: GMM, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    for name in PARAMS:
+        getattr(layer, name).grad = None
+    _, loss = layer.forward_and_loss(x)
+    loss.backward()
+    return {name: getattr(layer, name).grad.clone() for name in PARAMS}
+
+
+def closed_form_grads(layer: GMM, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    layer.forward_and_grad(x)
+    return {name: getattr(layer, name).grad.clone() for name in PARAMS}
+
+
+@pytest.mark.parametrize("independent", [False, True])
+@pytest.mark.parametrize(
+    ("objective", "sigma"),
+    [("annealed", 1.3), ("annealed", 0.01), ("max_component", 0.01), ("loglik", 0.01)],
+)
+def test_closed_form_gradients_match_autograd(generator, independent, objective, sigma):
+    layer = random_gmm((3, 2, 5), 9, generator, independent=independent)
+    layer.objective = objective
+    layer.set_sigma_som(sigma)
+    x = torch.rand(7, 3, 2, 5, generator=generator, dtype=torch.float64)
+    expected = autograd_grads(layer, x)
+    got = closed_form_grads(layer, x)
+    for name in PARAMS:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-10, atol=1e-12)
+    resp, objective_mean = layer.forward_and_grad(x)
+    ref_resp, ref_loss = layer.forward_and_loss(x)
+    torch.testing.assert_close(resp, ref_resp.detach())
+    torch.testing.assert_close(objective_mean, -ref_loss.detach())
+
+
+def folded_pair(generator, input_shape, patch, stride, k):
+    folding = Folding(input_shape, patch, stride)
+    gmm = random_gmm(folding.out_shape, k, generator)
+    return folding, gmm
+
+
+@pytest.mark.parametrize(
+    ("input_shape", "patch", "stride"),
+    [((9, 9, 1), (3, 3), (1, 1)), ((8, 10, 3), (4, 2), (2, 3)), ((6, 6, 2), (6, 6), (1, 1))],
+)
+def test_folded_stage_equals_folding_then_gmm(generator, input_shape, patch, stride):
+    folding, gmm = folded_pair(generator, input_shape, patch, stride, 4)
+    gmm.set_sigma_som(0.9)
+    stage = FoldedGMMStage(folding, gmm, 1)
+    h = torch.rand(5, *input_shape, generator=generator, dtype=torch.float64)
+    x = folding(h)
+    torch.testing.assert_close(stage.log_joint(h), gmm.log_joint(x), rtol=1e-10, atol=1e-9)
+    expected = autograd_grads(gmm, x)
+    resp, objective = stage.train_step(h)
+    for name in PARAMS:
+        torch.testing.assert_close(getattr(gmm, name).grad, expected[name], rtol=1e-9, atol=1e-10)
+    ref_resp, ref_loss = gmm.forward_and_loss(x)
+    torch.testing.assert_close(resp, ref_resp.detach())
+    torch.testing.assert_close(objective, -ref_loss.detach())
+
+
+def test_build_stages_fuses_folding_with_shared_gmm_only():
+    model = DCGMM.from_spec("F(3,1)-G(4)-P(2,2)-F(2,1)-G(4,indep)-C(3)", (10, 10, 1))
+    kinds = [type(s).__name__ for s in build_stages(list(model.layers))]
+    assert kinds == ["FoldedGMMStage", "LayerStage", "LayerStage", "LayerStage", "LayerStage"]
+    assert all(isinstance(s, LayerStage | FoldedGMMStage) for s in model.stages)
+
+
+@pytest.mark.parametrize("preset", ["A", "C", "E", "G"])
+def test_model_fast_path_matches_layer_by_layer(preset, mnist_small):
+    train, _ = mnist_small
+    model = DCGMM.from_spec(preset, (28, 28, 1), generator=torch.Generator().manual_seed(0))
+    model = model.double()
+    x = train.images[:20].double()
+    fast = model.scores(x)
+    h = x
+    for layer in model.layers:
+        if isinstance(layer, GMM):
+            for a, b in zip(fast.pop(0), layer.scores(h), strict=True):
+                torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-8)
+        h = layer(h)
+    torch.testing.assert_close(model(x), h, rtol=1e-9, atol=1e-10)
+
+
+def test_folded_stage_float32_log_joint_within_stated_tolerance(mnist_small):
+    train, _ = mnist_small
+    model = DCGMM.from_spec("E", (28, 28, 1), generator=torch.Generator().manual_seed(0))
+    folding, gmm = model.layers[0], model.layers[1]
+    x = train.images[:50]
+    got = FoldedGMMStage(folding, gmm, 1).log_joint(x)
+    expected = gmm.double().log_joint(folding(x.double()))
+    # Stated tolerance: 1e-5 of the largest log-joint magnitude (float32 has ~6e-8 ulps; the
+    # expansion sums D = 9 terms of that size).
+    assert (got.double() - expected).abs().max() <= 1e-5 * expected.abs().max()
