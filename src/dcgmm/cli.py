@@ -19,6 +19,7 @@ from tqdm import tqdm  # type: ignore[import-untyped]
 from dcgmm import __version__
 from dcgmm.checkpoint import CONFIG_FILE, load_model, load_trainer_state, read_config, write_config
 from dcgmm.data import Dataset, load_dataset, parse_classes
+from dcgmm.distributed import DistContext, init_from_env, shutdown
 from dcgmm.evaluation import evaluate, format_scores
 from dcgmm.exceptions import CheckpointError, DataError, SpecError
 from dcgmm.images import save_grid
@@ -96,8 +97,9 @@ def _load_data(
     )
 
 
-def _progress(total: int, initial: int) -> tuple[Any, Any]:
-    bar = tqdm(total=total, initial=initial, unit="step", disable=None, dynamic_ncols=True)
+def _progress(total: int, initial: int, *, show: bool = True) -> tuple[Any, Any]:
+    disable = None if show else True  # None: tqdm hides itself when not on a terminal
+    bar = tqdm(total=total, initial=initial, unit="step", disable=disable, dynamic_ncols=True)
 
     def callback(step: int, n_steps: int, record: dict[str, Any] | None) -> None:
         bar.update(step - bar.n)
@@ -124,19 +126,11 @@ def _check_writable(path: Path) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train a model (or resume a run) and print its test scores."""
+    """Train a model (or resume a run); under ``torchrun`` every process runs this."""
     if args.resume:
         run_dir = Path(args.resume)
         config = read_config(run_dir)
         train_cfg = TrainConfig(**config["train"])
-        data = config["data"]
-        dataset = _load_data(
-            data["source"], "train", data["classes"], data["limit_per_class"], data.get("limit")
-        )
-        model = load_model(run_dir)
-        trainer = Trainer(model, train_cfg, dataset.images, dataset.labels, run_dir=run_dir)
-        trainer.resume()
-        logger.info("resuming %s at step %d of %d", run_dir, trainer.step, trainer.n_steps)
     else:
         if args.model is None or args.data is None or args.out is None:
             raise CLIError("train needs --model, --data and --out (or --resume RUN_DIR)")
@@ -148,43 +142,86 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         preset = args.model if args.model in PRESETS else None
         train_cfg = train_config_from_args(args, preset)
+    ctx, device = init_from_env(train_cfg.device)
+    try:
+        return _train(args, run_dir, train_cfg, ctx, device)
+    finally:
+        shutdown()
+
+
+def _train(
+    args: argparse.Namespace,
+    run_dir: Path,
+    train_cfg: TrainConfig,
+    ctx: DistContext,
+    device: str,
+) -> int:
+    run_cfg = dataclasses.replace(train_cfg, device=device)  # cuda:LOCAL_RANK under torchrun
+    if not ctx.is_main:
+        logger.setLevel(logging.WARNING)  # one voice per job: rank 0 reports
+    if args.resume:
+        data = read_config(run_dir)["data"]
+        dataset = _load_data(
+            data["source"], "train", data["classes"], data["limit_per_class"], data.get("limit")
+        )
+        model = load_model(run_dir)
+        try:
+            trainer = Trainer(
+                model, run_cfg, dataset.images, dataset.labels, run_dir=run_dir, dist=ctx
+            )
+            trainer.resume()
+        except ValueError as err:
+            raise CLIError(str(err)) from None
+        logger.info("resuming %s at step %d of %d", run_dir, trainer.step, trainer.n_steps)
+    else:
         dataset = _load_data(args.data, "train", args.classes, args.limit_per_class, args.limit)
         generator = torch.Generator().manual_seed(train_cfg.seed)
         model = DCGMM.from_spec(
             args.model, dataset.image_shape, objective=args.objective, generator=generator
         )
-        _check_writable(run_dir)
-        write_config(
-            run_dir,
-            {
-                "spec": model.spec,
-                "preset": preset,
-                "input_shape": list(dataset.image_shape),
-                "objective": args.objective,
-                "train": train_cfg.to_dict(),
-                "data": {
-                    "source": args.data,
-                    "classes": args.classes,
-                    "limit_per_class": args.limit_per_class,
-                    "limit": args.limit,
-                    "n_samples": len(dataset),
+        if ctx.is_main:
+            _check_writable(run_dir)
+            write_config(
+                run_dir,
+                {
+                    "spec": model.spec,
+                    "preset": args.model if args.model in PRESETS else None,
+                    "input_shape": list(dataset.image_shape),
+                    "objective": args.objective,
+                    "train": train_cfg.to_dict(),
+                    "data": {
+                        "source": args.data,
+                        "classes": args.classes,
+                        "limit_per_class": args.limit_per_class,
+                        "limit": args.limit,
+                        "n_samples": len(dataset),
+                    },
+                    "versions": {"dcgmm": __version__, "torch": torch.__version__},
+                    "world_size": ctx.world_size,
                 },
-                "versions": {"dcgmm": __version__, "torch": torch.__version__},
-            },
-        )
-        trainer = Trainer(model, train_cfg, dataset.images, dataset.labels, run_dir=run_dir)
+            )
+        ctx.barrier()
+        try:
+            trainer = Trainer(
+                model, run_cfg, dataset.images, dataset.labels, run_dir=run_dir, dist=ctx
+            )
+        except ValueError as err:
+            raise CLIError(str(err)) from None
         logger.info("%s", model)
         logger.info("resolved training config: %s", json.dumps(train_cfg.to_dict()))
-    bar, callback = _progress(trainer.n_steps, trainer.step)
+    if ctx.active:
+        logger.info("data-parallel job: %d processes, rank 0 on %s", ctx.world_size, device)
+    bar, callback = _progress(trainer.n_steps, trainer.step, show=ctx.is_main)
     start = time.perf_counter()
     with bar:
-        trainer.run(callback=callback)
-    logger.info(
-        "trained %d steps in %.1f s; run directory %s",
-        trainer.n_steps,
-        time.perf_counter() - start,
-        run_dir,
-    )
+        trainer.run(callback=callback, stop_at=args.stop_at)
+    if ctx.is_main:
+        logger.info(
+            "trained %d steps in %.1f s; run directory %s",
+            trainer.n_steps,
+            time.perf_counter() - start,
+            run_dir,
+        )
     return 0
 
 
@@ -192,7 +229,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """Print per-layer scores of a trained model on a data split."""
     run_dir = Path(args.run_dir)
     config = read_config(run_dir)
-    model = load_model(run_dir)
+    model = load_model(run_dir, map_location=args.device)
     data = config["data"]
     source = args.data or data["source"]
     classes = args.classes if args.classes is not None else data["classes"]
@@ -236,6 +273,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         classes=None,
         limit_per_class=None,
         limit=None,
+        stop_at=None,
         out=str(out),
         objective="annealed",
         resume=None,
@@ -312,6 +350,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--out", help="run directory")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run")
+    train.add_argument(
+        "--stop-at",
+        type=int,
+        metavar="STEP",
+        help="checkpoint and exit at this global step (continue later with --resume)",
+    )
     train.add_argument("--config", help="JSON file of training options (flags override it)")
     add_train_config_flags(train)
     train.set_defaults(func=cmd_train)
@@ -324,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit-per-class", type=int, help="first N samples of every class")
     ev.add_argument("--limit", type=int, help="then the first N samples (file order)")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ev.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ev.set_defaults(func=cmd_eval)
 
     info = sub.add_parser("info", help="shape chain and parameter counts")

@@ -17,6 +17,9 @@ The layers' own ``forward`` / ``forward_and_loss`` stay the readable reference; 
 check that both paths agree (float64) for every preset.
 """
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -25,6 +28,20 @@ from dcgmm._numerics import LOG_2PI
 from dcgmm.layers import GMM, Folding, GMMScores, Layer, LinearClassifier
 from dcgmm.layers import gmm_gradients as grads
 from dcgmm.layers.base import TrainableLayer
+
+
+@contextlib.contextmanager
+def full_float32_convolutions(device: torch.device) -> Iterator[None]:
+    """Keep cuDNN from running float32 convolutions in TF32 (its default on Ampere and later).
+
+    TF32 keeps 10 mantissa bits: log-joints of hundreds of nats would lose about 0.1 nat.
+    Float32 is our default precision; anything lower must be opted into.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        yield
 
 
 class LayerStage:
@@ -116,7 +133,8 @@ class FoldedGMMStage:
         return weight, bias
 
     def _log_joint(self, features: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-        out = F.conv2d(features, weight, bias, stride=self.folding.stride)
+        with full_float32_convolutions(features.device):
+            out = F.conv2d(features, weight, bias, stride=self.folding.stride)
         return out.permute(0, 2, 3, 1)  # (N, Ho, Wo, K); contiguous when oneDNN kept NHWC
 
     @torch.no_grad()
@@ -145,19 +163,20 @@ class FoldedGMMStage:
         objective = grads.objective_gradient(log_joint, gmm.objective, kernel, resp)
         d_log_joint = objective.d_log_joint
         # The weight gradient of the convolution is sum_m R_mk [x^2, x]_m: both statistics.
-        _, d_weight, _ = torch.ops.aten.convolution_backward(
-            d_log_joint.permute(0, 3, 1, 2),
-            features,
-            weight,
-            None,
-            list(self.folding.stride),
-            [0, 0],
-            [1, 1],
-            False,
-            [0, 0],
-            1,
-            [False, True, False],
-        )
+        with full_float32_convolutions(features.device):
+            _, d_weight, _ = torch.ops.aten.convolution_backward(
+                d_log_joint.permute(0, 3, 1, 2),
+                features,
+                weight,
+                None,
+                list(self.folding.stride),
+                [0, 0],
+                [1, 1],
+                False,
+                [0, 0],
+                1,
+                [False, True, False],
+            )
         k, dim = gmm.means.shape
         halves = d_weight.permute(0, 2, 3, 1)  # (K, fy, fx, 2C)
         c = halves.shape[-1] // 2

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from dcgmm.annealing import AnnealingConfig, SingleExpSchedule
 from dcgmm.checkpoint import load_trainer_state, save_checkpoint
+from dcgmm.distributed import DistContext
 from dcgmm.layers import GMM, LinearClassifier
 from dcgmm.layers.base import TrainableLayer
 from dcgmm.model import DCGMM
@@ -155,6 +156,10 @@ class Trainer:
         Integer labels; required if the model has a classifier layer.
     run_dir : Path, optional
         Where checkpoints and ``metrics.jsonl`` go; nothing is written without one.
+    dist : DistContext, optional
+        This process's place in a data-parallel job (:mod:`dcgmm.distributed`): each rank
+        trains on its share of every global batch of ``config.batch_size`` and the gradients
+        are averaged; only rank 0 writes files.
     """
 
     def __init__(
@@ -165,8 +170,11 @@ class Trainer:
         labels: Tensor | None = None,
         *,
         run_dir: str | Path | None = None,
+        dist: DistContext | None = None,
     ) -> None:
         model.check_input(images, "images")
+        self.dist = dist if dist is not None else DistContext()
+        self.dist.check_batch_size(config.batch_size)
         if model.classifier is not None and labels is None:
             raise ValueError(
                 f"model {model.spec!r} has a classifier layer and needs labels; got labels=None"
@@ -177,6 +185,7 @@ class Trainer:
             )
         self.device = torch.device(config.device)
         self.model = model.to(self.device)
+        self.dist.broadcast_(self.model)  # identical start on every rank, as DDP does
         self.config = config
         self.images = images.to(self.device)
         self.labels = labels.to(self.device) if labels is not None else None
@@ -255,7 +264,7 @@ class Trainer:
             n = self.images.shape[0]
             self._perm = (epoch, epoch_permutation(n, self.config.seed, epoch, self.device))
         b = self.config.batch_size
-        index = self._perm[1][offset * b : (offset + 1) * b]
+        index = self.dist.shard(self._perm[1][offset * b : (offset + 1) * b])
         y = self.labels[index] if self.labels is not None else None
         return self.images[index], y
 
@@ -284,6 +293,7 @@ class Trainer:
                 with torch.no_grad():
                     h = stage.forward(h)
             slot += 1
+        self.dist.mean_gradients_(self.model)  # one all-reduce; no-op in a single process
         self.optimizer.step()
         for _, gmm in self.model.gmm_layers():
             gmm.project_()
@@ -301,6 +311,9 @@ class Trainer:
         due = [s for s, c in enumerate(self._window_count) if c >= window]
         if not due:
             return
+        # Every rank has the same counts, so all reach this point together; deciding on the
+        # loss averaged over ranks keeps the schedules identical everywhere.
+        self.dist.mean_([self._window_sum])
         sums = self._window_sum.tolist()  # one host sync per window
         for slot in due:
             idx, layer = self._trainable[slot]
@@ -317,7 +330,12 @@ class Trainer:
         self._sync_learning_rates()
 
     def metrics(self) -> dict[str, Any]:
-        """Return the mean objective per layer since the last call, with lr and sigma_som."""
+        """Return the mean objective per layer since the last call, with lr and sigma_som.
+
+        In a data-parallel job every rank must call it at the same step (it averages over
+        ranks).
+        """
+        self.dist.mean_([self._log_sum, self._correct.reshape(1)])
         sums = self._log_sum.tolist()
         layers = []
         accuracy = None
@@ -333,7 +351,8 @@ class Trainer:
                 entry["sigma_som"] = self.schedules[idx].sigma
                 entry["n_reductions"] = self.schedules[idx].n_reductions
             elif count:
-                accuracy = float(self._correct) / (count * self.config.batch_size)
+                local_batch = self.config.batch_size // self.dist.world_size
+                accuracy = float(self._correct) / (count * local_batch)
             layers.append(entry)
         self._log_sum.zero_()
         self._log_count = [0] * len(self._trainable)
@@ -395,19 +414,24 @@ class Trainer:
             path.write_text("".join(line + "\n" for line in kept))
 
     def save(self) -> None:
-        """Write a checkpoint (atomically) if there is a run directory."""
+        """Write a checkpoint (atomically) if there is a run directory; rank 0 writes it."""
         if self.run_dir is None:
             return
+        # Partial window sums differ per rank; averaging them now (the mean is linear) makes
+        # rank 0's saved state the one every rank resumes from.
+        self.dist.mean_([self._window_sum, self._log_sum, self._correct.reshape(1)])
         for name, param in self.model.named_parameters():
             if not bool(torch.isfinite(param).all()):
                 raise NumericalError(
                     f"parameter {name} is not finite at step {self.step}; not writing a broken "
                     "checkpoint (the previous one is kept)"
                 )
-        save_checkpoint(self.run_dir, self.model, self.state_dict())
+        if self.dist.is_main:
+            save_checkpoint(self.run_dir, self.model, self.state_dict())
+        self.dist.barrier()
 
     def _log(self, record: dict[str, Any]) -> None:
-        if self.run_dir is None:
+        if self.run_dir is None or not self.dist.is_main:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.run_dir / METRICS_FILE, "a") as handle:
@@ -432,7 +456,7 @@ class Trainer:
             if self.step % self.config.log_every == 0 or self.step == self.n_steps:
                 record = self.metrics()
                 self._log(record)
-            if self.step % self.config.checkpoint_every == 0 or self.step == self.n_steps:
-                self.save()
+            if self.step % self.config.checkpoint_every == 0 or self.step == end:
+                self.save()  # also when stopping early at stop_at, so --resume can continue
             if callback is not None:
                 callback(self.step, self.n_steps, record)
