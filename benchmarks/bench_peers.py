@@ -267,6 +267,7 @@ def bench_dcgmm(
         "config": {
             "spec": dcgmm.PRESETS["A"],
             "epochs": settings.epochs,
+            "eval_every": settings.eval_every,
             "batch_size": BATCH_SIZE,
             "seed": 0,
             "overrides": PRESET_TRAIN_OVERRIDES["A"],
@@ -348,8 +349,15 @@ def bench_ratspn(train: Tensor, settings: Settings) -> dict[str, Any]:
     """Time SPFlow's RAT-SPN per epoch, extrapolating from the batches run within the budget."""
     x = train.reshape(train.shape[0], -1)  # (N, 784) float32, spflow's (batch, features)
     batches_per_epoch = x.shape[0] // BATCH_SIZE
-    config = {**RATSPN_STRUCTURE, "leaf": "Normal", "optimizer": "Adam", "lr": RATSPN_LR}
-    config |= {"batch_size": BATCH_SIZE, "objective": "max mean log p(x), unsupervised"}
+    config = {
+        **RATSPN_STRUCTURE,
+        "leaf": "Normal",
+        "objective": "max mean log p(x), unsupervised",
+        "optimizer": "Adam",
+        "lr": RATSPN_LR,
+        "batch_size": BATCH_SIZE,
+        "time_budget_s": settings.spn_budget_s,
+    }
     try:
         # spflow draws the random region split from numpy's legacy global RNG and the leaf
         # initialisation from torch's; seed both so the structure is the same every run.

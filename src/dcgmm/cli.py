@@ -18,6 +18,7 @@ from tqdm import tqdm  # type: ignore[import-untyped]
 
 from dcgmm import __version__
 from dcgmm.checkpoint import CONFIG_FILE, load_model, load_trainer_state, read_config, write_config
+from dcgmm.cost import format_cost, measure_machine
 from dcgmm.data import Dataset, load_dataset, parse_classes
 from dcgmm.distributed import DistContext, init_from_env, shutdown
 from dcgmm.evaluation import evaluate, format_scores
@@ -258,7 +259,11 @@ def cmd_info(args: argparse.Namespace) -> int:
             )
     else:
         shape = tuple(int(s) for s in args.input_shape.split(","))
-        print(DCGMM.from_spec(args.target, shape))
+        model = DCGMM.from_spec(args.target, shape)
+        print(model)
+    if args.cost or args.measure:
+        peaks = measure_machine(args.device) if args.measure else None
+        print(format_cost(model, args.batch_size, peaks))
     return 0
 
 
@@ -374,6 +379,14 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="shape chain and parameter counts")
     info.add_argument("target", help="spec string, preset name or run directory")
     info.add_argument("--input-shape", default="28,28,1", help="H,W,C for a spec")
+    info.add_argument(
+        "--cost", action="store_true", help="flops and bytes of training, evaluation, sampling"
+    )
+    info.add_argument("--batch-size", type=int, default=100, help="batch size for --cost")
+    info.add_argument(
+        "--measure", action="store_true", help="also measure this machine's peaks and floors"
+    )
+    info.add_argument("--device", default="cpu", help="device for --measure")
     info.set_defaults(func=cmd_info)
 
     demo = sub.add_parser("demo", help="train a small model on the built-in MNIST")
