@@ -267,7 +267,6 @@ def bench_dcgmm(
         "config": {
             "spec": dcgmm.PRESETS["A"],
             "epochs": settings.epochs,
-            "eval_every": settings.eval_every,
             "batch_size": BATCH_SIZE,
             "seed": 0,
             "overrides": PRESET_TRAIN_OVERRIDES["A"],
@@ -356,7 +355,6 @@ def bench_ratspn(train: Tensor, settings: Settings) -> dict[str, Any]:
         "optimizer": "Adam",
         "lr": RATSPN_LR,
         "batch_size": BATCH_SIZE,
-        "time_budget_s": settings.spn_budget_s,
     }
     try:
         # spflow draws the random region split from numpy's legacy global RNG and the leaf
