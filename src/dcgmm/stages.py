@@ -107,8 +107,13 @@ class FoldedGMMStage:
         return self.layer
 
     def _features(self, h: Tensor) -> Tensor:
-        # [h^2, h] along channels, as an NCHW view of channels-last storage (no copy).
-        return torch.cat([h * h, h], dim=-1).permute(0, 3, 1, 2)
+        # [h^2, h] along channels, written straight into one buffer (no torch.cat), returned
+        # as the NCHW view of that channels-last storage that the convolution wants.
+        c = h.shape[-1]
+        features = h.new_empty(*h.shape[:-1], 2 * c)
+        torch.mul(h, h, out=features[..., :c])
+        features[..., c:] = h
+        return features.permute(0, 3, 1, 2)
 
     def _weight_and_bias(self) -> tuple[Tensor, Tensor]:
         gmm = self.layer
@@ -182,7 +187,7 @@ class FoldedGMMStage:
         c = halves.shape[-1] // 2
         second = halves[..., :c].reshape(k, dim)
         first = halves[..., c:].reshape(k, dim)
-        stats = grads.Statistics(d_log_joint.sum((0, 1, 2)), first, second)
+        stats = grads.Statistics(objective.weight, first, second)
         grads.set_descent_gradients(gmm.means, gmm.sqrt_precisions, gmm.logits, stats)
         return resp, objective.values.mean()
 

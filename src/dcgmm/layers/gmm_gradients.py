@@ -39,12 +39,16 @@ class ObjectiveGradient(NamedTuple):
     values : Tensor, shape (...)
         The objective at every row (position of every sample).
     d_log_joint : Tensor, shape (..., K)
-        :math:`\partial\,\mathrm{mean}(values) / \partial \ell` (already divided by the
-        number of rows).
+        :math:`R = \partial\,\mathrm{mean}(values) / \partial \ell` (already divided by
+        the number of rows).
+    weight : Tensor, shape (K,)
+        :math:`r = \sum_{rows} R`, computed without a pass over R where the gradient is
+        one-hot (a histogram of the winners instead).
     """
 
     values: Tensor
     d_log_joint: Tensor
+    weight: Tensor
 
 
 class Statistics(NamedTuple):
@@ -83,28 +87,33 @@ def objective_gradient(
     rows = log_joint.numel() // k
     if objective == "loglik":
         values = torch.logsumexp(log_joint, dim=-1)
-        return ObjectiveGradient(values, responsibilities / rows)
+        grad = responsibilities / rows
+        return ObjectiveGradient(values, grad, grad.reshape(-1, k).sum(0))
     if objective == "annealed" and kernel is not None:
         # smoothed_k = sum_j g_kj l_j; the max picks row k* of g as the gradient. Scaling the
         # (K, K) kernel instead of the (..., K) result saves a pass over the rows.
         values, best = (log_joint @ kernel.T).max(dim=-1)
-        grad = (kernel / rows).index_select(0, best.reshape(-1)).reshape(log_joint.shape)
-        return ObjectiveGradient(values, grad)
+        scaled = kernel / rows
+        grad = scaled.index_select(0, best.reshape(-1)).reshape(log_joint.shape)
+        wins = torch.bincount(best.reshape(-1), minlength=k).to(scaled.dtype)
+        return ObjectiveGradient(values, grad, wins @ scaled)
     values, best = log_joint.max(dim=-1)
     grad = torch.zeros_like(log_joint).scatter_(-1, best.unsqueeze(-1), 1.0 / rows)
-    return ObjectiveGradient(values, grad)
+    wins = torch.bincount(best.reshape(-1), minlength=k).to(log_joint.dtype)
+    return ObjectiveGradient(values, grad, wins / rows)
 
 
-def statistics(x: Tensor, d_log_joint: Tensor, *, independent: bool) -> Statistics:
-    """Return the sufficient statistics from an (N, H, W, C) input and R (N, H, W, K)."""
-    if independent:
+def statistics(x: Tensor, objective: ObjectiveGradient, *, independent: bool) -> Statistics:
+    """Return the sufficient statistics from an (N, H, W, C) input and the objective's R."""
+    d_log_joint = objective.d_log_joint
+    if independent:  # per position: r is a sum over the batch only
         weight = d_log_joint.sum(0)
         first = torch.einsum("nhwk,nhwc->hwkc", d_log_joint, x)
         second = torch.einsum("nhwk,nhwc->hwkc", d_log_joint, x * x)
         return Statistics(weight, first, second)
     c, k = x.shape[-1], d_log_joint.shape[-1]
     rows_x, rows_r = x.reshape(-1, c), d_log_joint.reshape(-1, k)
-    return Statistics(rows_r.sum(0), rows_r.T @ rows_x, rows_r.T @ (rows_x * rows_x))
+    return Statistics(objective.weight, rows_r.T @ rows_x, rows_r.T @ (rows_x * rows_x))
 
 
 def set_descent_gradients(
