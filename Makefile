@@ -38,7 +38,8 @@ type: $(STAMP)
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)
-	$(PY) -m benchmarks.bench_train_step
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) -m benchmarks.bench
 
 ci: lint type test-all
 
