@@ -251,10 +251,12 @@ def peers_markdown(peers: dict[str, Any] | None) -> list[str]:
         return ["## Peers", "", "Not measured in this run (`--skip-peers` or it failed).", ""]
     sk, ours, rat = peers["sklearn_gmm"], peers["dcgmm_A"], peers["ratspn"]
     reached = value(ours.get("time_to_target"))
+    best = value(ours["best_test_loglik"])
+    budget = ours["config"]["epochs"]
     reach_text = (
         f"{reached:.1f} s"
         if reached is not None
-        else f"not within {ours['config']['epochs']} epochs (best {value(ours['best_test_loglik']):.1f})"
+        else f"not within {budget} epochs (best {best:.1f})"
     )
     lines = [
         "## Peers (same machine, same run)",
