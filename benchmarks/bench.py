@@ -211,7 +211,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [
             "",
             f"Sampling preset {row['preset']} with {row['sharpen_iterations']} sharpening "
-            f"iterations (target: the top layer, after every folding and pooling layer): "
+            f"iterations (target: the next GMM layer up, after every folding and pooling layer): "
             f"**{row['sharpen_images_per_s']:.2f} images/s** "
             f"({row['sharpen_batch_s']:.1f} s per batch of 100).",
         ]

@@ -1,4 +1,4 @@
-"""The ``dcgmm`` command line: train, eval, info, demo, env."""
+"""The ``dcgmm`` command line: train, eval, info, demo, env (+ generation commands)."""
 
 import argparse
 import dataclasses
@@ -17,13 +17,16 @@ import torch
 from tqdm import tqdm  # type: ignore[import-untyped]
 
 from dcgmm import __version__
+from dcgmm._cli_common import CLIError, check_writable, load_data
 from dcgmm.checkpoint import CONFIG_FILE, load_model, load_trainer_state, read_config, write_config
+from dcgmm.cli_generation import add_generation_commands, save_inpainting_grid
 from dcgmm.cost import format_cost, measure_machine
-from dcgmm.data import Dataset, load_dataset, parse_classes
+from dcgmm.data import load_dataset
 from dcgmm.distributed import DistContext, init_from_env, shutdown
 from dcgmm.evaluation import evaluate, format_scores
 from dcgmm.exceptions import CheckpointError, DataError, SpecError
 from dcgmm.images import save_grid
+from dcgmm.inpainting import inpaint, make_mask
 from dcgmm.model import DCGMM
 from dcgmm.sampling import SamplingConfig, sample
 from dcgmm.spec import PRESETS
@@ -35,10 +38,6 @@ logger = logging.getLogger("dcgmm")
 # annealing needs about 50 reductions of 100 steps each, hence 6000 steps (60 epochs of 10,000).
 DEMO_SPEC = "F(8,2)-G(25)-F(11,1)-G(25)"
 DEMO_EPOCHS = 60
-
-
-class CLIError(Exception):
-    """A user error the CLI reports as one line, without a traceback."""
 
 
 def _field_type(field: dataclasses.Field[Any]) -> type:
@@ -82,22 +81,6 @@ def train_config_from_args(args: argparse.Namespace, preset: str | None) -> Trai
         raise CLIError(str(err)) from None
 
 
-def _load_data(
-    source: str,
-    split: str,
-    classes: str | None,
-    limit_per_class: int | None,
-    limit: int | None = None,
-) -> Dataset:
-    return load_dataset(
-        source,
-        split=split,  # type: ignore[arg-type]
-        classes=parse_classes(classes),
-        limit_per_class=limit_per_class,
-        limit=limit,
-    )
-
-
 def _progress(total: int, initial: int, *, show: bool = True) -> tuple[Any, Any]:
     disable = None if show else True  # None: tqdm hides itself when not on a terminal
     bar = tqdm(total=total, initial=initial, unit="step", disable=disable, dynamic_ncols=True)
@@ -114,16 +97,6 @@ def _progress(total: int, initial: int, *, show: bool = True) -> tuple[Any, Any]
             logger.debug("metrics %s", record)
 
     return bar, callback
-
-
-def _check_writable(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise CLIError(f"cannot write to run directory {path}: {err.strerror}") from None
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -162,7 +135,7 @@ def _train(
         logger.setLevel(logging.WARNING)  # one voice per job: rank 0 reports
     if args.resume:
         data = read_config(run_dir)["data"]
-        dataset = _load_data(
+        dataset = load_data(
             data["source"], "train", data["classes"], data["limit_per_class"], data.get("limit")
         )
         model = load_model(run_dir)
@@ -175,13 +148,13 @@ def _train(
             raise CLIError(str(err)) from None
         logger.info("resuming %s at step %d of %d", run_dir, trainer.step, trainer.n_steps)
     else:
-        dataset = _load_data(args.data, "train", args.classes, args.limit_per_class, args.limit)
+        dataset = load_data(args.data, "train", args.classes, args.limit_per_class, args.limit)
         generator = torch.Generator().manual_seed(train_cfg.seed)
         model = DCGMM.from_spec(
             args.model, dataset.image_shape, objective=args.objective, generator=generator
         )
         if ctx.is_main:
-            _check_writable(run_dir)
+            check_writable(run_dir)
             write_config(
                 run_dir,
                 {
@@ -234,7 +207,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     data = config["data"]
     source = args.data or data["source"]
     classes = args.classes if args.classes is not None else data["classes"]
-    dataset = _load_data(source, args.split, classes, args.limit_per_class, args.limit)
+    dataset = load_data(source, args.split, classes, args.limit_per_class, args.limit)
     result = evaluate(model, dataset.images, dataset.labels)
     if args.json:
         print(json.dumps(result))
@@ -268,7 +241,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Train a small DCGMM on the built-in MNIST, print test scores, write PNG grids."""
+    """Train a small DCGMM on the built-in MNIST; print scores; write three PNG grids."""
     out = Path(args.out)
     if (out / CONFIG_FILE).exists():
         raise CLIError(f"{out} already holds a run; remove it or pass another --out")
@@ -306,6 +279,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
             scale=3,
         ),
     ]
+    digits = test.images[:12]
+    missing = make_mask("right-half", tuple(digits.shape))
+    completed = inpaint(
+        model, digits, missing, config=SamplingConfig(top_s=1), generator=torch.Generator()
+    )
+    paths.append(save_inpainting_grid(out / "inpainting.png", digits, missing, completed))
     print("\nwrote " + ", ".join(str(p) for p in paths))
     return 0
 
@@ -393,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--epochs", type=int, default=DEMO_EPOCHS)
     demo.set_defaults(func=cmd_demo)
+
+    add_generation_commands(sub)
 
     env = sub.add_parser("env", help="versions and devices, for bug reports")
     env.set_defaults(func=cmd_env)

@@ -76,3 +76,78 @@ def save_grid(path: str | Path, images: Tensor | np.ndarray, **kwargs: object) -
     path = Path(path)
     atomic_write_bytes(path, encode_png(tile(images, **kwargs)))  # type: ignore[arg-type]
     return path
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """Return the pixels of an 8-bit, non-interlaced PNG: (H, W) gray or (H, W, C) uint8.
+
+    Enough for masks and small images made by common tools (gray, gray+alpha, RGB, RGBA);
+    other PNG variants raise a ``ValueError`` that says which.
+    """
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError("not a PNG file (bad signature)")
+    pos, header, idat = 8, b"", bytearray()
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+        if kind == b"IHDR":
+            header = body
+        elif kind == b"IDAT":
+            idat += body
+        elif kind == b"IEND":
+            break
+    if len(header) != 13:
+        raise ValueError("PNG without a valid IHDR chunk")
+    width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", header)
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}.get(color)
+    if depth != 8 or channels is None or interlace:
+        raise ValueError(
+            f"only 8-bit non-interlaced gray/RGB(A) PNGs are supported; got bit depth {depth}, "
+            f"colour type {color}, interlace {interlace}"
+        )
+    raw = np.frombuffer(zlib.decompress(bytes(idat)), np.uint8)
+    stride = width * channels
+    rows = raw.reshape(height, stride + 1)
+    out = np.zeros((height, stride), np.int32)
+    for y in range(height):
+        _unfilter_row(rows[y, 0], rows[y, 1:].astype(np.int32), out, y, channels)
+    pixels = out.astype(np.uint8).reshape(height, width, channels)
+    return pixels[..., 0] if channels == 1 else pixels
+
+
+def _unfilter_row(kind: int, line: np.ndarray, out: np.ndarray, y: int, bpp: int) -> None:
+    """Undo one PNG row filter in place (spec: None, Sub, Up, Average, Paeth)."""
+    prior = out[y - 1] if y > 0 else np.zeros_like(line)
+    if kind == 0:
+        out[y] = line
+    elif kind == 2:
+        out[y] = (line + prior) & 0xFF
+    elif kind in (1, 3, 4):
+        row = np.zeros_like(line)
+        for i in range(line.shape[0]):
+            left = row[i - bpp] if i >= bpp else 0
+            if kind == 1:
+                predict = left
+            elif kind == 3:
+                predict = (left + prior[i]) // 2
+            else:
+                up_left = prior[i - bpp] if i >= bpp else 0
+                predict = _paeth(int(left), int(prior[i]), int(up_left))
+            row[i] = (line[i] + predict) & 0xFF
+        out[y] = row
+    else:
+        raise ValueError(f"corrupt PNG: unknown row filter {kind}")
+
+
+def _paeth(a: int, b: int, c: int) -> int:
+    p = a + b - c
+    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+    if pa <= pb and pa <= pc:
+        return a
+    return b if pb <= pc else c
+
+
+def read_png(path: str | Path) -> np.ndarray:
+    """Read an 8-bit PNG file (see :func:`decode_png`)."""
+    return decode_png(Path(path).read_bytes())

@@ -1,9 +1,11 @@
-"""Top-down sampling: start at the top GMM layer and walk down every layer's ``sample``.
+"""Top-down generation: sampling, class-conditional sampling and sharpening (spec §5, §7).
 
-Procedures live here, not in the layers; sharpening and in-painting build on this module.
+Everything walks the same way: a control signal enters some layer's output space and every
+layer below turns it into its input space with its ``sample`` (top-down) mode. In-painting
+and variants (:mod:`dcgmm.inpainting`) enter at a GMM layer with its responsibilities.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -12,6 +14,8 @@ from torch import Tensor
 
 from dcgmm.layers import GMM, Folding, Layer, LinearClassifier, MaxPooling
 from dcgmm.model import DCGMM
+
+PerLayer = int | float | Mapping[int, int | float] | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,8 +44,11 @@ class Sharpening:
         Step size, per sample (see above).
     weight : float
         Weight of the pull back towards :math:`X_0` (recipes: 0).
-    target : {"top", "next"}
-        The top GMM layer, or the first GMM layer above the sharpened layer.
+    target : {"next", "top"}
+        The first GMM layer above the sharpened layer (default, as the authors' recipes),
+        or the top GMM layer. Gradients towards the top must pass through the softmax of
+        every GMM layer in between, which vanish where those responsibilities are saturated
+        (then sharpening leaves the signal as it is).
     layers : sequence of int, optional
         1-based indices of the folding/pooling layers to sharpen after; default: all that
         have a GMM layer above them.
@@ -50,7 +57,7 @@ class Sharpening:
     iterations: int = 300
     rate: float = 0.01
     weight: float = 0.0
-    target: Literal["top", "next"] = "top"
+    target: Literal["next", "top"] = "next"
     layers: Sequence[int] | None = None
 
     def __post_init__(self) -> None:
@@ -68,30 +75,70 @@ class Sharpening:
 class SamplingConfig:
     """Knobs of top-down sampling (spec §5).
 
+    ``top_s`` and ``noise_divisor`` take one value for every GMM layer or a mapping from a
+    GMM layer's 1-based index in the spec (as ``dcgmm info`` numbers them) to its value.
+
     Attributes
     ----------
-    top_s : int, optional
+    top_s : int or mapping, optional
         Keep only the S largest control entries at every GMM position (ties kept).
-    noise_divisor : float, optional
+    noise_divisor : float or mapping, optional
         Emit ``mean + noise / (s * divisor)``; ``None`` emits the component means.
+    noise_at_bound : bool
+        Also add noise on dimensions whose precision sits at its upper bound (default False:
+        those are constant background pixels, noise there is only speckle).
     start : {"uniform", "weights"}
         Control signal of the top GMM layer: uniform, or its mixing weights pi.
     sharpening : Sharpening, optional
         Gradient ascent after folding/pooling layers; ``None`` (default) does none.
     """
 
-    top_s: int | None = None
-    noise_divisor: float | None = None
+    top_s: int | Mapping[int, int] | None = None
+    noise_divisor: float | Mapping[int, float] | None = None
+    noise_at_bound: bool = False
     start: Literal["uniform", "weights"] = "uniform"
     sharpening: Sharpening | None = None
 
     def __post_init__(self) -> None:
-        if self.top_s is not None and self.top_s <= 0:
-            raise ValueError(f"top_s must be positive or None; got {self.top_s}")
-        if self.noise_divisor is not None and self.noise_divisor <= 0:
-            raise ValueError(f"noise_divisor must be positive or None; got {self.noise_divisor}")
+        for index, s in _values(self.top_s):
+            if s <= 0:
+                raise ValueError(f"top_s must be positive or None; got {s} for layer {index}")
+        for index, d in _values(self.noise_divisor):
+            if d <= 0:
+                raise ValueError(
+                    f"noise_divisor must be positive or None; got {d} for layer {index}"
+                )
         if self.start not in ("uniform", "weights"):
             raise ValueError(f"start must be 'uniform' or 'weights'; got {self.start!r}")
+
+    def for_layer(self, index: int) -> tuple[int | None, float | None]:
+        """Return (top_s, noise_divisor) for the layer at 0-based ``index``."""
+        top_s, divisor = _pick(self.top_s, index), _pick(self.noise_divisor, index)
+        return (None if top_s is None else int(top_s)), divisor
+
+
+def _values(setting: PerLayer) -> list[tuple[str, int | float]]:
+    if setting is None:
+        return []
+    if isinstance(setting, Mapping):
+        return [(str(k), v) for k, v in setting.items()]
+    return [("all", setting)]
+
+
+def _pick(setting: PerLayer, index: int) -> int | float | None:
+    if isinstance(setting, Mapping):
+        return setting.get(index + 1)
+    return setting
+
+
+def sampling_layers(model: DCGMM) -> list[Layer]:
+    """Return the model's layers without a classifier on top (sampling starts below it)."""
+    layers: list[Layer] = list(model.layers)  # type: ignore[arg-type]
+    while layers and isinstance(layers[-1], LinearClassifier):
+        layers.pop()
+    if not layers or not isinstance(layers[-1], GMM):
+        raise ValueError(f"model {model.spec!r} has no GMM layer on top to start sampling from")
+    return layers
 
 
 @torch.no_grad()
@@ -99,51 +146,113 @@ def sample(
     model: DCGMM,
     n: int,
     *,
+    classes: Tensor | Sequence[int] | None = None,
     config: SamplingConfig | None = None,
     generator: torch.Generator | None = None,
     clip: bool = True,
 ) -> Tensor:
     """Draw ``n`` images from a DCGMM by top-down sampling.
 
-    The walk starts at the highest GMM layer (a classifier above it is skipped) with a uniform
-    control signal or the mixing weights, then calls ``sample`` of each layer below.
+    Unconditional sampling starts at the highest GMM layer with a uniform control signal or
+    its mixing weights. With ``classes`` it starts at the classifier layer: a soft one-hot
+    target per sample (0.95 on the class) is inverted into a non-negative control signal for
+    the GMM layer below (spec §7).
+
+    Parameters
+    ----------
+    model : DCGMM
+        A trained model.
+    n : int
+        Number of images.
+    classes : tensor or sequence of int, optional
+        One class per image (length ``n``); needs a classifier layer.
+    config : SamplingConfig, optional
+        Knobs; the default takes every component mean as is.
+    generator : torch.Generator, optional
+        Seed it for reproducible samples.
+    clip : bool
+        Clip the images to [0, 1].
 
     Returns
     -------
     Tensor, shape (n, H, W, C)
-        Images, clipped to [0, 1] when ``clip``.
     """
+    if n <= 0:
+        raise ValueError(f"n must be a positive number of samples; got {n}")
     config = config or SamplingConfig()
-    layers: list[Layer] = list(model.layers)  # type: ignore[arg-type]
-    while layers and isinstance(layers[-1], LinearClassifier):
-        layers.pop()
-    if not layers or not isinstance(layers[-1], GMM):
-        raise ValueError(f"model {model.spec!r} has no GMM layer on top to start sampling from")
+    layers = sampling_layers(model)
     top = layers[-1]
+    assert isinstance(top, GMM)
     h, w, k = top.out_shape
     param = top.logits
-    if config.start == "weights":
+    if classes is not None:
+        control = class_control(model, classes, n)
+    elif config.start == "weights":
         control = top.weights.expand(n, h, w, k).to(param.dtype)
     else:
         control = param.new_ones(n, h, w, k)
-    x: Tensor = control
-    for index in reversed(range(len(layers))):
-        layer = layers[index]
-        if isinstance(layer, GMM):
-            x = layer.sample(
-                x, generator=generator, top_s=config.top_s, noise_divisor=config.noise_divisor
-            )
-            continue
-        assert isinstance(layer, Layer)
-        x = layer.sample(x, generator=generator)
-        chain = _sharpening_chain(layers, index, config.sharpening)
-        if chain:
-            assert config.sharpening is not None
-            x = sharpen(chain, x, config.sharpening)
+    x = walk_down(layers, len(layers) - 1, control, config, generator)
     return x.clamp(0.0, 1.0) if clip else x
 
 
-def _sharpening_chain(layers: list[Layer], index: int, config: Sharpening | None) -> list[Layer]:
+@torch.no_grad()
+def class_control(model: DCGMM, classes: Tensor | Sequence[int], n: int) -> Tensor:
+    """Return the classifier inversion of soft one-hot targets: the top GMM layer's control."""
+    classifier = model.classifier
+    if classifier is None:
+        raise ValueError(
+            f"class-conditional sampling needs a classifier layer; model {model.spec!r} has "
+            "none (train a spec ending in C(n_classes) with labels)"
+        )
+    device = classifier.weight.device
+    labels = torch.as_tensor(classes, dtype=torch.long, device=device).reshape(-1)
+    if labels.shape[0] != n:
+        raise ValueError(f"need one class per sample: n={n}, got {labels.shape[0]} classes")
+    bad = labels[(labels < 0) | (labels >= classifier.n_classes)]
+    if bad.numel():
+        raise ValueError(
+            f"classes must lie in [0, {classifier.n_classes - 1}]; got {sorted(set(bad.tolist()))}"
+        )
+    target = LinearClassifier.soft_one_hot(
+        labels, classifier.n_classes, dtype=classifier.weight.dtype
+    )
+    return classifier.sample(target)
+
+
+def walk_down(
+    layers: Sequence[Layer],
+    start: int,
+    control: Tensor,
+    config: SamplingConfig,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """Turn ``control`` (the output space of ``layers[start]``) into an input-space tensor.
+
+    Every layer from ``start`` down calls its ``sample``; GMM layers get their per-layer
+    knobs, folding and pooling layers are followed by sharpening where configured.
+    """
+    x = control
+    for index in reversed(range(start + 1)):
+        layer = layers[index]
+        if isinstance(layer, GMM):
+            top_s, divisor = config.for_layer(index)
+            x = layer.sample(
+                x,
+                generator=generator,
+                top_s=top_s,
+                noise_divisor=divisor,
+                noise_at_bound=config.noise_at_bound,
+            )
+            continue
+        x = layer.sample(x, generator=generator)
+        chain = sharpening_chain(layers, index, config.sharpening)
+        if chain:
+            assert config.sharpening is not None
+            x = sharpen(chain, x, config.sharpening).values
+    return x
+
+
+def sharpening_chain(layers: Sequence[Layer], index: int, config: Sharpening | None) -> list[Layer]:
     """Return the layers from ``index`` up to the sharpening target, or [] for none."""
     if config is None or config.iterations == 0:
         return []
@@ -155,36 +264,66 @@ def _sharpening_chain(layers: list[Layer], index: int, config: Sharpening | None
     if not above:
         return []
     target = above[0] if config.target == "next" else above[-1]
-    return layers[index : target + 1]
+    return list(layers[index : target + 1])
 
 
-def sharpen(chain: Sequence[Layer], x0: Tensor, config: Sharpening) -> Tensor:
+@dataclass(frozen=True)
+class SharpeningResult:
+    """The sharpened tensor and the per-sample objective after every iteration."""
+
+    values: Tensor
+    trace: Tensor  # (iterations + 1, N): J before the first step, then after each
+
+
+def sharpen(chain: Sequence[Layer], x0: Tensor, config: Sharpening) -> SharpeningResult:
     """Run :class:`Sharpening` ascent on ``x0``, the input of ``chain[0]``.
 
     ``chain`` runs bottom-up from the sharpened layer to the target GMM layer (its last).
+    A step that would lower a sample's objective is undone and that sample's step size is
+    halved (the max over components is not smooth, a fixed step can overshoot), so every
+    sample's objective never decreases over the iterations.
     """
     target = chain[-1]
     assert isinstance(target, GMM)
     params = [p for layer in chain for p in layer.parameters()]
     saved = [p.requires_grad for p in params]
-    for p in params:  # gradients w.r.t. the image only
+    for p in params:  # gradients w.r.t. the signal only
         p.requires_grad_(False)
+    shape = (-1,) + (1,) * (x0.dim() - 1)
     try:
-        x = x0.detach().clone().requires_grad_(True)
         with torch.enable_grad():
+            best = x0.detach().clone()
+            best_value, best_grad = _objective_and_grad(chain, best, x0, config)
+            rate = torch.full_like(best_value, config.rate)
+            trace = [best_value]
             for _ in range(config.iterations):
-                h = x
-                for layer in chain[:-1]:
-                    h = layer(h)
-                per_position = target.objective_map(target.log_joint(h))
-                objective = per_position.flatten(1).mean(1)
-                if config.weight:
-                    pull = ((x - x0) ** 2).flatten(1).mean(1)
-                    objective = objective - config.weight * pull
-                (grad,) = torch.autograd.grad(objective.sum(), x)
-                with torch.no_grad():
-                    x += config.rate * grad
+                candidate = best + rate.view(shape) * best_grad
+                value, grad = _objective_and_grad(chain, candidate, x0, config)
+                better = value >= best_value
+                keep = better.view(shape)
+                best = torch.where(keep, candidate, best)
+                best_grad = torch.where(keep, grad, best_grad)
+                best_value = torch.where(better, value, best_value)
+                rate = torch.where(better, rate, rate / 2)
+                trace.append(best_value)
     finally:
         for p, flag in zip(params, saved, strict=True):
             p.requires_grad_(flag)
-    return x.detach()
+    return SharpeningResult(best.detach(), torch.stack(trace))
+
+
+def _objective_and_grad(
+    chain: Sequence[Layer], x: Tensor, x0: Tensor, config: Sharpening
+) -> tuple[Tensor, Tensor]:
+    """Return the per-sample objective J at ``x`` and its gradient (see Sharpening)."""
+    target = chain[-1]
+    assert isinstance(target, GMM)
+    x = x.detach().requires_grad_(True)
+    h = x
+    for layer in chain[:-1]:
+        h = layer(h)
+    objective = target.objective_map(target.log_joint(h)).flatten(1).mean(1)
+    if config.weight:
+        objective = objective - config.weight * ((x - x0) ** 2).flatten(1).mean(1)
+    (grad,) = torch.autograd.grad(objective.sum(), x)
+    return objective.detach(), grad

@@ -331,6 +331,7 @@ class GMM(TrainableLayer):
         generator: torch.Generator | None = None,
         top_s: int | None = None,
         noise_divisor: float | None = None,
+        noise_at_bound: bool = False,
     ) -> Float[Tensor, "N H W C"]:
         """Draw one component per position from ``control`` and emit its mean (plus noise).
 
@@ -344,7 +345,10 @@ class GMM(TrainableLayer):
             Keep only the ``top_s`` largest entries of ``control`` (ties kept).
         noise_divisor : float, optional
             Add Gaussian noise of standard deviation ``1 / (s * noise_divisor)``; ``None`` emits
-            the means. Dimensions whose precision sits at the upper bound get no noise.
+            the means.
+        noise_at_bound : bool
+            Also add noise on dimensions whose precision sits at the upper bound (by default
+            they get none: in images those are constant background pixels).
         """
         n, h, w, k = control.shape
         scores = control.clamp_min(0.0)
@@ -368,8 +372,10 @@ class GMM(TrainableLayer):
         noise = torch.randn(
             means.shape, generator=generator, dtype=means.dtype, device=means.device
         )
-        at_bound = sqrt_prec >= SQRT_PRECISION_UPPER_BOUND * (1 - 1e-6)
-        noise = torch.where(at_bound, torch.zeros_like(noise), noise / (sqrt_prec * noise_divisor))
+        noise = noise / (sqrt_prec * noise_divisor)
+        if not noise_at_bound:
+            at_bound = sqrt_prec >= SQRT_PRECISION_UPPER_BOUND * (1 - 1e-6)
+            noise = torch.where(at_bound, torch.zeros_like(noise), noise)
         return (means + noise).to(control.dtype)
 
     def _checked(self, log_joint: Tensor) -> Tensor:

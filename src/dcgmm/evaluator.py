@@ -1,0 +1,203 @@
+"""An independent CNN that judges samples: class accuracy and a Fréchet distance.
+
+The 2022 paper (Table III) trains a CNN on the real training set and reports its accuracy
+on class-conditional samples. We do the same with a smaller network than the paper's Table
+VII (conv 32 - pool - conv 64 - pool - dense 128 - dense S, about 420k weights instead of
+about 1.3M, 5 epochs instead of 15) because it trains in minutes on a laptop CPU and reaches
+the same test accuracy (over 99% on MNIST, over 90% on Fashion-MNIST; measured numbers in
+the run directory's ``evaluator.json``).
+
+The Fréchet distance is computed like FID, but in this network's 128-dimensional penultimate
+feature space instead of Inception's: **it is not comparable to published FIDs**, only to
+other numbers from the same evaluator.
+"""
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from dcgmm.checkpoint import atomic_write_bytes
+from dcgmm.exceptions import CheckpointError
+
+WEIGHTS_FILE = "evaluator.safetensors"
+INFO_FILE = "evaluator.json"
+
+
+class SampleEvaluator(nn.Module):
+    """conv3x3(32) - ReLU - pool - conv3x3(64) - ReLU - pool - dense(128) - ReLU - dense(S).
+
+    Inputs are NHWC images in [0, 1], as everywhere in dcgmm.
+    """
+
+    def __init__(self, input_shape: tuple[int, int, int], n_classes: int) -> None:
+        super().__init__()
+        h, w, c = input_shape
+        self.input_shape = input_shape
+        self.n_classes = n_classes
+        self.conv1 = nn.Conv2d(c, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
+        self.hidden = nn.Linear(64 * (h // 4) * (w // 4), 128)
+        self.out = nn.Linear(128, n_classes)
+        self.dropout = nn.Dropout(0.25)
+
+    def features(self, x: Tensor) -> Tensor:
+        """Return the 128 penultimate activations (the Fréchet distance's feature space)."""
+        h = x.permute(0, 3, 1, 2)
+        h = F.max_pool2d(F.relu(self.conv1(h)), 2)
+        h = F.max_pool2d(F.relu(self.conv2(h)), 2)
+        return F.relu(self.hidden(self.dropout(h.flatten(1))))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Return class logits."""
+        return self.out(self.dropout(self.features(x)))
+
+    @torch.no_grad()
+    def predict(self, images: Tensor, batch_size: int = 1000) -> tuple[Tensor, Tensor]:
+        """Return (predicted classes, penultimate features) in evaluation mode."""
+        was_training = self.training
+        self.eval()
+        labels, feats = [], []
+        device = next(self.parameters()).device
+        for start in range(0, images.shape[0], batch_size):
+            x = images[start : start + batch_size].to(device)
+            f = self.features(x)
+            labels.append(self.out(f).argmax(1).cpu())
+            feats.append(f.cpu())
+        self.train(was_training)
+        return torch.cat(labels), torch.cat(feats)
+
+
+def train_evaluator(
+    images: Tensor,
+    labels: Tensor,
+    *,
+    n_classes: int,
+    epochs: int = 5,
+    batch_size: int = 100,
+    lr: float = 1e-3,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = False,
+) -> SampleEvaluator:
+    """Train a :class:`SampleEvaluator` with Adam on cross-entropy, reshuffling every epoch."""
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # dropout masks
+    model = SampleEvaluator(tuple(images.shape[1:]), n_classes).to(device)  # type: ignore[arg-type]
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    steps = math.ceil(images.shape[0] / batch_size)
+    bar = None
+    if progress:
+        from tqdm import tqdm  # type: ignore[import-untyped]
+
+        bar = tqdm(total=epochs * steps, unit="step", desc="evaluator", dynamic_ncols=True)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(images.shape[0], generator=generator)
+        for step in range(steps):
+            index = order[step * batch_size : (step + 1) * batch_size]
+            x, y = images[index].to(device), labels[index].to(device)
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+            if bar is not None:
+                bar.update(1)
+                if step % 50 == 0:
+                    bar.set_postfix_str(f"loss {loss.item():.3f}")
+    if bar is not None:
+        bar.close()
+    model.eval()
+    return model
+
+
+def accuracy(model: SampleEvaluator, images: Tensor, labels: Tensor) -> float:
+    """Fraction of ``images`` the evaluator classifies as ``labels``."""
+    predicted, _ = model.predict(images)
+    return float((predicted == labels.cpu()).double().mean())
+
+
+def save_evaluator(out_dir: str | Path, model: SampleEvaluator, info: dict[str, Any]) -> Path:
+    """Write the weights and a JSON description (shape, classes, measured accuracy)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(out / (WEIGHTS_FILE + ".tmp")))
+    (out / (WEIGHTS_FILE + ".tmp")).replace(out / WEIGHTS_FILE)
+    record = {"input_shape": list(model.input_shape), "n_classes": model.n_classes, **info}
+    atomic_write_bytes(out / INFO_FILE, (json.dumps(record, indent=1) + "\n").encode())
+    return out
+
+
+def load_evaluator(out_dir: str | Path) -> tuple[SampleEvaluator, dict[str, Any]]:
+    """Load what :func:`save_evaluator` wrote."""
+    out = Path(out_dir)
+    if not (out / INFO_FILE).exists() or not (out / WEIGHTS_FILE).exists():
+        raise CheckpointError(
+            f"{out} holds no evaluator ({INFO_FILE} and {WEIGHTS_FILE}); train one with "
+            "`dcgmm train-evaluator --data DATA --out DIR`"
+        )
+    info = json.loads((out / INFO_FILE).read_text())
+    h, w, c = info["input_shape"]
+    model = SampleEvaluator((h, w, c), info["n_classes"])
+    try:
+        model.load_state_dict(load_file(str(out / WEIGHTS_FILE)))
+    except Exception as err:  # safetensors raises its own types for corrupt files
+        raise CheckpointError(f"{out / WEIGHTS_FILE} cannot be loaded: {err}") from None
+    model.eval()
+    return model, info
+
+
+def frechet_distance(a: Tensor, b: Tensor) -> float:
+    r"""Return the Fréchet distance between Gaussians fitted to two feature sets (float64).
+
+    .. math::
+        \|\mu_a - \mu_b\|^2 + \mathrm{tr}\,\Sigma_a + \mathrm{tr}\,\Sigma_b
+        - 2\,\mathrm{tr}\big(\Sigma_a^{1/2} \Sigma_b \Sigma_a^{1/2}\big)^{1/2}
+
+    The trace term uses the symmetric form, whose eigenvalues are real and non-negative
+    (tiny negative ones from rounding are clipped to 0).
+    """
+    if a.shape[0] < 2 or b.shape[0] < 2:
+        raise ValueError("need at least two feature vectors on each side")
+    a64, b64 = a.double(), b.double()
+    mu_a, mu_b = a64.mean(0), b64.mean(0)
+    cov_a, cov_b = torch.cov(a64.T), torch.cov(b64.T)
+    vals, vecs = torch.linalg.eigh(cov_a)
+    root_a = (vecs * vals.clamp_min(0).sqrt()) @ vecs.T
+    middle = root_a @ cov_b @ root_a
+    trace_root = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp_min(0).sqrt().sum()
+    value = (mu_a - mu_b).square().sum() + cov_a.trace() + cov_b.trace() - 2 * trace_root
+    return float(value)
+
+
+def sample_quality(
+    evaluator: SampleEvaluator,
+    samples: Tensor,
+    real: Tensor,
+    intended: Tensor | None = None,
+) -> dict[str, Any]:
+    """Judge ``samples`` against ``real`` images.
+
+    Returns the evaluator's accuracy on the intended classes (if given), the histogram of
+    predicted classes, and the Fréchet distance between real and sample features.
+    """
+    predicted, sample_features = evaluator.predict(samples)
+    _, real_features = evaluator.predict(real)
+    histogram = np.bincount(predicted.numpy(), minlength=evaluator.n_classes)
+    result: dict[str, Any] = {
+        "n_samples": int(samples.shape[0]),
+        "n_real": int(real.shape[0]),
+        "frechet_distance": frechet_distance(real_features, sample_features),
+        "predicted_histogram": histogram.tolist(),
+        "accuracy": None,
+    }
+    if intended is not None:
+        result["accuracy"] = float((predicted == intended.cpu()).double().mean())
+    return result

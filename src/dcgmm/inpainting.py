@@ -1,0 +1,164 @@
+"""In-painting and variant generation (spec §5): forward to a GMM layer, sample back down.
+
+The image (missing pixels filled with a constant) goes up to a chosen GMM layer; that layer's
+responsibilities become the control signal of a top-down walk (:func:`dcgmm.sampling.
+walk_down`); the known pixels are then put back unchanged. Variants are the same without a
+mask: new images that share the chosen layer's reading of the input.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from dcgmm.exceptions import DataError
+from dcgmm.layers import GMM, Layer
+from dcgmm.model import DCGMM
+from dcgmm.sampling import SamplingConfig, sampling_layers, walk_down
+
+MASK_KINDS = ("right-half", "left-half", "top-half", "bottom-half", "center", "random:P", "PNG")
+
+
+def make_mask(
+    kind: str, shape: tuple[int, ...], *, generator: torch.Generator | None = None
+) -> Tensor:
+    """Return a boolean (N, H, W, C) mask, True where pixels are missing.
+
+    Parameters
+    ----------
+    kind : str
+        ``right-half``, ``left-half``, ``top-half``, ``bottom-half``, ``center`` (the middle
+        half in both directions), ``random:P`` (each pixel missing with probability P), or
+        the path of a PNG/NPY file whose non-zero pixels mark the missing ones (H x W).
+    shape : tuple of int
+        ``(N, H, W, C)`` of the images.
+    """
+    n, h, w, c = shape
+    mask = torch.zeros(h, w, dtype=torch.bool)
+    if kind == "right-half":
+        mask[:, w // 2 :] = True
+    elif kind == "left-half":
+        mask[:, : w // 2] = True
+    elif kind == "top-half":
+        mask[: h // 2] = True
+    elif kind == "bottom-half":
+        mask[h // 2 :] = True
+    elif kind == "center":
+        mask[h // 4 : h // 4 + h // 2, w // 4 : w // 4 + w // 2] = True
+    elif kind.startswith("random:"):
+        try:
+            p = float(kind.split(":", 1)[1])
+        except ValueError:
+            raise ValueError(
+                f"random mask needs a probability, e.g. random:0.5; got {kind!r}"
+            ) from None
+        if not 0 < p < 1:
+            raise ValueError(f"random mask probability must lie in (0, 1); got {p}")
+        noise = torch.rand((n, h, w, 1), generator=generator)
+        return (noise < p).expand(n, h, w, c).clone()
+    elif Path(kind).suffix.lower() in (".png", ".npy"):
+        mask = _mask_from_file(Path(kind), (h, w))
+    else:
+        raise ValueError(f"unknown mask {kind!r}; use one of {', '.join(MASK_KINDS)}")
+    return mask[None, :, :, None].expand(n, h, w, c).clone()
+
+
+def _mask_from_file(path: Path, size: tuple[int, int]) -> Tensor:
+    if not path.exists():
+        raise DataError(f"mask file {path} does not exist")
+    if path.suffix.lower() == ".npy":
+        array = np.load(path)
+    else:
+        from dcgmm.images import read_png
+
+        array = read_png(path)
+    if array.ndim == 3:
+        array = array[..., 0]
+    if array.shape != size:
+        raise DataError(f"mask {path} is {array.shape[0]}x{array.shape[1]}; images are {size}")
+    return torch.from_numpy(np.asarray(array) != 0)
+
+
+def gmm_layer_index(model: DCGMM, layer: int | None) -> int:
+    """Return the 0-based index of GMM layer ``layer`` (1-based, as ``dcgmm info``) or the top."""
+    layers = sampling_layers(model)
+    if layer is None:
+        return len(layers) - 1
+    if not 1 <= layer <= len(layers) or not isinstance(layers[layer - 1], GMM):
+        gmm = [i + 1 for i, lay in enumerate(layers) if isinstance(lay, GMM)]
+        raise ValueError(f"layer {layer} is not a GMM layer of {model.spec}; GMM layers: {gmm}")
+    return layer - 1
+
+
+def _control_at(layers: list[Layer], index: int, x: Tensor) -> Tensor:
+    h = x
+    for lay in layers[: index + 1]:
+        h = lay(h)
+    return h  # the GMM layer's responsibilities
+
+
+@torch.no_grad()
+def inpaint(
+    model: DCGMM,
+    images: Tensor,
+    missing: Tensor | None = None,
+    *,
+    layer: int | None = None,
+    config: SamplingConfig | None = None,
+    generator: torch.Generator | None = None,
+    fill: float = 0.0,
+) -> Tensor:
+    """Complete the missing pixels of ``images``.
+
+    Parameters
+    ----------
+    images : Tensor, shape (N, H, W, C)
+        Images in [0, 1]; missing pixels may be NaN (then ``missing`` can be left out).
+    missing : Tensor of bool, optional
+        True where a pixel is missing; default: the NaN pixels of ``images``.
+    layer : int, optional
+        1-based index of the GMM layer whose responsibilities drive the completion; default
+        the top GMM layer.
+    fill : float
+        Value the missing pixels take for the upward pass.
+
+    Returns
+    -------
+    Tensor
+        The images with missing pixels sampled (clipped to [0, 1]) and every known pixel
+        bit-identical to the input.
+    """
+    if missing is None:
+        missing = torch.isnan(images)
+        if not bool(missing.any()):
+            raise ValueError(
+                "nothing to in-paint: pass a boolean mask as missing= or mark the missing "
+                "pixels NaN"
+            )
+    if missing.shape != images.shape:
+        missing = missing.expand_as(images)
+    known = images.masked_fill(missing, fill)
+    model.check_input(known, "images")
+    layers = sampling_layers(model)
+    index = gmm_layer_index(model, layer)
+    control = _control_at(layers, index, known)
+    completed = walk_down(layers, index, control, config or SamplingConfig(), generator)
+    return torch.where(missing, completed.clamp(0.0, 1.0), images)
+
+
+@torch.no_grad()
+def variants(
+    model: DCGMM,
+    images: Tensor,
+    *,
+    layer: int | None = None,
+    config: SamplingConfig | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Return new images sampled from ``layer``'s responsibilities for ``images``."""
+    model.check_input(images, "images")
+    layers = sampling_layers(model)
+    index = gmm_layer_index(model, layer)
+    control = _control_at(layers, index, images)
+    return walk_down(layers, index, control, config or SamplingConfig(), generator).clamp(0, 1)

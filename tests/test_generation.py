@@ -1,0 +1,236 @@
+"""Top-down sampling, conditional sampling, sharpening, in-painting and the evaluator."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from dcgmm import DCGMM, PRESETS, TrainConfig, Trainer, load_dataset
+from dcgmm.checkpoint import save_checkpoint, write_config
+from dcgmm.cli import main
+from dcgmm.evaluator import (
+    frechet_distance,
+    load_evaluator,
+    sample_quality,
+    save_evaluator,
+    train_evaluator,
+)
+from dcgmm.images import decode_png, encode_png
+from dcgmm.inpainting import inpaint, make_mask, variants
+from dcgmm.sampling import (
+    SamplingConfig,
+    Sharpening,
+    class_control,
+    sample,
+    sampling_layers,
+    sharpen,
+    sharpening_chain,
+)
+
+from .test_gmm import random_gmm
+
+TINY = "F(7,7)-G(4)-F(4,1)-G(9)-C(10)"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(mnist_small):
+    """A small model with a classifier, trained for 300 steps on real digits."""
+    train, _ = mnist_small
+    model = DCGMM.from_spec(TINY, (28, 28, 1), generator=torch.Generator().manual_seed(0))
+    config = TrainConfig(steps=300, annealing_window=20, classifier_lr=0.5, layer_delay=0.0)
+    Trainer(model, config, train.images, train.labels).run()
+    return model
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_sampling_shapes_for_every_preset(preset):
+    model = DCGMM.from_spec(preset, (28, 28, 1), generator=torch.Generator().manual_seed(0))
+    images = sample(model, 3, config=SamplingConfig(top_s=2, noise_divisor=10.0))
+    assert images.shape == (3, 28, 28, 1)
+    assert float(images.min()) >= 0.0
+    assert float(images.max()) <= 1.0
+
+
+def test_every_layer_maps_its_output_shape_back_to_its_input_shape(tiny_model):
+    for layer in sampling_layers(tiny_model):
+        control = torch.rand(2, *layer.out_shape)
+        assert layer.sample(control).shape == (2, *layer.input_shape)
+
+
+def test_gmm_sample_moments_match_the_mixture(generator):
+    layer = random_gmm((1, 1, 3), 4, generator)
+    n = 40_000
+    control = layer.weights.detach().expand(n, 1, 1, 4)  # draw components with prob. pi
+    x = layer.sample(control, generator=generator, noise_divisor=1.0, noise_at_bound=True)
+    x = x.reshape(n, 3)
+    pi = layer.weights.detach()[:, None]
+    means, var = layer.means.detach(), 1.0 / layer.precisions.detach()
+    mixture_mean = (pi * means).sum(0)
+    mixture_var = (pi * (var + means**2)).sum(0) - mixture_mean**2
+    # Five standard errors: with the fixed generator this is one deterministic check.
+    assert ((x.mean(0) - mixture_mean).abs() <= 5 * (mixture_var / n).sqrt()).all()
+    fourth = (pi * (3 * var**2 + 6 * var * means**2 + means**4)).sum(0)  # crude bound
+    assert ((x.var(0) - mixture_var).abs() <= 5 * (fourth / n).sqrt()).all()
+
+
+def test_top_s_one_always_picks_the_argmax(generator):
+    layer = random_gmm((2, 3, 5), 9, generator)
+    control = torch.rand(8, 2, 3, 9, generator=generator, dtype=torch.float64)
+    out = layer.sample(control, generator=generator, top_s=1)
+    expected = layer.means.detach()[control.argmax(-1)]
+    assert torch.equal(out, expected)
+
+
+def test_sampling_is_reproducible_with_a_seeded_generator(tiny_model):
+    config = SamplingConfig(top_s=3, noise_divisor=5.0, sharpening=Sharpening(iterations=3))
+    a = sample(tiny_model, 5, config=config, generator=torch.Generator().manual_seed(7))
+    b = sample(tiny_model, 5, config=config, generator=torch.Generator().manual_seed(7))
+    c = sample(tiny_model, 5, config=config, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_conditional_control_signal_is_non_negative(tiny_model):
+    control = class_control(tiny_model, list(range(10)), 10)
+    assert control.shape == (10, 1, 1, 9)
+    assert float(control.min()) >= 0.0
+    images = sample(tiny_model, 10, classes=list(range(10)), config=SamplingConfig(top_s=1))
+    assert images.shape == (10, 28, 28, 1)
+
+
+def test_conditional_sampling_errors_are_clear(tiny_model):
+    with pytest.raises(ValueError, match="one class per sample"):
+        sample(tiny_model, 3, classes=[1, 2])
+    with pytest.raises(ValueError, match=r"classes must lie in \[0, 9\]"):
+        sample(tiny_model, 2, classes=[1, 12])
+    plain = DCGMM.from_spec("F(7,7)-G(4)", (28, 28, 1))
+    with pytest.raises(ValueError, match="needs a classifier layer"):
+        sample(plain, 2, classes=[0, 1])
+
+
+def test_sharpening_never_lowers_the_target_objective(tiny_model):
+    layers = sampling_layers(tiny_model)
+    config = Sharpening(iterations=25, rate=1.0)  # a large step: the safeguard must act
+    chain = sharpening_chain(layers, 0, config)
+    assert [type(layer).__name__ for layer in chain] == ["Folding", "GMM"]
+    x0 = sample(tiny_model, 6, config=SamplingConfig(top_s=2), generator=torch.Generator())
+    result = sharpen(chain, x0, config)
+    steps = result.trace[1:] - result.trace[:-1]
+    assert bool((steps >= 0).all())
+    assert bool((result.trace[-1] > result.trace[0]).all())  # and it does climb
+
+
+def test_inpainting_keeps_known_pixels_bit_identical(tiny_model, mnist_small):
+    _, test = mnist_small
+    images = test.images[:6]
+    missing = make_mask("right-half", tuple(images.shape))
+    out = inpaint(tiny_model, images, missing, config=SamplingConfig(top_s=1))
+    assert torch.equal(out[~missing], images[~missing])
+    assert not torch.equal(out[missing], images[missing])
+    with_nan = images.masked_fill(missing, float("nan"))  # the SPFlow idiom
+    out_nan = inpaint(tiny_model, with_nan, config=SamplingConfig(top_s=1), layer=2)
+    assert torch.equal(out_nan[~missing], images[~missing])
+    assert bool(torch.isfinite(out_nan).all())
+    with pytest.raises(ValueError, match="nothing to in-paint"):
+        inpaint(tiny_model, images)
+    with pytest.raises(ValueError, match="not a GMM layer"):
+        inpaint(tiny_model, images, missing, layer=3)
+
+
+def test_variants_have_the_input_shape(tiny_model, mnist_small):
+    _, test = mnist_small
+    out = variants(tiny_model, test.images[:4], generator=torch.Generator().manual_seed(0))
+    assert out.shape == (4, 28, 28, 1)
+
+
+@pytest.mark.parametrize("kind", ["right-half", "left-half", "top-half", "bottom-half", "center"])
+def test_named_masks_cover_a_quarter_or_half(kind):
+    mask = make_mask(kind, (2, 8, 6, 1))
+    assert mask.shape == (2, 8, 6, 1)
+    expected = 0.25 if kind == "center" else 0.5
+    assert float(mask.double().mean()) == pytest.approx(expected)
+
+
+def test_random_and_file_masks(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    mask = make_mask("random:0.3", (50, 10, 10, 1), generator=g)
+    assert 0.25 < float(mask.double().mean()) < 0.35
+    pixels = np.zeros((10, 10), np.uint8)
+    pixels[2:5, 3:7] = 255
+    (tmp_path / "m.png").write_bytes(encode_png(pixels))
+    from_file = make_mask(str(tmp_path / "m.png"), (1, 10, 10, 1))
+    assert torch.equal(from_file[0, :, :, 0], torch.from_numpy(pixels > 0))
+    with pytest.raises(ValueError, match="unknown mask"):
+        make_mask("left-third", (1, 4, 4, 1))
+    with pytest.raises(ValueError, match=r"in \(0, 1\)"):
+        make_mask("random:1.5", (1, 4, 4, 1))
+
+
+def test_png_decoder_reads_filtered_files_from_pillow():
+    image_module = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(0)
+    ramp = np.add.outer(np.arange(20), np.arange(30)) * 4 % 256
+    for array in (ramp, np.stack([ramp, ramp.T[:20, :20].repeat(2, 1)[:, :30], ramp], -1)):
+        array = (array + rng.integers(0, 3, array.shape)).astype(np.uint8)
+        buffer = io.BytesIO()
+        image_module.fromarray(array).save(buffer, "PNG")
+        assert np.array_equal(decode_png(buffer.getvalue()), array)
+
+
+def test_frechet_distance_matches_scipy_float64():
+    linalg = pytest.importorskip("scipy.linalg")
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(500, 6, generator=g, dtype=torch.float64)
+    b = torch.randn(400, 6, generator=g, dtype=torch.float64)
+    b = b @ torch.rand(6, 6, generator=g, dtype=torch.float64)
+    b = b + 0.5
+    mu_a, mu_b = a.mean(0).numpy(), b.mean(0).numpy()
+    cov_a, cov_b = np.cov(a.numpy().T), np.cov(b.numpy().T)
+    root = linalg.sqrtm(cov_a @ cov_b).real
+    expected = ((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root)
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-9)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_evaluator_trains_saves_and_judges(tmp_path, mnist_small):
+    _, test = mnist_small
+    train = load_dataset("mnist", limit=4000)
+    model = train_evaluator(train.images, train.labels, n_classes=10, epochs=3, seed=0)
+    save_evaluator(tmp_path, model, {"note": "test"})
+    loaded, info = load_evaluator(tmp_path)
+    quality = sample_quality(loaded, test.images[:200], test.images, test.labels[:200])
+    assert quality["accuracy"] > 0.85  # real test digits as "samples": measured 0.97
+    # Same distribution: only the finite-sample bias of the covariance estimates remains.
+    noise = torch.rand(200, 28, 28, 1, generator=torch.Generator().manual_seed(0))
+    worse = sample_quality(loaded, noise, test.images)
+    assert worse["frechet_distance"] > 10 * quality["frechet_distance"]
+    assert info["n_classes"] == 10
+
+
+def test_cli_generation_commands(tmp_path, tiny_model, capsys):
+    run = tmp_path / "run"
+    write_config(
+        run,
+        {"spec": TINY, "input_shape": [28, 28, 1], "objective": "annealed", "train": {},
+         "data": {"source": "mnist", "classes": None, "limit_per_class": None}},
+    )  # fmt: skip
+    save_checkpoint(run, tiny_model, {"step": 300})
+    npy, png = str(tmp_path / "s.npy"), str(tmp_path / "s.png")
+    assert main(["sample", str(run), "--per-class", "3", "--top-s", "1", "--out", png,
+                 "--npy", npy]) == 0  # fmt: skip
+    assert np.load(tmp_path / "s.npy").shape == (30, 28, 28, 1)
+    assert decode_png((tmp_path / "s.png").read_bytes()).shape[0] > 28 * 2 * 10
+    assert main(["inpaint", str(run), "--data", "mnist", "--limit", "4", "--mask", "top-half",
+                 "--top-s", "2:1,4:2", "--out", str(tmp_path / "i.png")]) == 0  # fmt: skip
+    assert main(["train-evaluator", "--data", "mnist", "--limit", "500", "--epochs", "1",
+                 "--out", str(tmp_path / "ev")]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["sample-quality", str(run), "--evaluator", str(tmp_path / "ev"),
+                 "--per-class", "5", "--json"]) == 0  # fmt: skip
+    result = __import__("json").loads(capsys.readouterr().out)
+    assert result["conditional"] is True
+    assert result["n_samples"] == 50
+    assert 0.0 <= result["accuracy"] <= 1.0
+    assert main(["sample", str(run), "--top-s", "x:y", "--out", str(tmp_path / "bad.png")]) == 2
+    assert main(["sample-quality", str(run), "--evaluator", str(tmp_path / "none")]) == 2
