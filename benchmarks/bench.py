@@ -123,6 +123,8 @@ def plot_scaling(sweeps: dict[str, list[dict[str, Any]]], path: Path) -> None:
         xs = [p["x"] for p in points]
         ax.loglog(xs, [1e3 * p["measured_s"] for p in points], "o-", label="measured")
         ax.loglog(xs, [1e3 * p["floor_s"] for p in points], "s--", label="floor (cost model)")
+        ax.set_xticks(xs, [str(x) for x in xs])  # label the measured points only
+        ax.minorticks_off()
         ax.set_xlabel(name)
         ax.set_ylabel("ms per training step")
         ax.grid(True, which="both", alpha=0.3)

@@ -7,7 +7,8 @@ from dcgmm.evaluation import evaluate
 from dcgmm.exceptions import CheckpointError, DataError, NumericalWarning, SpecError
 from dcgmm.layers import GMM, Folding, Layer, LinearClassifier, MaxPooling, TrainableLayer
 from dcgmm.model import DCGMM
-from dcgmm.sampling import SamplingConfig, sample
+from dcgmm.inpainting import inpaint, make_mask, variants
+from dcgmm.sampling import SamplingConfig, Sharpening, sample
 from dcgmm.spec import PRESETS, format_spec, parse_spec
 from dcgmm.training import TrainConfig, Trainer
 
@@ -27,6 +28,7 @@ __all__ = [
     "MaxPooling",
     "NumericalWarning",
     "SamplingConfig",
+    "Sharpening",
     "SingleExpSchedule",
     "SpecError",
     "TrainConfig",
@@ -35,8 +37,11 @@ __all__ = [
     "__version__",
     "evaluate",
     "format_spec",
+    "inpaint",
     "load_dataset",
     "load_model",
+    "make_mask",
     "parse_spec",
     "sample",
+    "variants",
 ]
