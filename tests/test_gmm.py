@@ -145,3 +145,39 @@ def test_initialisation_follows_spec(generator):
     assert layer.means.abs().max() <= 0.1
     assert torch.allclose(layer.precisions, torch.full((9, 5), 20.0))
     assert float(layer.sigma_som) == pytest.approx(0.25 * math.sqrt(18))
+
+
+@pytest.mark.parametrize("independent", [False, True])
+def test_missing_entries_are_marginalised_float64(generator, independent):
+    layer = random_gmm((2, 2, 5), 4, generator, independent=independent)
+    x = torch.rand(3, 2, 2, 5, generator=generator, dtype=torch.float64)
+    missing = torch.rand(3, 2, 2, 5, generator=generator) < 0.4
+    missing[0, 0, 0] = True  # a position with nothing observed: the prior remains
+    got = layer.log_joint(x.masked_fill(missing, float("nan")), missing)
+    for n in range(3):
+        for i in range(2):
+            for j in range(2):
+                keep = ~missing[n, i, j]
+                means = layer.means[i, j] if independent else layer.means
+                sqrt_prec = layer.sqrt_precisions[i, j] if independent else layer.sqrt_precisions
+                logits = layer.logits[i, j] if independent else layer.logits
+                # The marginal of a diagonal Gaussian: keep only the observed coordinates.
+                expected = naive_log_joint(
+                    x[n, i, j][keep][None], logits, means[:, keep], sqrt_prec[:, keep]
+                )[0]
+                torch.testing.assert_close(got[n, i, j], expected, rtol=1e-12, atol=1e-10)
+    prior = torch.log_softmax(layer.logits, -1)
+    torch.testing.assert_close(got[0, 0, 0], prior[0, 0] if independent else prior)
+    torch.testing.assert_close(
+        layer.log_joint(x, torch.zeros_like(missing)), layer.log_joint(x), rtol=1e-12, atol=1e-10
+    )
+
+
+def test_expected_sample_is_the_weighted_mean_of_means(generator):
+    layer = random_gmm((1, 2, 3), 4, generator)
+    control = torch.rand(5, 1, 2, 4, generator=generator, dtype=torch.float64)
+    out = layer.sample(control, expected=True)
+    weights = control / control.sum(-1, keepdim=True)
+    torch.testing.assert_close(out, weights @ layer.means.detach())
+    top1 = layer.sample(control, expected=True, top_s=1)
+    assert torch.equal(top1, layer.means.detach()[control.argmax(-1)])

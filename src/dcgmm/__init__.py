@@ -5,9 +5,9 @@ from dcgmm.checkpoint import load_model
 from dcgmm.data import Dataset, load_dataset
 from dcgmm.evaluation import evaluate
 from dcgmm.exceptions import CheckpointError, DataError, NumericalWarning, SpecError
+from dcgmm.inpainting import inpaint, make_mask, variants
 from dcgmm.layers import GMM, Folding, Layer, LinearClassifier, MaxPooling, TrainableLayer
 from dcgmm.model import DCGMM
-from dcgmm.inpainting import inpaint, make_mask, variants
 from dcgmm.sampling import SamplingConfig, Sharpening, sample
 from dcgmm.spec import PRESETS, format_spec, parse_spec
 from dcgmm.training import TrainConfig, Trainer

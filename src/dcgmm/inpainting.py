@@ -1,6 +1,8 @@
 """In-painting and variant generation (spec §5): forward to a GMM layer, sample back down.
 
-The image (missing pixels filled with a constant) goes up to a chosen GMM layer; that layer's
+The image goes up to a chosen GMM layer, every GMM layer on the way marginalising the
+missing pixels (their terms leave the diagonal-Gaussian log-density; the authors' code
+instead fills them with 0, available as ``marginalize=False``); that layer's
 responsibilities become the control signal of a top-down walk (:func:`dcgmm.sampling.
 walk_down`); the known pixels are then put back unchanged. Variants are the same without a
 mask: new images that share the chosen layer's reading of the input.
@@ -13,7 +15,7 @@ import torch
 from torch import Tensor
 
 from dcgmm.exceptions import DataError
-from dcgmm.layers import GMM, Layer
+from dcgmm.layers import GMM, Layer, MaxPooling
 from dcgmm.model import DCGMM
 from dcgmm.sampling import SamplingConfig, sampling_layers, walk_down
 
@@ -91,11 +93,40 @@ def gmm_layer_index(model: DCGMM, layer: int | None) -> int:
     return layer - 1
 
 
-def _control_at(layers: list[Layer], index: int, x: Tensor) -> Tensor:
+def propagate_missing(layer: Layer, missing: Tensor) -> Tensor:
+    """Return which outputs of ``layer`` have no observed input at all.
+
+    Folding and pooling move the mask like data (a pooled position is missing only if its
+    whole window is); a GMM position is missing only if every input entry is.
+    """
+    if isinstance(layer, GMM):
+        k = layer.n_components
+        return missing.all(dim=-1, keepdim=True).expand(*missing.shape[:-1], k)
+    if isinstance(layer, MaxPooling):
+        return ~(layer((~missing).to(torch.float32)) > 0.5)  # observed if any is observed
+    return layer(missing.to(torch.float32)) > 0.5  # folding copies entries
+
+
+def upward_with_missing(
+    layers: list[Layer], index: int, x: Tensor, missing: Tensor | None
+) -> Tensor:
+    """Return the responsibilities of ``layers[index]`` with missing entries marginalised.
+
+    Every GMM layer on the way ignores the entries that carry no observation (their terms
+    leave the log-density), so hidden pixels do not pretend to be black.
+    """
     h = x
     for lay in layers[: index + 1]:
-        h = lay(h)
-    return h  # the GMM layer's responsibilities
+        if isinstance(lay, GMM):
+            h_next = torch.softmax(lay.log_joint(h, missing), dim=-1)
+        else:
+            h_next = lay(h)
+        if missing is not None:
+            missing = propagate_missing(lay, missing)
+            if not bool(missing.any()):
+                missing = None
+        h = h_next
+    return h
 
 
 @torch.no_grad()
@@ -108,6 +139,7 @@ def inpaint(
     config: SamplingConfig | None = None,
     generator: torch.Generator | None = None,
     fill: float = 0.0,
+    marginalize: bool = True,
 ) -> Tensor:
     """Complete the missing pixels of ``images``.
 
@@ -120,8 +152,11 @@ def inpaint(
     layer : int, optional
         1-based index of the GMM layer whose responsibilities drive the completion; default
         the top GMM layer.
+    marginalize : bool
+        Leave the missing pixels out of every GMM layer's density on the way up (default).
+        ``False`` treats them as pixels of value ``fill`` (what the authors' code does).
     fill : float
-        Value the missing pixels take for the upward pass.
+        Value the missing pixels take for the upward pass when not marginalised.
 
     Returns
     -------
@@ -142,7 +177,7 @@ def inpaint(
     model.check_input(known, "images")
     layers = sampling_layers(model)
     index = gmm_layer_index(model, layer)
-    control = _control_at(layers, index, known)
+    control = upward_with_missing(layers, index, known, missing if marginalize else None)
     completed = walk_down(layers, index, control, config or SamplingConfig(), generator)
     return torch.where(missing, completed.clamp(0.0, 1.0), images)
 
@@ -160,5 +195,5 @@ def variants(
     model.check_input(images, "images")
     layers = sampling_layers(model)
     index = gmm_layer_index(model, layer)
-    control = _control_at(layers, index, images)
+    control = upward_with_missing(layers, index, images, None)
     return walk_down(layers, index, control, config or SamplingConfig(), generator).clamp(0, 1)

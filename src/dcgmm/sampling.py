@@ -89,6 +89,11 @@ class SamplingConfig:
         those are constant background pixels, noise there is only speckle).
     start : {"uniform", "weights"}
         Control signal of the top GMM layer: uniform, or its mixing weights pi.
+    mode : {"draw", "mean"}
+        ``draw`` (default) picks one component per position at random; ``mean`` emits the
+        control-weighted average of the component means (after top-S), i.e. each layer's
+        conditional expectation: deterministic, and the squared-error-optimal completion of
+        one GMM layer (use it to in-paint for low MSE; ``draw`` gives sharper pictures).
     sharpening : Sharpening, optional
         Gradient ascent after folding/pooling layers; ``None`` (default) does none.
     """
@@ -97,6 +102,7 @@ class SamplingConfig:
     noise_divisor: float | Mapping[int, float] | None = None
     noise_at_bound: bool = False
     start: Literal["uniform", "weights"] = "uniform"
+    mode: Literal["draw", "mean"] = "draw"
     sharpening: Sharpening | None = None
 
     def __post_init__(self) -> None:
@@ -110,6 +116,8 @@ class SamplingConfig:
                 )
         if self.start not in ("uniform", "weights"):
             raise ValueError(f"start must be 'uniform' or 'weights'; got {self.start!r}")
+        if self.mode not in ("draw", "mean"):
+            raise ValueError(f"mode must be 'draw' or 'mean'; got {self.mode!r}")
 
     def for_layer(self, index: int) -> tuple[int | None, float | None]:
         """Return (top_s, noise_divisor) for the layer at 0-based ``index``."""
@@ -242,6 +250,7 @@ def walk_down(
                 top_s=top_s,
                 noise_divisor=divisor,
                 noise_at_bound=config.noise_at_bound,
+                expected=config.mode == "mean",
             )
             continue
         x = layer.sample(x, generator=generator)

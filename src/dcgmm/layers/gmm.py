@@ -69,6 +69,37 @@ def diag_gaussian_log_density_per_position(
     return log_det - 0.5 * sq_dist - 0.5 * x.shape[-1] * LOG_2PI
 
 
+def observed_log_density(
+    x: Float[Tensor, "N H W C"],
+    observed: Float[Tensor, "N H W C"],
+    means: Tensor,
+    sqrt_precisions: Tensor,
+    *,
+    independent: bool,
+) -> Float[Tensor, "N H W K"]:
+    r"""Return the log-density of the observed dimensions only (missing ones marginalised).
+
+    For a diagonal Gaussian, integrating out a dimension removes its term:
+
+    .. math::
+        \log N_k(x_o) = \sum_c o_c \big(\log s_{kc} - \tfrac12 s_{kc}^2 (x_c - \mu_{kc})^2
+                          - \tfrac12 \log 2\pi\big)
+
+    with ``o`` = 1 for observed and 0 for missing entries. Same matmul expansion as
+    :func:`diag_gaussian_log_density`.
+    """
+    precisions = sqrt_precisions * sqrt_precisions
+    ox = observed * x
+    spec = "nhwc,hwkc->nhwk" if independent else "nhwc,kc->nhwk"
+    sq_dist = (
+        torch.einsum(spec, ox * x, precisions)
+        - 2.0 * torch.einsum(spec, ox, means * precisions)
+        + torch.einsum(spec, observed, means * means * precisions)
+    ).clamp_min(0.0)
+    log_det = torch.einsum(spec, observed, sqrt_precisions.log())
+    return log_det - 0.5 * sq_dist - 0.5 * LOG_2PI * observed.sum(-1, keepdim=True)
+
+
 def torus_grid_side(n_components: int) -> int:
     """Return sqrt(K), or raise a ``ValueError`` if K is not a perfect square."""
     side = math.isqrt(n_components)
@@ -258,10 +289,22 @@ class GMM(TrainableLayer):
         """Return ``(H, W, K)``."""
         return (input_shape[0], input_shape[1], self.n_components)
 
-    def log_joint(self, x: Float[Tensor, "N H W C"]) -> Float[Tensor, "N H W K"]:
-        r"""Return :math:`\log \pi_k + \log N_k(x)` at every position."""
+    def log_joint(
+        self, x: Float[Tensor, "N H W C"], missing: Tensor | None = None
+    ) -> Float[Tensor, "N H W K"]:
+        r"""Return :math:`\log \pi_k + \log N_k(x)` at every position.
+
+        ``missing`` (bool, like ``x``) marks entries to marginalise out: their values are
+        ignored (in-painting). A position with every entry missing gets the prior ``log pi``.
+        """
         log_weights = torch.log_softmax(self.logits, dim=-1)
-        if self.independent:
+        if missing is not None:
+            observed = (~missing).to(x.dtype)
+            x = x.masked_fill(missing, 0.0)  # NaN * 0 would still be NaN
+            log_dens = observed_log_density(
+                x, observed, self.means, self.sqrt_precisions, independent=self.independent
+            )
+        elif self.independent:
             log_dens = diag_gaussian_log_density_per_position(x, self.means, self.sqrt_precisions)
         else:
             log_dens = diag_gaussian_log_density(x, self.means, self.sqrt_precisions)
@@ -332,6 +375,7 @@ class GMM(TrainableLayer):
         top_s: int | None = None,
         noise_divisor: float | None = None,
         noise_at_bound: bool = False,
+        expected: bool = False,
     ) -> Float[Tensor, "N H W C"]:
         """Draw one component per position from ``control`` and emit its mean (plus noise).
 
@@ -349,6 +393,10 @@ class GMM(TrainableLayer):
         noise_at_bound : bool
             Also add noise on dimensions whose precision sits at the upper bound (by default
             they get none: in images those are constant background pixels).
+        expected : bool
+            Emit the control-weighted average of the component means instead of drawing
+            one (no noise): the conditional expectation, which minimises the squared error
+            of a completion.
         """
         n, h, w, k = control.shape
         scores = control.clamp_min(0.0)
@@ -357,6 +405,11 @@ class GMM(TrainableLayer):
             kth = scores.amax(-1, keepdim=True) if top_s == 1 else scores.topk(top_s).values
             scores = torch.where(scores >= kth[..., -1:], scores, torch.zeros_like(scores))
         flat = scores.reshape(-1, k)
+        if expected:
+            weights = torch.where(flat.sum(-1, keepdim=True) > 0, flat, torch.ones_like(flat))
+            weights = (weights / weights.sum(-1, keepdim=True)).reshape(n, h, w, k)
+            spec = "nhwk,hwkc->nhwc" if self.independent else "nhwk,kc->nhwc"
+            return torch.einsum(spec, weights.to(self.means.dtype), self.means).to(control.dtype)
         chosen = draw_categorical(flat, generator=generator).reshape(n, h, w)
         if self.independent:
             pos_h = torch.arange(h, device=control.device)[None, :, None]
