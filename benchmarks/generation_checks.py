@@ -116,19 +116,28 @@ def inpainting_check(
             return float(((x - test) ** 2)[m].mean())
 
         def complete(
-            mode: str, top_s: int | None, marginalize: bool, missing: torch.Tensor = missing
+            mode: str,
+            top_s: int | None,
+            marginalize: bool,
+            layer: int | None = None,
+            missing: torch.Tensor = missing,
         ) -> torch.Tensor:
             config = SamplingConfig(mode=mode, top_s=top_s)  # type: ignore[arg-type]
             return inpaint(
-                deep, test, missing, config=config, marginalize=marginalize,
+                deep, test, missing, config=config, marginalize=marginalize, layer=layer,
                 generator=torch.Generator().manual_seed(0),
             )  # fmt: skip
 
         expected = complete("mean", None, True)
         drawn = complete("draw", 1, True)
+        by_layer = {}
+        for i, _ in deep.gmm_layers():
+            by_layer[f"dcgmm_mean_layer{i + 1}"] = mse(complete("mean", None, True, layer=i + 1))
+            by_layer[f"dcgmm_top1_layer{i + 1}"] = mse(complete("mean", 1, True, layer=i + 1))
         rows.append(
             {
                 "mask": kind,
+                **by_layer,
                 "dcgmm_mean": mse(expected),
                 "dcgmm_draw_top1": mse(drawn),
                 "dcgmm_zero_fill_draw_top1": mse(complete("draw", 1, False)),
@@ -199,8 +208,8 @@ def main(argv: list[str]) -> None:
         "model's first-layer centroid closest on its known pixels (overlaps averaged); the "
         "flat GMM's (preset A) centroid closest on the known pixels.",
         "",
-        "| mask | DCGMM expectation | DCGMM top-1 draw | DCGMM top-1, zero fill | mean image |"
-        " first-layer centroid | flat-GMM centroid |",
+        "| mask | DCGMM expectation (top layer) | DCGMM top-1 draw | DCGMM top-1, zero fill |"
+        " mean image | first-layer centroid | flat-GMM centroid |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -209,6 +218,18 @@ def main(argv: list[str]) -> None:
             f"{r['dcgmm_zero_fill_draw_top1']:.4f} | {r['mean_image']:.4f} | "
             f"{r['first_layer_centroid']:.4f} | {r['flat_gmm_centroid']:.4f} |"
         )
+    layer_keys = [k for k in rows[0] if k.startswith(("dcgmm_mean_layer", "dcgmm_top1_layer"))]
+    lines += [
+        "",
+        "DCGMM read from each GMM layer (`inpaint(..., layer=L)`), as the expectation over all "
+        "components (`mean`) or the top-1 component at every layer (`top1`); the lower the "
+        "layer, the more local the evidence it keeps:",
+        "",
+        "| mask | " + " | ".join(k.removeprefix("dcgmm_") for k in layer_keys) + " |",
+        "|---|" + "---:|" * len(layer_keys),
+    ]
+    for r in rows:
+        lines.append(f"| {r['mask']} | " + " | ".join(f"{r[k]:.4f}" for k in layer_keys) + " |")
     lines += ["", "Original | masked (blue) | completed (top-1 draw; expectation):", ""]
     for kind in MASKS:
         name = kind.replace(":", "")

@@ -30,6 +30,7 @@ from dcgmm.evaluator import (
     save_evaluator,
     train_evaluator,
 )
+from dcgmm.images import save_grid
 from dcgmm.sampling import SamplingConfig, sample
 from dcgmm.training import PRESET_TRAIN_OVERRIDES
 
@@ -114,6 +115,13 @@ def train_class_model(
     return seconds
 
 
+def save_class_grid(samples: list[torch.Tensor], path: Path, per_row: int = 12) -> None:
+    """Write the first ``per_row`` samples of every class, a row per class."""
+    rows = torch.cat([s[:per_row] for s in samples])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_grid(path, rows, n_cols=min(per_row, samples[0].shape[0]), scale=2)
+
+
 def table3(args: argparse.Namespace) -> dict[str, Any]:
     """Train per-class models, sample, judge; return the rows of the table."""
     data_dir, runs = Path(args.data_dir), Path(args.runs)
@@ -141,6 +149,7 @@ def table3(args: argparse.Namespace) -> dict[str, Any]:
                     sample(model, per_class, config=sampling_for(model), generator=generator)
                 )
                 intended.append(torch.full((per_class,), cls))
+            save_class_grid(samples, Path(args.out) / "table3" / f"{dataset}_{preset}.png")
             quality = sample_quality(
                 evaluator, torch.cat(samples), real.images, torch.cat(intended)
             )
@@ -185,6 +194,9 @@ def write_table3(result: dict[str, Any], out: Path, command: str, wall: float) -
             f"{paper} | {r['frechet_distance']:.2f} | {100 * r['evaluator_test_accuracy']:.2f} | "
             f"{r['train_seconds_10_models']:.0f} |"
         )
+    lines += ["", "First samples of every class (a row per class):", ""]
+    for r in result["rows"]:
+        lines.append(f"![{r['dataset']} {r['preset']}](table3/{r['dataset']}_{r['preset']}.png)")
     out.mkdir(parents=True, exist_ok=True)
     (out / "table3.md").write_text("\n".join(lines) + "\n")
     (out / "table3.json").write_text(json.dumps(result, indent=1) + "\n")
