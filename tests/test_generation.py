@@ -1,6 +1,5 @@
 """Top-down sampling, conditional sampling, sharpening, in-painting and the evaluator."""
 
-
 import numpy as np
 import pytest
 import torch
