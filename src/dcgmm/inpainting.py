@@ -129,6 +129,24 @@ def upward_with_missing(
     return h
 
 
+def read_and_resample(
+    model: DCGMM,
+    images: Tensor,
+    missing: Tensor | None,
+    layer: int | None,
+    config: SamplingConfig | None,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """Go up to GMM layer ``layer`` (marginalising ``missing``), walk back down, clip to [0, 1].
+
+    The one pipeline behind :func:`inpaint` and :func:`variants`.
+    """
+    layers = sampling_layers(model)
+    index = gmm_layer_index(model, layer)
+    control = upward_with_missing(layers, index, images, missing)
+    return walk_down(layers, index, control, config or SamplingConfig(), generator).clamp(0, 1)
+
+
 @torch.no_grad()
 def inpaint(
     model: DCGMM,
@@ -175,11 +193,9 @@ def inpaint(
         missing = missing.expand_as(images)
     known = images.masked_fill(missing, fill)
     model.check_input(known, "images")
-    layers = sampling_layers(model)
-    index = gmm_layer_index(model, layer)
-    control = upward_with_missing(layers, index, known, missing if marginalize else None)
-    completed = walk_down(layers, index, control, config or SamplingConfig(), generator)
-    return torch.where(missing, completed.clamp(0.0, 1.0), images)
+    hidden = missing if marginalize else None
+    completed = read_and_resample(model, known, hidden, layer, config, generator)
+    return torch.where(missing, completed, images)
 
 
 @torch.no_grad()
@@ -193,7 +209,4 @@ def variants(
 ) -> Tensor:
     """Return new images sampled from ``layer``'s responsibilities for ``images``."""
     model.check_input(images, "images")
-    layers = sampling_layers(model)
-    index = gmm_layer_index(model, layer)
-    control = upward_with_missing(layers, index, images, None)
-    return walk_down(layers, index, control, config or SamplingConfig(), generator).clamp(0, 1)
+    return read_and_resample(model, images, None, layer, config, generator)
