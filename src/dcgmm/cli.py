@@ -19,7 +19,9 @@ from tqdm import tqdm  # type: ignore[import-untyped]
 from dcgmm import __version__
 from dcgmm._cli_common import CLIError, check_writable, load_data
 from dcgmm.checkpoint import CONFIG_FILE, load_model, load_trainer_state, read_config, write_config
+from dcgmm.cli_evaluation import add_evaluation_commands
 from dcgmm.cli_generation import add_generation_commands, save_inpainting_grid
+from dcgmm.clustering import clustering_scores
 from dcgmm.cost import format_cost, measure_machine
 from dcgmm.data import load_dataset
 from dcgmm.distributed import DistContext, init_from_env, shutdown
@@ -209,11 +211,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     classes = args.classes if args.classes is not None else data["classes"]
     dataset = load_data(source, args.split, classes, args.limit_per_class, args.limit)
     result = evaluate(model, dataset.images, dataset.labels)
+    if args.clustering:
+        try:
+            result["clustering"] = clustering_scores(model, dataset.images[: args.clustering])
+        except ValueError as err:
+            raise CLIError(str(err)) from None
     if args.json:
         print(json.dumps(result))
     else:
         print(f"{model.spec} on {dataset.name} ({args.split}, {len(dataset)} samples)")
         print(format_scores(result))
+        if args.clustering:
+            c = result["clustering"]
+            print(
+                f"top-layer clustering of the first {c['n_samples']} samples: Dunn index "
+                f"{c['dunn']:.4f} (higher is better), Davies-Bouldin {c['davies_bouldin']:.3f} "
+                f"(lower is better), {c['n_clusters_used']} components used"
+            )
     return 0
 
 
@@ -353,6 +367,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, help="then the first N samples (file order)")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    ev.add_argument(
+        "--clustering",
+        type=int,
+        nargs="?",
+        const=2000,
+        metavar="N",
+        help="also the top layer's Dunn index and Davies-Bouldin score on the first N samples "
+        "(default 2000; the Dunn index costs N^2 distances)",
+    )
     ev.set_defaults(func=cmd_eval)
 
     info = sub.add_parser("info", help="shape chain and parameter counts")
@@ -374,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     add_generation_commands(sub)
+    add_evaluation_commands(sub)
 
     env = sub.add_parser("env", help="versions and devices, for bug reports")
     env.set_defaults(func=cmd_env)

@@ -91,6 +91,7 @@ def stage_cost(stage: Stage, batch: int, *, annealing: bool = True) -> StageCost
         return StageCost(layer.spec, train, evaluate, sample)
     if isinstance(layer, LinearClassifier):
         n_params = sum(p.numel() for p in layer.parameters())
+        in_elems = batch * layer.weight.shape[0]  # with C(S,2) also the lower GMM's output
         forward = 2.0 * in_elems * layer.n_classes
         io = in_elems + out_elems
         return StageCost(

@@ -8,7 +8,15 @@ from torch import Tensor, nn
 
 from dcgmm._validation import Shape, check_nhwc, check_shape
 from dcgmm.exceptions import SpecError
-from dcgmm.layers import GMM, Folding, GMMScores, Layer, LinearClassifier, MaxPooling
+from dcgmm.layers import (
+    GMM,
+    ClassifierFeed,
+    Folding,
+    GMMScores,
+    Layer,
+    LinearClassifier,
+    MaxPooling,
+)
 from dcgmm.layers.base import TrainableLayer
 from dcgmm.layers.gmm import Objective
 from dcgmm.spec import (
@@ -30,8 +38,12 @@ def build_layer(
     *,
     objective: Objective,
     generator: torch.Generator | None,
+    lower_shape: Shape | None = None,
 ) -> Layer:
-    """Return the layer for one spec token, given the shape it receives."""
+    """Return the layer for one spec token, given the shape it receives.
+
+    ``lower_shape`` is the second-highest GMM layer's output shape, for ``C(S,2)``.
+    """
     if isinstance(layer_spec, FoldingSpec):
         return Folding(input_shape, layer_spec.patch_size, layer_spec.stride)
     if isinstance(layer_spec, PoolingSpec):
@@ -46,7 +58,9 @@ def build_layer(
             objective=objective,
             generator=generator,
         )
-    return LinearClassifier(input_shape, layer_spec.n_classes, generator=generator)
+    return LinearClassifier(
+        input_shape, layer_spec.n_classes, lower_shape=lower_shape, generator=generator
+    )
 
 
 class DCGMM(nn.Module):
@@ -115,10 +129,26 @@ class DCGMM(nn.Module):
         origin = f"the {shape[0]}x{shape[1]}x{shape[2]} input"
         for i, layer_spec in enumerate(layer_specs):
             token = format_layer(layer_spec)
-            if isinstance(layer_spec, ClassifierSpec) and i != len(layer_specs) - 1:
-                raise SpecError(f"layer {i + 1} {token}: a classifier must be the last layer")
+            lower_shape = None
+            if isinstance(layer_spec, ClassifierSpec):
+                if i != len(layer_specs) - 1:
+                    raise SpecError(f"layer {i + 1} {token}: a classifier must be the last layer")
+                gmm_shapes = [lay.out_shape for lay in layers if isinstance(lay, GMM)]
+                if layer_spec.n_inputs > len(gmm_shapes):
+                    raise SpecError(
+                        f"layer {i + 1} {token} reads the top {layer_spec.n_inputs} GMM layers; "
+                        f"the spec has {len(gmm_shapes)}"
+                    )
+                if layer_spec.n_inputs == 2:
+                    lower_shape = gmm_shapes[-2]
             try:
-                layer = build_layer(layer_spec, shape, objective=objective, generator=generator)
+                layer = build_layer(
+                    layer_spec,
+                    shape,
+                    objective=objective,
+                    generator=generator,
+                    lower_shape=lower_shape,
+                )
             except ValueError as err:
                 raise SpecError(f"layer {i + 1} {token}: {err} (from {origin})") from None
             layers.append(layer)
@@ -178,20 +208,25 @@ class DCGMM(nn.Module):
     def forward(self, x: Float[Tensor, "N H W C"]) -> Tensor:
         """Return the top layer's output for a batch of images."""
         self.check_input(x)
+        feed = ClassifierFeed(list(self.layers))
         for stage in self.stages:
-            x = stage.forward(x)
+            x = stage.forward(feed.input_for(stage.index, x))
+            feed.keep(stage.index, x)
         return x
 
     def layer_losses(self, x: Tensor, y: Tensor | None = None) -> list[Tensor]:
         """Return each trainable layer's loss (to minimise), bottom first, from one pass."""
         losses = []
-        for layer in self.layers:
+        feed = ClassifierFeed(list(self.layers))
+        for i, layer in enumerate(self.layers):
+            x = feed.input_for(i, x)
             if isinstance(layer, TrainableLayer):
                 x, loss = layer.forward_and_loss(x, y)
                 losses.append(loss)
             else:
                 x = layer(x)
             x = x.detach()  # layer-local learning: no gradient reaches lower layers
+            feed.keep(i, x)
         return losses
 
     @torch.no_grad()
@@ -203,8 +238,10 @@ class DCGMM(nn.Module):
         """
         self.check_input(x)
         out: list[GMMScores] = []
+        feed = ClassifierFeed(list(self.layers))
         for stage in self.stages:
-            x, scores = stage.scores(x)
+            x, scores = stage.scores(feed.input_for(stage.index, x))
+            feed.keep(stage.index, x)
             if scores is not None:
                 out.append(scores)
         return out

@@ -6,7 +6,10 @@ Grammar (the papers' notation, plus two flags)::
     layer  := "F(" f "," s ")" | "F(" fy "," fx "," sy "," sx ")"     folding
             | "P(" k "," s ["," "ceil"] ")"                           max-pooling
             | "G(" K ["," "indep"] ")"                                 GMM
-            | "C(" S ")"                                               linear classifier
+            | "C(" S ["," n] ")"                                        linear classifier
+
+``C(S,2)`` feeds the classifier the responsibilities of the two highest GMM layers (the 2022
+paper's setup); ``C(S)`` = ``C(S,1)`` feeds the top one (the reference code's).
 """
 
 import re
@@ -42,9 +45,10 @@ class GMMSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class ClassifierSpec:
-    """A linear classifier ``C(S)``."""
+    """A linear classifier ``C(S[,n])`` reading the top ``n`` GMM layers (1 or 2)."""
 
     n_classes: int
+    n_inputs: int = 1
 
 
 LayerSpec = FoldingSpec | PoolingSpec | GMMSpec | ClassifierSpec
@@ -101,10 +105,14 @@ def _parse_layer(spec: str, pos: int, letter: str, body: str) -> LayerSpec:
             return GMMSpec(n_components=k, independent=indep)
         raise _caret(spec, pos, f"G takes (K) or (K,indep); got G({body})")
     if kind == "C":
-        if len(args) == 1:
-            (s,) = _ints(spec, pos, args, "C")
-            return ClassifierSpec(n_classes=s)
-        raise _caret(spec, pos, f"C takes (n_classes); got C({body})")
+        if len(args) in (1, 2):
+            values = _ints(spec, pos, args, "C")
+            if len(values) == 2 and values[1] not in (1, 2):
+                raise _caret(spec, pos, f"C reads the top 1 or 2 GMM layers; got C({body})")
+            return ClassifierSpec(
+                n_classes=values[0], n_inputs=values[1] if len(values) == 2 else 1
+            )
+        raise _caret(spec, pos, f"C takes (n_classes) or (n_classes,n_gmm_inputs); got C({body})")
     raise _caret(
         spec,
         pos,
@@ -157,7 +165,7 @@ def format_layer(layer: LayerSpec) -> str:
         return f"P({layer.kernel},{layer.stride}{',ceil' if layer.ceil_mode else ''})"
     if isinstance(layer, GMMSpec):
         return f"G({layer.n_components}{',indep' if layer.independent else ''})"
-    return f"C({layer.n_classes})"
+    return f"C({layer.n_classes}{',2' if layer.n_inputs == 2 else ''})"
 
 
 def format_spec(layers: tuple[LayerSpec, ...]) -> str:

@@ -19,7 +19,7 @@ from torch import Tensor
 from dcgmm.annealing import AnnealingConfig, SingleExpSchedule
 from dcgmm.checkpoint import load_trainer_state, save_checkpoint
 from dcgmm.distributed import DistContext
-from dcgmm.layers import GMM, LinearClassifier
+from dcgmm.layers import GMM, ClassifierFeed, LinearClassifier
 from dcgmm.layers.base import TrainableLayer
 from dcgmm.model import DCGMM
 
@@ -279,10 +279,13 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)  # layers still waiting keep grad None
         h = x
         slot = 0
+        feed = ClassifierFeed(list(self.model.layers))
         for stage in self.model.stages:
+            h = feed.input_for(stage.index, h)
             layer = stage.trainable
             if layer is None:
                 h = stage.forward(h)
+                feed.keep(stage.index, h)
                 continue
             if self.is_active(stage.index, self.step):
                 h, value = stage.train_step(h, y)
@@ -292,6 +295,7 @@ class Trainer:
             else:
                 with torch.no_grad():
                     h = stage.forward(h)
+            feed.keep(stage.index, h)
             slot += 1
         self.dist.mean_gradients_(self.model)  # one all-reduce; no-op in a single process
         self.optimizer.step()

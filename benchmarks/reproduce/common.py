@@ -1,0 +1,76 @@
+"""What every reproduction script shares: paths, the machine line, cached training runs."""
+
+import datetime
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import dcgmm
+from dcgmm import DCGMM, TrainConfig, Trainer
+from dcgmm.checkpoint import load_model, save_checkpoint, write_config
+from dcgmm.data import Dataset
+from dcgmm.training import PRESET_TRAIN_OVERRIDES
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DATA = ROOT.parent / "shared" / "data"
+DEFAULT_RUNS = ROOT / "runs" / "reproduce"
+DEFAULT_OUT = ROOT / "docs" / "results"
+TIMING_FILE = "timing.json"
+
+
+def header_lines(command: str, wall_seconds: float) -> list[str]:
+    """Return the date / machine / versions / command bullet lines of a results file."""
+    return [
+        f"- date: {datetime.date.today().isoformat()}; machine: {platform.platform()}, "
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads; "
+        f"dcgmm {dcgmm.__version__}, torch {torch.__version__}",
+        f"- command: `{command}` ({wall_seconds / 60:.1f} min wall, cached runs reused)",
+    ]
+
+
+def train_run(
+    spec: str,
+    data: Dataset,
+    out: Path,
+    *,
+    preset: str | None,
+    epochs: int | None,
+    steps: int | None = None,
+    seed: int = 0,
+    data_info: dict[str, Any],
+    **overrides: Any,
+) -> tuple[DCGMM, float]:
+    """Train ``spec`` on ``data`` into the run directory ``out``; reuse it if finished.
+
+    Returns the trained model and the training seconds (of the run that made it). The
+    preset's recipe learning-rate factors apply unless ``overrides`` set them.
+    """
+    if (out / TIMING_FILE).exists():
+        seconds = float(json.loads((out / TIMING_FILE).read_text())["seconds"])
+        return load_model(out), seconds
+    recipe: dict[str, Any] = dict(PRESET_TRAIN_OVERRIDES.get(preset or "", {}))
+    recipe.update(overrides)
+    config = TrainConfig(epochs=epochs, steps=steps, seed=seed, checkpoint_every=10**9, **recipe)
+    model = DCGMM.from_spec(spec, data.image_shape, generator=torch.Generator().manual_seed(seed))
+    write_config(
+        out,
+        {
+            "spec": model.spec,
+            "preset": preset,
+            "input_shape": list(data.image_shape),
+            "objective": "annealed",
+            "train": config.to_dict(),
+            "data": data_info,
+        },
+    )
+    start = time.perf_counter()
+    trainer = Trainer(model, config, data.images, data.labels, run_dir=out)
+    trainer.run()
+    seconds = time.perf_counter() - start
+    save_checkpoint(out, model, trainer.state_dict())
+    (out / TIMING_FILE).write_text(json.dumps({"seconds": seconds, "steps": trainer.n_steps}))
+    return model, seconds
