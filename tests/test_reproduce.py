@@ -8,14 +8,36 @@ import pytest
 from benchmarks import reproduce
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+needs_data = pytest.mark.skipif(not (DATA / "mnist").exists(), reason="needs ../shared/data")
 
 
-@pytest.mark.skipif(not (DATA / "mnist").exists(), reason="needs ../shared/data/mnist")
-def test_table3_tiny_run_writes_the_table(tmp_path):
+def tiny(table: str, tmp_path: Path, *extra: str) -> None:
     reproduce.main(
-        ["table3", "--tiny", "--datasets", "mnist", "--presets", "A,E",
-         "--data-dir", str(DATA), "--runs", str(tmp_path / "runs"), "--out", str(tmp_path)]
+        [table, "--tiny", "--datasets", "mnist", "--data-dir", str(DATA),
+         "--runs", str(tmp_path / "runs"), "--out", str(tmp_path), *extra]
     )  # fmt: skip
+
+
+@needs_data
+def test_table1_tiny_run_writes_auc_clustering_and_pictures(tmp_path):
+    tiny("table1", tmp_path, "--presets", "A,E")
+    result = json.loads((tmp_path / "table1.json").read_text())
+    assert [r["preset"] for r in result["rows"]] == ["A", "E"]
+    for row in result["rows"]:
+        assert 0.0 <= row["auc"] <= 1.0
+        assert row["clustering"]["davies_bouldin"] > 0.0
+    assert set(result["rows"][1]["auc_per_layer"]) == {"2", "4", "6"}
+    table = (tmp_path / "table1.md").read_text()
+    assert "| mnist | E |" in table
+    assert "92.8" in table  # the paper's number sits beside ours
+    assert "RAT-SPN" in table
+    assert (tmp_path / "table1" / "roc_mnist.png").exists()
+    assert (tmp_path / "table1" / "maps_mnist_E.png").exists()
+
+
+@needs_data
+def test_table3_tiny_run_writes_the_table(tmp_path):
+    tiny("table3", tmp_path, "--presets", "A,E")
     result = json.loads((tmp_path / "table3.json").read_text())
     assert [(r["dataset"], r["preset"]) for r in result["rows"]] == [("mnist", "A"), ("mnist", "E")]
     for row in result["rows"]:
@@ -23,4 +45,30 @@ def test_table3_tiny_run_writes_the_table(tmp_path):
         assert row["frechet_distance"] > 0.0
     table = (tmp_path / "table3.md").read_text()
     assert "| mnist | E |" in table
-    assert "98.2" in table  # the paper's number sits beside ours
+    assert "98.2" in table
+
+
+@needs_data
+def test_table4_tiny_run_reports_both_classifier_wirings(tmp_path):
+    tiny("table4", tmp_path)
+    result = json.loads((tmp_path / "table4.json").read_text())
+    assert [r["head"] for r in result["rows"]] == ["C(10,2)", "C(10)"]
+    for row in result["rows"]:
+        assert 0.0 <= row["accuracy"] <= 1.0
+    assert "98.0" in (tmp_path / "table4.md").read_text()
+
+
+@needs_data
+def test_flat_gmm_tiny_run_compares_with_sklearn(tmp_path):
+    tiny("flatgmm", tmp_path, "--components", "4", "--reg-covar", "0.05")
+    rows = json.loads((tmp_path / "flat_gmm.json").read_text())["rows"]
+    methods = [r["method"] for r in rows if "method" in r]
+    assert methods == [
+        "ours, SGD, annealed loss",
+        "ours, SGD, loglik loss",
+        "sklearn EM, reg_covar=0.05",
+    ]
+    for row in rows[:3]:
+        assert row["bits_per_dim"] > 0.0  # an 8-bit image needs a positive code length
+    assert len(rows[3]["sample_grids"]) == 3
+    assert "bits/dim" in (tmp_path / "flat_gmm.md").read_text()

@@ -13,6 +13,7 @@ import dcgmm
 from dcgmm import DCGMM, TrainConfig, Trainer
 from dcgmm.checkpoint import load_model, save_checkpoint, write_config
 from dcgmm.data import Dataset
+from dcgmm.layers.gmm import Objective
 from dcgmm.training import PRESET_TRAIN_OVERRIDES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,6 +42,7 @@ def train_run(
     epochs: int | None,
     steps: int | None = None,
     seed: int = 0,
+    objective: Objective = "annealed",
     data_info: dict[str, Any],
     **overrides: Any,
 ) -> tuple[DCGMM, float]:
@@ -55,14 +57,15 @@ def train_run(
     recipe: dict[str, Any] = dict(PRESET_TRAIN_OVERRIDES.get(preset or "", {}))
     recipe.update(overrides)
     config = TrainConfig(epochs=epochs, steps=steps, seed=seed, checkpoint_every=10**9, **recipe)
-    model = DCGMM.from_spec(spec, data.image_shape, generator=torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(seed)
+    model = DCGMM.from_spec(spec, data.image_shape, objective=objective, generator=generator)
     write_config(
         out,
         {
             "spec": model.spec,
             "preset": preset,
             "input_shape": list(data.image_shape),
-            "objective": "annealed",
+            "objective": objective,
             "train": config.to_dict(),
             "data": data_info,
         },

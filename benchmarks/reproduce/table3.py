@@ -1,8 +1,8 @@
-"""Reproduce the 2022 paper's tables on the real data; results go to docs/results/*.md.
+"""Table III: sample quality of class-conditional generation.
 
     python -m benchmarks.reproduce table3 [--data-dir ../shared/data] [--epochs 25] [--tiny]
 
-table3: sample quality of class-conditional generation, one DCGMM per class (the paper's
+Sample quality of class-conditional generation, one DCGMM per class (the paper's
 protocol): an independent CNN evaluator (``dcgmm.evaluator``) trained on the real training
 set classifies 1000 samples per class; we report its accuracy and the Fréchet distance in its
 feature space (not comparable to published FIDs). ``--tiny`` runs everything on a few hundred
@@ -13,7 +13,6 @@ import argparse
 import datetime
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,6 @@ from dcgmm.images import save_grid
 from dcgmm.sampling import SamplingConfig, sample
 from dcgmm.training import PRESET_TRAIN_OVERRIDES
 
-ROOT = Path(__file__).resolve().parents[1]
 # 2022 paper, Table III: evaluator accuracy (%) on class-conditional samples.
 PAPER_TABLE3 = {
     ("mnist", "A"): 98.2,
@@ -203,25 +201,16 @@ def write_table3(result: dict[str, Any], out: Path, command: str, wall: float) -
     print(f"wrote {out / 'table3.md'}")
 
 
-def main(argv: list[str]) -> None:
-    """Parse the command line and run the chosen table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("table", choices=("table3",))
-    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
-    parser.add_argument("--datasets", default="mnist,fashion-mnist")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Table III's options."""
     parser.add_argument("--presets", default="A,E")
     parser.add_argument("--epochs", type=int, default=25, help="per-class training epochs")
     parser.add_argument("--per-class", type=int, default=1000, help="samples per class")
     parser.add_argument("--evaluator-epochs", type=int, default=5)
-    parser.add_argument("--runs", default=str(ROOT / "runs" / "reproduce"))
-    parser.add_argument("--out", default=str(ROOT / "docs" / "results"))
-    parser.add_argument("--tiny", action="store_true", help="seconds: a smoke run for tests")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace, command: str) -> None:
+    """Run Table III and write its results."""
     start = time.perf_counter()
     result = table3(args)
-    command = "python -m benchmarks.reproduce " + " ".join(argv)
     write_table3(result, Path(args.out), command, time.perf_counter() - start)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

@@ -1,0 +1,7 @@
+"""``python -m benchmarks.reproduce TABLE``."""
+
+import sys
+
+from benchmarks.reproduce import main
+
+main(sys.argv[1:])
