@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # torch first, pinned: here 2.13.0 is a local CPU wheel, while a bare `torch` pulls CUDA packages.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test test-all lint fmt type bench ci clean
+.PHONY: install demo test test-all lint fmt type bench reproduce ci clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ type: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) -m benchmarks.bench
+
+# The papers' tables on ../shared/data (hours on 2 CPU cores; trained models are cached in
+# runs/reproduce). One table: python -m benchmarks.reproduce table1|table3|table4|flatgmm
+reproduce: $(STAMP)
+	$(PY) -m benchmarks.reproduce all
 
 ci: lint type test-all
 

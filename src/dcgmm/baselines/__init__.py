@@ -1,0 +1,1 @@
+"""Baselines from the same family as DCGMM: deep latent Gaussian mixture VAEs (and NSN)."""
