@@ -72,3 +72,14 @@ def test_flat_gmm_tiny_run_compares_with_sklearn(tmp_path):
         assert row["bits_per_dim"] > 0.0  # an 8-bit image needs a positive code length
     assert len(rows[3]["sample_grids"]) == 3
     assert "bits/dim" in (tmp_path / "flat_gmm.md").read_text()
+
+
+@needs_data
+def test_vae_tiny_run_writes_likelihoods_and_knn(tmp_path):
+    tiny("vae", tmp_path, "--models", "DLGMM,Gauss-VAE", "--is-test", "50")
+    rows = json.loads((tmp_path / "baselines_vae.json").read_text())["rows"]
+    assert [r["model"] for r in rows] == ["DLGMM", "Gauss-VAE"]
+    for row in rows:
+        assert row["nll_is5000_subset"] > 0.0  # -log p of binary images is positive
+        assert len(row["knn_error_sample"]) == 3
+    assert "96.5" in (tmp_path / "baselines_vae.md").read_text()
