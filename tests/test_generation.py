@@ -294,3 +294,14 @@ def test_cli_generation_commands(tmp_path, tiny_model, capsys):
     assert 0.0 <= result["accuracy"] <= 1.0
     assert main(["sample", str(run), "--top-s", "x:y", "--out", str(tmp_path / "bad.png")]) == 2
     assert main(["sample-quality", str(run), "--evaluator", str(tmp_path / "none")]) == 2
+
+
+def test_classifier_score_bounds():
+    from dcgmm.evaluator import classifier_score
+
+    uniform = torch.full((100, 10), 0.1)
+    assert classifier_score(uniform)[0] == pytest.approx(1.0, abs=1e-12)
+    confident = torch.eye(10).repeat(10, 1)  # every class equally often, certain each time
+    assert classifier_score(confident)[0] == pytest.approx(10.0, rel=1e-9)
+    with pytest.raises(ValueError, match="probabilities"):
+        classifier_score(torch.ones(3, 10) / 10)

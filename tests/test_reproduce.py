@@ -83,3 +83,13 @@ def test_vae_tiny_run_writes_likelihoods_and_knn(tmp_path):
         assert row["nll_is5000_subset"] > 0.0  # -log p of binary images is positive
         assert len(row["knn_error_sample"]) == 3
     assert "96.5" in (tmp_path / "baselines_vae.md").read_text()
+
+
+@needs_data
+def test_nsn_tiny_run_writes_counts_samples_and_occlusion(tmp_path):
+    tiny("nsn", tmp_path)
+    row = json.loads((tmp_path / "baselines_nsn.json").read_text())["rows"][0]
+    assert len(row["filter_counts"]) == 3
+    assert row["paper_filter_counts"] == [96, 130, 131]
+    assert 0.0 <= row["occlusion_mse_right_half"] <= 1.0
+    assert (tmp_path / "baselines" / "nsn_mnist_samples.png").exists()

@@ -177,6 +177,25 @@ def frechet_distance(a: Tensor, b: Tensor) -> float:
     return float(value)
 
 
+def classifier_score(probabilities: Tensor, *, n_splits: int = 10) -> tuple[float, float]:
+    """Return the Inception-Score formula with any classifier: ``(mean, std)`` over splits.
+
+    ``exp(E_x KL(p(y|x) || p(y)))`` per split of ``probabilities`` (N, S), in float64. With our
+    evaluator it is a *domain classifier score*, not comparable to published Inception Scores.
+    A uniform classifier scores 1; a confident one, balanced over S classes, scores S.
+    """
+    p = probabilities.double()
+    if p.dim() != 2 or p.shape[0] < n_splits:
+        raise ValueError(f"need (N >= {n_splits}, S) probabilities; got {tuple(p.shape)}")
+    scores = []
+    for part in torch.tensor_split(p, n_splits):
+        marginal = part.mean(0, keepdim=True)
+        kl = (part * (torch.log(part.clamp_min(1e-300)) - torch.log(marginal))).sum(1)
+        scores.append(math.exp(float(kl.mean())))
+    t = torch.tensor(scores, dtype=torch.float64)
+    return float(t.mean()), float(t.std()) if n_splits > 1 else 0.0
+
+
 def sample_quality(
     evaluator: SampleEvaluator,
     samples: Tensor,
@@ -190,12 +209,17 @@ def sample_quality(
     """
     predicted, sample_features = evaluator.predict(samples)
     _, real_features = evaluator.predict(real)
+    with torch.no_grad():
+        probabilities = torch.softmax(evaluator.out(sample_features), dim=1)
+    score = classifier_score(probabilities, n_splits=min(10, samples.shape[0]))
     histogram = np.bincount(predicted.numpy(), minlength=evaluator.n_classes)
     result: dict[str, Any] = {
         "n_samples": int(samples.shape[0]),
         "n_real": int(real.shape[0]),
         "frechet_distance": frechet_distance(real_features, sample_features),
         "predicted_histogram": histogram.tolist(),
+        "classifier_score": score[0],
+        "classifier_score_std": score[1],
         "accuracy": None,
     }
     if intended is not None:
