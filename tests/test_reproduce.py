@@ -50,11 +50,12 @@ def test_table3_tiny_run_writes_the_table(tmp_path):
 
 @needs_data
 def test_table4_tiny_run_reports_both_classifier_wirings(tmp_path):
-    tiny("table4", tmp_path)
+    tiny("table4", tmp_path, "--probe")
     result = json.loads((tmp_path / "table4.json").read_text())
     assert [r["head"] for r in result["rows"]] == ["C(10,2)", "C(10)"]
     for row in result["rows"]:
         assert 0.0 <= row["accuracy"] <= 1.0
+        assert 0.0 <= row["probe_accuracy"] <= 1.0
     assert "98.0" in (tmp_path / "table4.md").read_text()
 
 
