@@ -99,7 +99,7 @@ def table4(args: argparse.Namespace) -> dict[str, Any]:
                 classifier_lr=args.classifier_lr,
             )
             result = evaluate(model, test.images, test.labels)
-            probe = linear_probe(model, train, test) if args.probe else None
+            probe = linear_probe(model, train, test) if args.probe and head == HEADS[0] else None
             row = {
                 "dataset": dataset,
                 "spec": model.spec,
