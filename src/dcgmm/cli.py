@@ -18,7 +18,9 @@ from tqdm import tqdm  # type: ignore[import-untyped]
 
 from dcgmm import __version__
 from dcgmm._cli_common import CLIError, check_writable, load_data
+from dcgmm.baselines.runs import BASELINES, is_baseline_run
 from dcgmm.checkpoint import CONFIG_FILE, load_model, load_trainer_state, read_config, write_config
+from dcgmm.cli_baselines import baseline_eval, train_baseline
 from dcgmm.cli_evaluation import add_evaluation_commands
 from dcgmm.cli_generation import add_generation_commands, save_inpainting_grid
 from dcgmm.clustering import clustering_scores
@@ -103,6 +105,8 @@ def _progress(total: int, initial: int, *, show: bool = True) -> tuple[Any, Any]
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model (or resume a run); under ``torchrun`` every process runs this."""
+    if args.model in BASELINES and not args.resume:
+        return train_baseline(args)
     if args.resume:
         run_dir = Path(args.resume)
         config = read_config(run_dir)
@@ -204,6 +208,8 @@ def _train(
 def cmd_eval(args: argparse.Namespace) -> int:
     """Print per-layer scores of a trained model on a data split."""
     run_dir = Path(args.run_dir)
+    if is_baseline_run(run_dir):
+        return baseline_eval(args)
     config = read_config(run_dir)
     model = load_model(run_dir, map_location=args.device)
     data = config["data"]
@@ -338,7 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a DCGMM")
-    train.add_argument("--model", help=f"spec string or preset {sorted(PRESETS)}")
+    train.add_argument(
+        "--model",
+        help=f"spec string, preset {sorted(PRESETS)}, or a baseline: {', '.join(BASELINES)}",
+    )
     train.add_argument("--data", help="mnist, fashion-mnist, an IDX folder or a .npz file")
     train.add_argument("--classes", help="keep only these classes, e.g. 1,2,3 or 1-9")
     train.add_argument("--limit-per-class", type=int, help="first N samples of every class")
@@ -356,6 +365,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--config", help="JSON file of training options (flags override it)")
     add_train_config_flags(train)
+    base = train.add_argument_group("baselines (--model dlgmm|dldpmm|gauss-vae|nsn)")
+    base.add_argument(
+        "--binarize", default="stochastic", choices=("stochastic", "threshold"),
+        help="VAEs: one Bernoulli draw per pixel (seeded) or a threshold at 0.5",
+    )  # fmt: skip
+    base.add_argument("--max-minutes", type=float, help="VAEs: stop training after this long")
+    base.add_argument("--taus", help="NSN: thresholds per layer, e.g. -0.93,0.75,0.65")
+    base.add_argument("--nsn-images", type=int, default=5000, help="NSN: images to fit on")
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="per-layer scores of a trained model")
@@ -375,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="also the top layer's Dunn index and Davies-Bouldin score on the first N samples "
         "(default 2000; the Dunn index costs N^2 distances)",
+    )
+    ev.add_argument(
+        "--is-samples", type=int, default=50, help="VAE baselines: importance samples per image"
     )
     ev.set_defaults(func=cmd_eval)
 

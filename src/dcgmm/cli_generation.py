@@ -10,7 +10,9 @@ import torch
 from torch import Tensor
 
 from dcgmm._cli_common import CLIError, check_writable, load_data
+from dcgmm.baselines.runs import is_baseline_run
 from dcgmm.checkpoint import load_model, read_config
+from dcgmm.cli_baselines import baseline_inpaint, baseline_sample
 from dcgmm.evaluator import (
     accuracy,
     load_evaluator,
@@ -98,6 +100,8 @@ def conditional_classes(model: DCGMM, per_class: int) -> Tensor:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     """Draw samples from a trained model and write them as a PNG grid (and optionally .npy)."""
+    if is_baseline_run(args.run_dir):
+        return baseline_sample(args)
     model = _model(args)
     config = sampling_config(args)
     classes, n_cols = None, None
@@ -144,6 +148,8 @@ def save_inpainting_grid(
 
 def cmd_inpaint(args: argparse.Namespace) -> int:
     """Complete masked test images; write original | masked | completed, a row per image."""
+    if is_baseline_run(args.run_dir):
+        return baseline_inpaint(args)
     model = _model(args)
     data = load_data(args.data, args.split, args.classes, None, args.limit)
     images = data.images.to(args.device)

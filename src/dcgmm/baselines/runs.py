@@ -1,0 +1,128 @@
+"""Run directories of the baseline models: the same files as a DCGMM run, another ``kind``.
+
+``config.json`` holds ``{"kind": "baseline", "model": "dlgmm" | "dldpmm" | "gauss-vae" |
+"nsn", "settings": {...}, "data": {...}}``; ``model.safetensors`` the tensors with a sha256 of
+them in its metadata (checked on load), written atomically.
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from dcgmm.baselines.nsn import NSN, NSNLayer
+from dcgmm.baselines.vae import DeepLatentGMM
+from dcgmm.checkpoint import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    atomic_write_bytes,
+    read_config,
+    tensors_digest,
+    write_config,
+)
+from dcgmm.exceptions import CheckpointError
+
+VAE_MODELS = ("dlgmm", "dldpmm", "gauss-vae")
+BASELINES = (*VAE_MODELS, "nsn")
+BaselineModel = DeepLatentGMM | NSN
+
+
+def is_baseline_run(run_dir: str | Path) -> bool:
+    """Return whether ``run_dir`` holds a baseline model (not a DCGMM)."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.exists():
+        return False
+    return bool(read_config(Path(run_dir)).get("kind") == "baseline")
+
+
+def vae_settings(model: DeepLatentGMM) -> dict[str, Any]:
+    """Return everything needed to rebuild ``model``'s architecture."""
+    return {
+        **model.describe(),
+        "n_inputs": model.n_inputs,
+        "hidden": model.trunk.out_features,
+        "kl_terms": model.kl_terms,
+    }
+
+
+def save_baseline(
+    run_dir: str | Path,
+    name: str,
+    model: BaselineModel,
+    *,
+    data: dict[str, Any],
+    extra: dict[str, Any],
+) -> None:
+    """Write ``config.json`` and ``model.safetensors`` of a baseline run."""
+    run_dir = Path(run_dir)
+    if isinstance(model, NSN):
+        settings: dict[str, Any] = {
+            "input_shape": list(model.input_shape),
+            "architecture": [list(a) for a in model.architecture],
+            "similarity": model.similarity,
+            "sigma_min": model.sigma_min,
+            "filter_counts": model.filter_counts(),
+        }
+    else:
+        settings = vae_settings(model)
+    write_config(
+        run_dir, {"kind": "baseline", "model": name, "settings": settings, "data": data, **extra}
+    )
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    metadata = {"model": name, "sha256": tensors_digest(tensors)}
+    atomic_write_bytes(run_dir / MODEL_FILE, save_safetensors(tensors, metadata=metadata))
+
+
+def load_baseline(run_dir: str | Path) -> tuple[str, BaselineModel, dict[str, Any]]:
+    """Return ``(name, model, config)`` of a baseline run directory, checksum verified."""
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    path = run_dir / MODEL_FILE
+    if not path.exists():
+        raise CheckpointError(f"{path} is missing: the run has not saved its model yet")
+    try:
+        tensors = load_safetensors(path.read_bytes())
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, ValueError, OSError) as err:
+        raise CheckpointError(f"{path} is truncated or corrupted: {err}") from None
+    if metadata.get("sha256") != tensors_digest(tensors):
+        raise CheckpointError(f"{path} fails its checksum: the file is corrupted")
+    name, settings = config["model"], config["settings"]
+    model: BaselineModel
+    if name == "nsn":
+        model = NSN(
+            tuple(settings["input_shape"]),
+            [tuple(a) for a in settings["architecture"]],
+            similarity=settings["similarity"],
+            sigma_min=settings["sigma_min"],
+        )
+        shape = model.input_shape
+        for i, (f, s) in enumerate(model.architecture):
+            layer = NSNLayer(shape, f, s, similarity=model.similarity, sigma_min=model.sigma_min)
+            layer.set_filters(
+                tensors[f"layers.{i}.means"],
+                tensors[f"layers.{i}.sigmas"],
+                tensors[f"layers.{i}.counts"],
+            )
+            model.layers.append(layer)
+            shape = layer.out_shape
+    elif name in VAE_MODELS:
+        model = DeepLatentGMM(**settings)
+        try:
+            model.load_state_dict(tensors)
+        except RuntimeError as err:
+            raise CheckpointError(
+                f"{run_dir}: the tensors do not fit the settings: {err}"
+            ) from None
+    else:
+        raise CheckpointError(f"{run_dir}: unknown baseline model {name!r}; expected {BASELINES}")
+    return name, model, config
+
+
+def describe(config: dict[str, Any]) -> str:
+    """Return a one-line summary of a baseline run's config."""
+    return json.dumps({"model": config["model"], **config["settings"]})

@@ -1,0 +1,183 @@
+"""The baselines behind the usual commands: ``dcgmm train --model dlgmm|dldpmm|gauss-vae|nsn``.
+
+``sample``, ``inpaint`` and ``eval`` recognise a baseline run directory and route here. The
+VAEs model binary images: their data are binarised on the way in (``--binarize``, default one
+Bernoulli draw per pixel with the run's seed).
+"""
+
+import argparse
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from dcgmm._cli_common import CLIError, check_writable, load_data
+from dcgmm.baselines.nsn import NSN
+from dcgmm.baselines.runs import VAE_MODELS, load_baseline, save_baseline
+from dcgmm.baselines.vae import DeepLatentGMM, dldpmm, dlgmm, gauss_vae
+from dcgmm.checkpoint import CONFIG_FILE
+from dcgmm.images import save_grid
+from dcgmm.inpainting import make_mask
+
+logger = logging.getLogger("dcgmm")
+# Our default thresholds (the paper's are lost): on MNIST they give 99 / ~130 / ~115 filters
+# for the paper's 96 / 130 / 131 (docs/results/baselines_nsn.md).
+DEFAULT_TAUS = {"28x28": (-0.93, 0.75, 0.65), "64x64": (-0.93, 0.75, 0.75, 0.75, 0.65)}
+
+
+def binarize(images: Tensor, mode: str, seed: int) -> Tensor:
+    """Return flat 0/1 images: a Bernoulli draw per pixel (seeded), or a threshold at 0.5."""
+    flat = images.reshape(images.shape[0], -1)
+    if mode == "threshold":
+        return (flat > 0.5).float()
+    if mode == "stochastic":
+        return torch.bernoulli(flat.double(), generator=torch.Generator().manual_seed(seed)).float()
+    raise CLIError(f"--binarize must be 'stochastic' or 'threshold'; got {mode!r}")
+
+
+def train_baseline(args: argparse.Namespace) -> int:
+    """Fit a baseline on ``--data`` and write its run directory."""
+    if args.data is None or args.out is None:
+        raise CLIError(f"train --model {args.model} needs --data and --out")
+    out = Path(args.out)
+    if (out / CONFIG_FILE).exists():
+        raise CLIError(f"{out} already holds a run; choose another --out")
+    check_writable(out)
+    data = load_data(args.data, "train", args.classes, args.limit_per_class, args.limit)
+    seed = getattr(args, "seed", 0)
+    info: dict[str, Any] = {"source": args.data, "classes": args.classes, "n_samples": len(data)}
+    start = time.perf_counter()
+    if args.model in VAE_MODELS:
+        x = binarize(data.images, args.binarize, seed)
+        n_val = min(10_000, x.shape[0] // 6)
+        builders: dict[str, Callable[..., DeepLatentGMM]] = {
+            "dlgmm": dlgmm,
+            "dldpmm": dldpmm,
+            "gauss-vae": gauss_vae,
+        }
+        builder = builders[args.model]
+        vae = builder(n_inputs=x.shape[1], generator=torch.Generator().manual_seed(seed))
+        epochs = getattr(args, "epochs", None) or 500
+        history = vae.fit(
+            x[:-n_val],
+            val=x[-n_val:],
+            max_epochs=epochs,
+            batch_size=getattr(args, "batch_size", 100),
+            seed=seed,
+            max_seconds=60 * args.max_minutes if args.max_minutes else None,
+            callback=lambda e, r: logger.info(
+                "epoch %d: train %.2f, validation %.2f", e, r["train_elbo"], r["val_elbo"]
+            ),
+        )
+        info["binarize"] = {"mode": args.binarize, "seed": seed}
+        fit: dict[str, Any] = {"epochs": len(history.train_elbo), "best_epoch": history.best_epoch}
+        model: DeepLatentGMM | NSN = vae
+    else:
+        h, w, _ = data.image_shape
+        arch = "28x28" if (h, w) == (28, 28) else "64x64" if (h, w) == (64, 64) else None
+        if arch is None:
+            raise CLIError(f"NSN has architectures for 28x28 and 64x64 images; got {h}x{w}")
+        taus = [float(t) for t in args.taus.split(",")] if args.taus else list(DEFAULT_TAUS[arch])
+        nsn = NSN(data.image_shape, arch)
+        try:
+            records = nsn.fit(
+                data.images[: args.nsn_images],
+                taus=taus,
+                new_filters_per_iter=8,
+                generator=torch.Generator().manual_seed(seed),
+                progress=lambda layer, it, k, u: logger.info(
+                    "layer %d iteration %d: %d filters, %d patches unexplained", layer + 1, it, k, u
+                ),
+            )
+        except ValueError as err:
+            raise CLIError(str(err)) from None
+        info["n_fit_images"] = min(args.nsn_images, len(data))
+        fit = {"taus": taus, "iterations": [len(r.n_filters) for r in records]}
+        model = nsn
+    fit["seconds"] = round(time.perf_counter() - start, 1)
+    save_baseline(out, args.model, model, data=info, extra={"fit": fit})
+    print(f"trained {args.model} in {fit['seconds']:.0f} s; run directory {out}")
+    return 0
+
+
+def baseline_sample(args: argparse.Namespace) -> int:
+    """``dcgmm sample`` for a baseline run."""
+    name, model, _ = load_baseline(args.run_dir)
+    generator = torch.Generator().manual_seed(args.seed)
+    if isinstance(model, NSN):
+        images = model.sample(args.n, generator=generator)
+    else:
+        side = round(model.n_inputs**0.5)
+        images = model.sample(args.n, generator=generator).reshape(-1, side, side, 1)
+    path = save_grid(args.out, images, scale=2)
+    print(f"wrote {path} ({args.n} samples of {name})")
+    return 0
+
+
+def baseline_inpaint(args: argparse.Namespace) -> int:
+    """``dcgmm inpaint`` for a baseline run."""
+    from dcgmm.cli_generation import save_inpainting_grid
+
+    name, model, config = load_baseline(args.run_dir)
+    data = load_data(args.data, args.split, args.classes, None, args.limit)
+    images = data.images
+    if isinstance(model, DeepLatentGMM):
+        images = binarize(images, config["data"]["binarize"]["mode"], args.seed).reshape(
+            images.shape
+        )
+    missing = make_mask(args.mask, tuple(images.shape), generator=torch.Generator().manual_seed(1))
+    generator = torch.Generator().manual_seed(args.seed)
+    if isinstance(model, NSN):
+        completed = model.inpaint(images, missing, generator=generator)
+    else:
+        flat = model.inpaint(
+            images.reshape(images.shape[0], -1),
+            missing.reshape(images.shape[0], -1),
+            generator=generator,
+        )
+        completed = flat.reshape(images.shape)
+    path = save_inpainting_grid(args.out, images, missing, completed)
+    mse = float(((completed - images) ** 2)[missing].mean()) if missing.any() else 0.0
+    print(f"wrote {path} ({name}; mean squared error on the missing pixels {mse:.4f})")
+    return 0
+
+
+def baseline_eval(args: argparse.Namespace) -> int:
+    """``dcgmm eval`` for a baseline run: -log p(x) by importance sampling, or NSN scores."""
+    name, model, config = load_baseline(args.run_dir)
+    data = config["data"]
+    source = args.data or data["source"]
+    dataset = load_data(source, args.split, args.classes, args.limit_per_class, args.limit)
+    if isinstance(model, DeepLatentGMM):
+        x = binarize(dataset.images, data["binarize"]["mode"], data["binarize"]["seed"] + 1)
+        total = 0.0
+        generator = torch.Generator().manual_seed(0)
+        for i in range(0, x.shape[0], 100):
+            lp = model.log_prob(x[i : i + 100], n_samples=args.is_samples, generator=generator)
+            total += float(lp.sum())
+        print(
+            f"{name} on {dataset.name} ({args.split}, {len(dataset)} images, binarised): "
+            f"-log p(x) = {-total / x.shape[0]:.3f} nats (importance sampling, "
+            f"{args.is_samples} samples)"
+        )
+        return 0
+    assert isinstance(model, NSN)
+    scores = [
+        layer.max_component_log_likelihood(h).flatten(1).mean(1).mean().item()
+        for layer, h in zip(
+            model.nsn_layers, [dataset.images, *model.maps(dataset.images)[:-1]], strict=True
+        )
+    ]
+    print(
+        f"nsn on {dataset.name} ({args.split}, {len(dataset)} images): "
+        f"filters per layer {model.filter_counts()}"
+    )
+    print(
+        "max-component log-likelihood per layer (a score, not a density): "
+        + ", ".join(f"{s:.2f}" for s in scores)
+    )
+    return 0
