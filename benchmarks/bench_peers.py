@@ -148,12 +148,18 @@ def flatten(images: Tensor) -> np.ndarray:
     return images.reshape(images.shape[0], -1).double().numpy()
 
 
-def fit_sklearn_gmm(x: np.ndarray, max_iter: int) -> tuple[GaussianMixture, float]:
+def fit_sklearn_gmm(
+    x: np.ndarray,
+    max_iter: int,
+    *,
+    n_components: int = N_COMPONENTS,
+    reg_covar: float = REG_COVAR,
+) -> tuple[GaussianMixture, float]:
     """Fit sklearn's diagonal GMM (k-means init, seed 0) and return it with the wall time."""
     gmm = GaussianMixture(
-        n_components=N_COMPONENTS,
+        n_components=n_components,
         covariance_type="diag",
-        reg_covar=REG_COVAR,
+        reg_covar=reg_covar,
         max_iter=max_iter,
         random_state=0,
     )

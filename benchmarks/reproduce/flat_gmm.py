@@ -22,15 +22,12 @@ import argparse
 import json
 import math
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.mixture import GaussianMixture
 
+from benchmarks.bench_peers import fit_sklearn_gmm
 from benchmarks.reproduce.common import header_lines, train_run
 from dcgmm import load_dataset
 from dcgmm.images import save_grid
@@ -69,24 +66,6 @@ def score_ours(model: DCGMM, test: torch.Tensor, test_deq: torch.Tensor) -> dict
     ll = float(sample_scores(model, test, kind="loglik").double().mean())
     ll_deq = float(sample_scores(model, test_deq, kind="loglik").double().mean())
     return {"loglik": ll, "loglik_dequantised": ll_deq, "bits_per_dim": bits_per_dim(ll_deq, d)}
-
-
-def fit_sklearn(
-    x: np.ndarray, k: int, reg_covar: float, max_iter: int
-) -> tuple[GaussianMixture, float]:
-    """Fit sklearn's diagonal GMM (k-means init, seed 0); return it and the wall seconds."""
-    gmm = GaussianMixture(
-        n_components=k,
-        covariance_type="diag",
-        reg_covar=reg_covar,
-        max_iter=max_iter,
-        random_state=0,
-    )
-    start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # converged_ records it
-        gmm.fit(x)
-    return gmm, time.perf_counter() - start
 
 
 def flat_gmm(args: argparse.Namespace) -> dict[str, Any]:
@@ -132,7 +111,9 @@ def flat_gmm(args: argparse.Namespace) -> dict[str, Any]:
                 drawn = sample(model, N_SAMPLES_SHOWN, config=EXACT_DRAW, generator=generator)
                 grids.append((f"ours K={k} {objective}", drawn))
             for reg in map(float, args.reg_covar.split(",")):
-                gmm, seconds = fit_sklearn(x_train, k, reg, max_iter=5 if args.tiny else 1000)
+                gmm, seconds = fit_sklearn_gmm(
+                    x_train, 5 if args.tiny else 1000, n_components=k, reg_covar=reg
+                )
                 ll_deq = float(gmm.score_samples(x_test_deq).mean())
                 row = {
                     "dataset": dataset,

@@ -86,30 +86,45 @@ def save_checkpoint(run_dir: Path, model: DCGMM, trainer_state: dict[str, Any]) 
         "spec": model.spec,
         "input_shape": json.dumps(list(model.input_shape)),
         "trainer_state": json.dumps(trainer_state),
-        "sha256": tensors_digest(tensors),
     }
-    atomic_write_bytes(Path(run_dir) / MODEL_FILE, save_safetensors(tensors, metadata=metadata))
+    write_verified_safetensors(Path(run_dir) / MODEL_FILE, tensors, metadata)
+
+
+def write_verified_safetensors(
+    path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
+) -> None:
+    """Write ``tensors`` atomically, with their sha256 added to ``metadata``."""
+    body = {**metadata, "sha256": tensors_digest(tensors)}
+    atomic_write_bytes(path, save_safetensors(tensors, metadata=body))
+
+
+def read_verified_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Return ``(tensors, metadata)`` of a file written by :func:`write_verified_safetensors`.
+
+    Raises :class:`CheckpointError` if it is missing, unreadable or fails its checksum.
+    """
+    if not path.exists():
+        raise CheckpointError(f"{path} is missing: the run has not saved it yet")
+    try:
+        tensors = load_safetensors(path.read_bytes())
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, ValueError, OSError) as err:
+        raise CheckpointError(f"{path} is truncated or corrupted: {err}") from None
+    if metadata.get("sha256") != tensors_digest(tensors):
+        raise CheckpointError(f"{path} fails its checksum: the file is corrupted")
+    return tensors, metadata
 
 
 def read_checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Return ``(tensors, metadata)`` of ``run_dir/model.safetensors``, verified."""
     path = Path(run_dir) / MODEL_FILE
-    if not path.exists():
-        raise CheckpointError(f"{path} is missing: the run has not saved a checkpoint yet")
-    data = path.read_bytes()
-    try:
-        tensors = load_safetensors(data)
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-    except (SafetensorError, ValueError, OSError) as err:
-        raise CheckpointError(f"{path} is truncated or corrupted: {err}") from None
+    tensors, metadata = read_verified_safetensors(path)
     if metadata.get("format_version") != str(FORMAT_VERSION):
         raise CheckpointError(
             f"{path} has format version {metadata.get('format_version')!r}; "
             f"this dcgmm reads version {FORMAT_VERSION}"
         )
-    if metadata.get("sha256") != tensors_digest(tensors):
-        raise CheckpointError(f"{path} fails its checksum: the file is corrupted")
     return tensors, metadata
 
 

@@ -20,12 +20,9 @@ from typing import Literal
 import numpy as np
 import torch
 from jaxtyping import Float
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
 from torch import Tensor
 
-from dcgmm.checkpoint import atomic_write_bytes, tensors_digest
+from dcgmm.checkpoint import read_verified_safetensors, write_verified_safetensors
 from dcgmm.exceptions import CheckpointError
 from dcgmm.layers import GMM, Folding, MaxPooling
 from dcgmm.model import DCGMM
@@ -235,10 +232,9 @@ def save_position_statistics(
         "n_samples": str(first.n_samples),
         "source": source,
         "layers": json.dumps(sorted(statistics)),
-        "sha256": tensors_digest(tensors),
     }
     path = Path(run_dir) / STATISTICS_FILE
-    atomic_write_bytes(path, save_safetensors(tensors, metadata=metadata))
+    write_verified_safetensors(path, tensors, metadata)
     return path
 
 
@@ -250,14 +246,7 @@ def load_position_statistics(run_dir: str | Path) -> tuple[dict[int, PositionSta
             f"{path} is missing; collect the statistics with `dcgmm outliers` (it does so on "
             "the run's training data) or fit_position_statistics + save_position_statistics"
         )
-    try:
-        tensors = load_safetensors(path.read_bytes())
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-    except (SafetensorError, ValueError, OSError) as err:
-        raise CheckpointError(f"{path} is truncated or corrupted: {err}") from None
-    if metadata.get("sha256") != tensors_digest(tensors):
-        raise CheckpointError(f"{path} fails its checksum: the file is corrupted")
+    tensors, metadata = read_verified_safetensors(path)
     n = int(metadata["n_samples"])
     stats = {
         number: PositionStatistics(

@@ -9,19 +9,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
-
 from dcgmm.baselines.nsn import NSN, NSNLayer
 from dcgmm.baselines.vae import DeepLatentGMM
 from dcgmm.checkpoint import (
     CONFIG_FILE,
     MODEL_FILE,
-    atomic_write_bytes,
     read_config,
-    tensors_digest,
+    read_verified_safetensors,
     write_config,
+    write_verified_safetensors,
 )
 from dcgmm.exceptions import CheckpointError
 
@@ -72,25 +68,14 @@ def save_baseline(
         run_dir, {"kind": "baseline", "model": name, "settings": settings, "data": data, **extra}
     )
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    metadata = {"model": name, "sha256": tensors_digest(tensors)}
-    atomic_write_bytes(run_dir / MODEL_FILE, save_safetensors(tensors, metadata=metadata))
+    write_verified_safetensors(run_dir / MODEL_FILE, tensors, {"model": name})
 
 
 def load_baseline(run_dir: str | Path) -> tuple[str, BaselineModel, dict[str, Any]]:
     """Return ``(name, model, config)`` of a baseline run directory, checksum verified."""
     run_dir = Path(run_dir)
     config = read_config(run_dir)
-    path = run_dir / MODEL_FILE
-    if not path.exists():
-        raise CheckpointError(f"{path} is missing: the run has not saved its model yet")
-    try:
-        tensors = load_safetensors(path.read_bytes())
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-    except (SafetensorError, ValueError, OSError) as err:
-        raise CheckpointError(f"{path} is truncated or corrupted: {err}") from None
-    if metadata.get("sha256") != tensors_digest(tensors):
-        raise CheckpointError(f"{path} fails its checksum: the file is corrupted")
+    tensors, _ = read_verified_safetensors(run_dir / MODEL_FILE)
     name, settings = config["model"], config["settings"]
     model: BaselineModel
     if name == "nsn":
