@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from dcgmm.baselines.nsn import NSN, NSNLayer
+from dcgmm.baselines.nsn import NSN, GenSettings, NSNLayer
 
 
 def blobs(n_per: int = 200, sigma: float = 0.1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,7 +74,7 @@ def test_one_hot_top_with_large_beta_and_no_noise_returns_the_filter_mean():
     means = torch.arange(32, dtype=torch.float32).reshape(2, 16) / 32
     layer.set_filters(means, torch.tensor([0.3, 0.5]), torch.ones(2))
     phi = torch.tensor([0.0, 1.0]).reshape(1, 1, 1, 2)
-    out = layer.generate(phi, beta=1e4, n_draws=1, alpha=0.8, gamma=0.0)
+    out = layer.generate(phi, GenSettings(beta=1e4, n_draws=1, alpha=0.8, gamma=0.0))
     torch.testing.assert_close(out.reshape(16), 0.8 * means[1], rtol=0, atol=1e-6)
 
 

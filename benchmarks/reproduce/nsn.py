@@ -13,6 +13,7 @@ classes) sit beside them. Faces: the 5-layer 64x64 architecture on the 400 Olive
 """
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -23,14 +24,14 @@ import torch
 
 from benchmarks.reproduce.common import header_lines
 from dcgmm import load_dataset
-from dcgmm.baselines.nsn import NSN, PAPER_FILTER_COUNTS
+from dcgmm.baselines.nsn import NSN, PAPER_FILTER_COUNTS, GenSettings
 from dcgmm.checkpoint import load_model
 from dcgmm.evaluator import load_evaluator, sample_quality
 from dcgmm.images import save_grid
 from dcgmm.inpainting import inpaint, make_mask
 from dcgmm.sampling import SamplingConfig, sample
 
-GEN = {"beta": 10.0, "n_draws": 10, "alpha": 1.0, "gamma": 0.5}
+GEN = GenSettings(beta=10.0, n_draws=10, alpha=1.0, gamma=0.5)
 N_SAMPLES = 1000
 
 
@@ -113,10 +114,10 @@ def nsn_table(args: argparse.Namespace) -> dict[str, Any]:
         taus = [float(t) for t in args.taus.split(",")]
         model, record = fit_nsn(dataset, train.images, "28x28", taus, folder, args)
         g = torch.Generator().manual_seed(0)
-        samples = model.sample(n_samples, generator=g, **GEN)  # type: ignore[arg-type]
+        samples = model.sample(n_samples, settings=GEN, generator=g)
         save_grid(out / "baselines" / f"nsn_{dataset}_samples.png", samples[:48], n_cols=12)
         mask = make_mask("right-half", (16, 28, 28, 1))
-        filled = model.inpaint(test.images[:16], mask, generator=g, **GEN)  # type: ignore[arg-type]
+        filled = model.inpaint(test.images[:16], mask, GEN, generator=g)
         grid = torch.stack([test.images[:16], torch.where(mask, 0.0, test.images[:16]), filled], 1)
         save_grid(
             out / "baselines" / f"nsn_{dataset}_occlusion.png",
@@ -126,14 +127,14 @@ def nsn_table(args: argparse.Namespace) -> dict[str, Any]:
         hidden = make_mask("right-half", (len(test), 28, 28, 1))
         mse = float(
             (
-                (model.inpaint(test.images, hidden, generator=g, **GEN) - test.images)[hidden] ** 2
+                (model.inpaint(test.images, hidden, GEN, generator=g) - test.images)[hidden] ** 2
             ).mean()
         )  # type: ignore[arg-type]
         row: dict[str, Any] = {
             "dataset": dataset,
             **record,
             "paper_filter_counts": list(PAPER_FILTER_COUNTS[dataset]),
-            "generation": GEN,
+            "generation": dataclasses.asdict(GEN),
             "occlusion_mse_right_half": mse,
         }
         evaluator_dir = runs / dataset / "evaluator"
@@ -164,7 +165,7 @@ def nsn_table(args: argparse.Namespace) -> dict[str, Any]:
         faces = read_olivetti(data_dir / "olivetti-faces" / "olivettifaces.mat")
         taus = [float(t) for t in args.face_taus.split(",")]
         model, record = fit_nsn("olivetti", faces, "64x64", taus, runs / "nsn" / "olivetti", args)
-        samples = model.sample(24, generator=torch.Generator().manual_seed(0), **GEN)  # type: ignore[arg-type]
+        samples = model.sample(24, settings=GEN, generator=torch.Generator().manual_seed(0))
         save_grid(out / "baselines" / "nsn_olivetti_samples.png", samples, n_cols=8, scale=1)
         rows.append(
             {
@@ -185,8 +186,8 @@ def write_nsn_table(result: dict[str, Any], out: Path, command: str, wall: float
         "- fit: greedy layer-wise growing hard EM (`dcgmm.baselines.nsn`) on the first N training "
         "images, thresholds tau per layer as listed (the paper's are lost), new filters seeded on "
         "real patches (our deviation, see the module docstring), at most 150 iterations per layer.",
-        f"- generation: beta {GEN['beta']}, {GEN['n_draws']} multinomial draws, alpha "
-        f"{GEN['alpha']}, gamma {GEN['gamma']} (not tuned by IS). Quality: Table III's evaluator "
+        f"- generation: beta {GEN.beta}, {GEN.n_draws} multinomial draws, alpha "
+        f"{GEN.alpha}, gamma {GEN.gamma} (not tuned by IS). Quality: Table III's evaluator "
         "on 1000 unconditional samples vs 1000 real test images: Fréchet distance in its feature "
         "space and the domain classifier score (IS formula, our evaluator; **not comparable to "
         "the paper's Inception Scores**). DCGMM: preset B + C(10,2) of Table IV, top-S 2 below the "

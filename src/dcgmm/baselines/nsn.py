@@ -49,6 +49,21 @@ PAPER_FILTER_COUNTS = {
 }
 
 
+@dataclass(frozen=True)
+class GenSettings:
+    """NSN-Gen's knobs (spec section 5), shared by all layers; the paper's values are lost.
+
+    ``beta`` sharpens ``softmax(beta * phi)``; ``n_draws`` multinomial draws per position (0:
+    infinitely many, i.e. ``w = p``); ``alpha`` scales the filter means (contrast), ``gamma``
+    the filter noise (pixel randomness).
+    """
+
+    beta: float = 10.0
+    n_draws: int = 10
+    alpha: float = 1.0
+    gamma: float = 1.0
+
+
 @dataclass
 class LayerFit:
     """What fitting one layer recorded."""
@@ -296,11 +311,8 @@ class NSNLayer(nn.Module):
     def generate(
         self,
         phi: Tensor,
+        settings: GenSettings = GenSettings(),
         *,
-        beta: float,
-        n_draws: int,
-        alpha: float,
-        gamma: float,
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """Rebuild this layer's input map from a score map ``phi`` (N, h, w, K) (NSN-Gen step).
@@ -311,6 +323,12 @@ class NSNLayer(nn.Module):
         n, h, w, k = phi.shape
         if k != self.n_filters:
             raise ValueError(f"phi has {k} channels; this layer has {self.n_filters} filters")
+        beta, n_draws, alpha, gamma = (
+            settings.beta,
+            settings.n_draws,
+            settings.alpha,
+            settings.gamma,
+        )
         p = torch.softmax(beta * phi.reshape(-1, k).double(), dim=-1)
         if n_draws > 0:
             draws = torch.multinomial(p, n_draws, replacement=True, generator=generator)
@@ -441,19 +459,18 @@ class NSN(nn.Module):
         self,
         phi: Tensor,
         from_layer: int,
+        settings: GenSettings = GenSettings(),
         *,
-        beta: float = 10.0,
-        n_draws: int = 10,
-        alpha: float = 1.0,
-        gamma: float = 1.0,
+        to_layer: int = 0,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Run NSN-Gen from the output map ``phi`` of layer ``from_layer`` (1-based) to pixels."""
+        """Run NSN-Gen from the output map ``phi`` of layer ``from_layer`` (1-based).
+
+        It stops at the output map of layer ``to_layer`` (default 0: the pixels).
+        """
         x = phi
-        for layer in reversed(self.nsn_layers[:from_layer]):
-            x = layer.generate(
-                x, beta=beta, n_draws=n_draws, alpha=alpha, gamma=gamma, generator=generator
-            )
+        for layer in reversed(self.nsn_layers[to_layer:from_layer]):
+            x = layer.generate(x, settings, generator=generator)
         return x
 
     def sample(
@@ -462,10 +479,7 @@ class NSN(nn.Module):
         *,
         from_layer: int | None = None,
         z: Tensor | None = None,
-        beta: float = 10.0,
-        n_draws: int = 10,
-        alpha: float = 1.0,
-        gamma: float = 1.0,
+        settings: GenSettings = GenSettings(),
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """Draw images (N, H, W, C) from top noise ``z ~ N(0, I)`` (or a given ``z``).
@@ -479,20 +493,14 @@ class NSN(nn.Module):
         if z is None:
             z = torch.randn(n, k, generator=generator)
         phi = z.reshape(-1, 1, 1, k).float()
-        out = self.decode(
-            phi, level, beta=beta, n_draws=n_draws, alpha=alpha, gamma=gamma, generator=generator
-        )
-        return out.clamp(0, 1)
+        return self.decode(phi, level, settings, generator=generator).clamp(0, 1)
 
     def inpaint(
         self,
         x: Tensor,
         missing: Tensor,
+        settings: GenSettings = GenSettings(gamma=0.0),
         *,
-        beta: float = 10.0,
-        n_draws: int = 10,
-        alpha: float = 1.0,
-        gamma: float = 0.0,
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """Occlusion filling (spec section 8): rebuild F^(1) where it saw hidden pixels.
@@ -507,24 +515,12 @@ class NSN(nn.Module):
             )
         observed = torch.where(missing, torch.zeros_like(x), x)
         maps = self.maps(observed)
-        top = len(maps)
         # NSN-Gen from the top map down to a rebuilt first-layer map (the input of layer 2).
-        rebuilt_f1 = maps[-1]
-        for layer in reversed(self.nsn_layers[1:top]):
-            rebuilt_f1 = layer.generate(
-                rebuilt_f1,
-                beta=beta,
-                n_draws=n_draws,
-                alpha=alpha,
-                gamma=gamma,
-                generator=generator,
-            )
+        rebuilt_f1 = self.decode(maps[-1], len(maps), settings, to_layer=1, generator=generator)
         first = self.nsn_layers[0]
         touched = first.folding(missing.float()).amax(-1, keepdim=True) > 0
         f1 = torch.where(touched, rebuilt_f1, maps[0])
-        pixels = first.generate(
-            f1, beta=beta, n_draws=n_draws, alpha=alpha, gamma=gamma, generator=generator
-        ).clamp(0, 1)
+        pixels = first.generate(f1, settings, generator=generator).clamp(0, 1)
         return torch.where(missing, pixels, x)
 
 
