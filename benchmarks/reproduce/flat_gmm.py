@@ -154,7 +154,8 @@ def write_flat_gmm(result: dict[str, Any], out: Path, command: str, wall: float)
         "bits/dim = (-mean log p(y) + 784 ln 256) / (784 ln 2) with y = (x + u) / 256 "
         "uniformly dequantised (one draw). Fit time: our training steps (with annealing "
         "bookkeeping, without evaluations); sklearn's `fit()` wall time to convergence "
-        "(tol 1e-3). Both on this machine's 2 cores, one at a time.",
+        "(tol 1e-3). Both single-threaded (`OMP_NUM_THREADS=1`) while other reproductions "
+        "shared the machine: the times compare with each other only roughly.",
         "",
         "| dataset | K | method | epochs / EM iterations | test log-likelihood (nats/image) |"
         " bits/dim (dequantised) | fit s |",
