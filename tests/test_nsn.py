@@ -93,3 +93,16 @@ def test_occlusion_filling_keeps_known_pixels():
 def test_an_architecture_that_does_not_end_at_one_position_is_refused():
     with pytest.raises(ValueError, match="1x1 top map"):
         NSN((28, 28, 1), [(4, 2), (3, 2)])
+
+
+def test_state_dict_round_trip_rebuilds_every_layer():
+    model = NSN((28, 28, 1), "28x28")
+    g = torch.Generator().manual_seed(0)
+    model.fit(torch.rand(30, 28, 28, 1, generator=g) ** 4, taus=[-1.0, -1.0, -1.0],
+              max_filters=[6, 5, 4], max_iters=4, generator=g)  # fmt: skip
+    again = NSN((28, 28, 1), "28x28")
+    again.load_filters(model.state_dict())
+    assert again.filter_counts() == model.filter_counts()
+    a = again.sample(3, generator=torch.Generator().manual_seed(1))
+    b = model.sample(3, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)

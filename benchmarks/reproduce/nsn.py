@@ -67,11 +67,7 @@ def fit_nsn(
     if (folder / "record.json").exists():
         record = json.loads((folder / "record.json").read_text())
         state = torch.load(folder / "model.pt", weights_only=True)
-        model.fit(images[:2], taus=taus, max_filters=1, max_iters=1)  # builds the layers
-        for i, layer in enumerate(model.nsn_layers):
-            layer.set_filters(
-                state[f"layers.{i}.means"], state[f"layers.{i}.sigmas"], state[f"layers.{i}.counts"]
-            )
+        model.load_filters(state)
         return model, record
     start = time.perf_counter()
     records = model.fit(

@@ -386,6 +386,18 @@ class NSN(nn.Module):
             )
         self.layers = nn.ModuleList()
 
+    def load_filters(self, state: dict[str, Tensor]) -> None:
+        """Rebuild the fitted layers from a :meth:`state_dict` (K_l comes from the tensors)."""
+        self.layers = nn.ModuleList()
+        shape = self.input_shape
+        for i, (f, s) in enumerate(self.architecture):
+            layer = NSNLayer(shape, f, s, similarity=self.similarity, sigma_min=self.sigma_min)
+            layer.set_filters(
+                state[f"layers.{i}.means"], state[f"layers.{i}.sigmas"], state[f"layers.{i}.counts"]
+            )
+            self.layers.append(layer)
+            shape = layer.out_shape
+
     @property
     def nsn_layers(self) -> list[NSNLayer]:
         """The fitted layers, bottom first."""

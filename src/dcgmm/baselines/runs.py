@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dcgmm.baselines.nsn import NSN, NSNLayer
+from dcgmm.baselines.nsn import NSN
 from dcgmm.baselines.vae import DeepLatentGMM
 from dcgmm.checkpoint import (
     CONFIG_FILE,
@@ -85,16 +85,7 @@ def load_baseline(run_dir: str | Path) -> tuple[str, BaselineModel, dict[str, An
             similarity=settings["similarity"],
             sigma_min=settings["sigma_min"],
         )
-        shape = model.input_shape
-        for i, (f, s) in enumerate(model.architecture):
-            layer = NSNLayer(shape, f, s, similarity=model.similarity, sigma_min=model.sigma_min)
-            layer.set_filters(
-                tensors[f"layers.{i}.means"],
-                tensors[f"layers.{i}.sigmas"],
-                tensors[f"layers.{i}.counts"],
-            )
-            model.layers.append(layer)
-            shape = layer.out_shape
+        model.load_filters(tensors)
     elif name in VAE_MODELS:
         model = DeepLatentGMM(**settings)
         try:
