@@ -168,6 +168,8 @@ def write_table1(result: dict[str, Any], out: Path, command: str, wall: float) -
         "- clustering: the top layer's hard assignments of the first 2000 inlier test images "
         "in the space it models (its input); Dunn index (higher is better), Davies-Bouldin "
         "(lower is better).",
+        "- train s: wall seconds of one thread while other reproductions shared the machine "
+        "(not a benchmark; see docs/benchmarks.md for timings).",
         "",
         "| dataset | preset | epochs | AUC | max-comp. AUC | paper | lower layers' AUC |"
         " Dunn | Davies-Bouldin | train s |",
