@@ -39,7 +39,7 @@ def save_roc(
         ax.plot(fpr, tpr, linewidth=1.6, label=f"{label} ({auc:.3f})")
     ax.set_xlabel("false positive rate (outliers taken for inliers)")
     ax.set_ylabel("true positive rate (inliers kept)")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=8, wrap=True)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
     ax.legend(loc="lower right", fontsize=7, title="AUC", title_fontsize=7)
