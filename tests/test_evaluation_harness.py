@@ -229,3 +229,15 @@ def test_cli_outliers_writes_auc_roc_and_maps(tmp_path, tiny_model, capsys):
     clustering = json.loads(capsys.readouterr().out)["clustering"]
     assert clustering["n_samples"] == 100
     assert clustering["dunn"] > 0.0
+
+
+def test_cli_plot_draws_curves_and_centroids(tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "--model", TINY_TWO_INPUT, "--data", "mnist", "--limit", "500",
+                 "--steps", "30", "--log-every", "10", "--out", str(run)]) == 0  # fmt: skip
+    assert main(["plot", str(run)]) == 0
+    curves = decode_png((run / "plots" / "training.png").read_bytes())
+    assert curves.shape[1] > 400  # four panels: objective, lr, sigma_som, accuracy
+    first = decode_png((run / "plots" / "centroids_layer2.png").read_bytes())
+    assert first.shape[0] >= 2 * 7 * 4  # 4 centroids of 7x7 pixels at scale 4
+    assert (run / "plots" / "centroids_layer4.png").exists()

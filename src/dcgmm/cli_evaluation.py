@@ -1,13 +1,17 @@
-"""``dcgmm outliers``: outlier AUC, ROC curve and per-position outlier maps of a trained run."""
+"""``dcgmm outliers`` (AUC, ROC curve, per-position outlier maps) and ``dcgmm plot``."""
 
 import argparse
 import json
 import logging
 from pathlib import Path
 
+from torch import Tensor
+
 from dcgmm._cli_common import CLIError, check_writable, load_data
 from dcgmm.checkpoint import atomic_write_bytes, load_model, read_config
 from dcgmm.data import Dataset, parse_classes
+from dcgmm.images import save_grid
+from dcgmm.layers import Folding
 from dcgmm.model import DCGMM
 from dcgmm.outliers import (
     DEFAULT_C,
@@ -24,7 +28,8 @@ from dcgmm.outliers import (
     save_position_statistics,
     to_pixels,
 )
-from dcgmm.plots import save_outlier_maps, save_roc
+from dcgmm.plots import save_outlier_maps, save_roc, save_training_curves
+from dcgmm.training import METRICS_FILE
 
 logger = logging.getLogger("dcgmm")
 
@@ -153,8 +158,59 @@ def cmd_outliers(args: argparse.Namespace) -> int:
     return 0
 
 
+def centroid_images(model: DCGMM) -> list[tuple[int, Tensor]]:
+    """Return ``(layer index, (K, h, w, c) images)`` of every shared GMM layer's means.
+
+    A GMM layer above a folding shows each centroid as the folded window (h, w, channels); with
+    more than 3 channels (a layer above another GMM) the channels are laid side by side.
+    """
+    out = []
+    layers = list(model.layers)
+    for index, gmm in model.gmm_layers():
+        if gmm.independent:
+            continue
+        below = layers[index - 1] if index else None
+        means = gmm.means.detach().cpu().reshape(gmm.n_components, -1)
+        if isinstance(below, Folding):
+            (fy, fx), c = below.patch_size, below.input_shape[2]
+        else:
+            fy, fx, c = 1, 1, means.shape[1]
+        windows = means.reshape(-1, fy, fx, c)
+        if c not in (1, 3):  # channels side by side: (K, fy, fx * c, 1)
+            windows = windows.permute(0, 1, 3, 2).reshape(-1, fy, c * fx, 1)
+        out.append((index + 1, windows))
+    return out
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """Draw a run's training curves and centroid grids to PNG (no TensorBoard needed)."""
+    run_dir = Path(args.run_dir)
+    out = Path(args.out) if args.out else run_dir / "plots"
+    check_writable(out)
+    model = load_model(run_dir)
+    metrics = run_dir / METRICS_FILE
+    paths = []
+    if metrics.exists():
+        records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        if records:
+            paths.append(save_training_curves(out / "training.png", records, title=model.spec))
+    else:
+        logger.warning("%s has no %s: no training curves", run_dir, METRICS_FILE)
+    for number, images in centroid_images(model):
+        paths.append(
+            save_grid(out / f"centroids_layer{number}.png", images, normalize=True, scale=4)
+        )
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def add_evaluation_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """Register ``outliers``."""
+    """Register ``outliers`` and ``plot``."""
+    plot = sub.add_parser("plot", help="training curves and centroid grids of a run, as PNG")
+    plot.add_argument("run_dir")
+    plot.add_argument("--out", help="folder (default RUN_DIR/plots)")
+    plot.set_defaults(func=cmd_plot)
+
     out = sub.add_parser(
         "outliers",
         help="outlier AUC, ROC curve and per-position outlier maps",

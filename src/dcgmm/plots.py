@@ -74,3 +74,54 @@ def save_outlier_maps(
     path = Path(path)
     atomic_write_bytes(path, encode_png(grid))
     return path
+
+
+def save_training_curves(path: str | Path, records: list[dict[str, Any]], *, title: str) -> Path:
+    """Draw per-layer objective, learning rate and sigma_som (and accuracy) from metrics.jsonl."""
+    plt = _pyplot()
+    layers: dict[str, dict[str, list[float]]] = {}
+    accuracy: list[tuple[float, float]] = []
+    for record in records:
+        for layer in record["layers"]:
+            if layer.get("loss") is None:
+                continue
+            series = layers.setdefault(f"{layer['index']} {layer['spec']}", {})
+            for key in ("loss", "lr", "sigma_som"):
+                if key in layer:
+                    series.setdefault(key, []).append(float(layer[key]))
+            series.setdefault("step", []).append(float(record["step"]))
+        if record.get("classifier_accuracy") is not None:
+            accuracy.append((float(record["step"]), float(record["classifier_accuracy"])))
+    n_panels = 3 + bool(accuracy)
+    fig, axes = plt.subplots(1, n_panels, figsize=(4.2 * n_panels, 3.4), dpi=110)
+    labels = {
+        "loss": "objective (nats; classifier: loss)",
+        "lr": "learning rate",
+        "sigma_som": "sigma_som",
+    }
+    for ax, key in zip(axes, ("loss", "lr", "sigma_som"), strict=False):
+        for colour, (name, series) in enumerate(layers.items()):
+            if key in series:
+                steps = series["step"][: len(series[key])]
+                ax.plot(steps, series[key], color=f"C{colour}", label=f"layer {name}")
+        ax.set_xlabel("step")
+        ax.set_ylabel(labels[key])
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(plt.MaxNLocator(4))
+        # Layers' objectives differ by orders of magnitude (nats grow with the dimension).
+        ax.set_yscale("symlog" if key == "loss" else "log")
+    axes[0].legend(fontsize=7)
+    if accuracy:
+        steps, values = zip(*accuracy, strict=True)
+        axes[3].plot(steps, values)
+        axes[3].set_xlabel("step")
+        axes[3].set_ylabel("classifier accuracy (training batches)")
+        axes[3].grid(alpha=0.3)
+        axes[3].xaxis.set_major_locator(plt.MaxNLocator(4))
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
