@@ -130,14 +130,18 @@ class NSNLayer(nn.Module):
         self.sigmas = sigmas.to(self.sigmas.dtype).contiguous()
         self.counts = counts.to(self.counts.dtype).contiguous()
 
-    def patch_scores(self, patches: Tensor) -> Tensor:
-        """Return scores (..., K) of patches (..., D) under every filter."""
-        d = patches.shape[-1]
-        sq = (
+    def squared_distances(self, patches: Tensor) -> Tensor:
+        """Return ``|x - mu_k|^2`` (..., K) as ``|x|^2 - 2 x.mu + |mu|^2`` (one matrix product)."""
+        return (
             patches.square().sum(-1, keepdim=True)
             - 2 * patches @ self.means.T
             + self.means.square().sum(-1)
         ).clamp_min(0.0)
+
+    def patch_scores(self, patches: Tensor) -> Tensor:
+        """Return scores (..., K) of patches (..., D) under every filter."""
+        d = patches.shape[-1]
+        sq = self.squared_distances(patches)
         if self.similarity == "rbf":
             return torch.exp(-sq / (2 * self.sigmas.square()))
         logpdf_per_dim = (
@@ -157,11 +161,7 @@ class NSNLayer(nn.Module):
         """
         patches = self.folding(x)
         d = patches.shape[-1]
-        sq = (
-            patches.square().sum(-1, keepdim=True)
-            - 2 * patches @ self.means.T
-            + self.means.square().sum(-1)
-        ).clamp_min(0.0)
+        sq = self.squared_distances(patches)
         log_n = -sq / (2 * self.sigmas.square()) - d * (torch.log(self.sigmas) + HALF_LOG_2PI)
         log_pi = torch.log(self.counts / self.counts.sum())
         return (log_n + log_pi).amax(-1)
