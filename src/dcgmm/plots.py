@@ -112,8 +112,8 @@ def save_training_curves(path: str | Path, records: list[dict[str, Any]], *, tit
         ax.set_yscale("symlog" if key == "loss" else "log")
     axes[0].legend(fontsize=7)
     if accuracy:
-        steps, values = zip(*accuracy, strict=True)
-        axes[3].plot(steps, values)
+        accuracy_steps, accuracy_values = zip(*accuracy, strict=True)
+        axes[3].plot(accuracy_steps, accuracy_values)
         axes[3].set_xlabel("step")
         axes[3].set_ylabel("classifier accuracy (training batches)")
         axes[3].grid(alpha=0.3)
