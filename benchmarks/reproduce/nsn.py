@@ -198,6 +198,8 @@ def nsn_table(args: argparse.Namespace) -> dict[str, Any]:
         faces = read_olivetti(data_dir / "olivetti-faces" / "olivettifaces.mat")
         taus = [float(t) for t in args.face_taus.split(",")]
         model, record = fit_nsn("olivetti", faces, "64x64", taus, runs / "nsn" / "olivetti", args)
+        # No evaluator for faces, so no tuning: the command's settings, not the last dataset's.
+        gen = GenSettings(args.beta, args.n_draws, args.alpha, args.gamma)
         samples = model.sample(24, settings=gen, generator=torch.Generator().manual_seed(0))
         save_grid(out / "baselines" / "nsn_olivetti_samples.png", samples, n_cols=8, scale=1)
         rows.append(
