@@ -33,6 +33,14 @@ def header_lines(command: str, wall_seconds: float) -> list[str]:
     ]
 
 
+def write_results(out: Path, stem: str, lines: list[str], result: dict[str, Any]) -> None:
+    """Write ``out/stem.md`` (the table for people) and ``out/stem.json`` (every number)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {out / f'{stem}.md'}")
+
+
 def train_run(
     spec: str,
     data: Dataset,

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from benchmarks.bench_peers import fit_sklearn_gmm
-from benchmarks.reproduce.common import header_lines, train_run
+from benchmarks.reproduce.common import header_lines, train_run, write_results
 from dcgmm import load_dataset
 from dcgmm.images import save_grid
 from dcgmm.model import DCGMM
@@ -175,10 +175,7 @@ def write_flat_gmm(result: dict[str, Any], out: Path, command: str, wall: float)
     for r in result["rows"]:
         for name, png in r.get("sample_grids", []):
             lines += [f"{r['dataset']}, {name}:", "", f"![{name}](flat_gmm/{png})", ""]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "flat_gmm.md").write_text("\n".join(lines) + "\n")
-    (out / "flat_gmm.json").write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {out / 'flat_gmm.md'}")
+    write_results(out, "flat_gmm", lines, result)
 
 
 def run(args: argparse.Namespace, command: str) -> None:

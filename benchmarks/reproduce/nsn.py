@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.reproduce.common import header_lines
+from benchmarks.reproduce.common import header_lines, write_results
 from dcgmm import load_dataset
 from dcgmm.baselines.nsn import NSN, PAPER_FILTER_COUNTS, GenSettings
 from dcgmm.checkpoint import load_model
@@ -265,10 +265,7 @@ def write_nsn_table(result: dict[str, Any], out: Path, command: str, wall: float
         lines += [f"{d}:", "", f"![{d} samples](baselines/nsn_{d}_samples.png)", ""]
         if d != "olivetti":
             lines += [f"![{d} occlusion](baselines/nsn_{d}_occlusion.png)", ""]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "baselines_nsn.md").write_text("\n".join(lines) + "\n")
-    (out / "baselines_nsn.json").write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {out / 'baselines_nsn.md'}")
+    write_results(out, "baselines_nsn", lines, result)
 
 
 def run(args: argparse.Namespace, command: str) -> None:

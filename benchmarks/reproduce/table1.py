@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.reproduce.common import header_lines, train_run
+from benchmarks.reproduce.common import header_lines, train_run, write_results
 from dcgmm import load_dataset
 from dcgmm.clustering import clustering_scores
 from dcgmm.data import Dataset
@@ -209,10 +209,7 @@ def write_table1(result: dict[str, Any], out: Path, command: str, wall: float) -
             "",
             f"![maps {dataset}](table1/{info['png']})",
         ]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "table1.md").write_text("\n".join(lines) + "\n")
-    (out / "table1.json").write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {out / 'table1.md'}")
+    write_results(out, "table1", lines, result)
 
 
 def run(args: argparse.Namespace, command: str) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 import dcgmm
+from benchmarks.reproduce.common import write_results
 from dcgmm import DCGMM, TrainConfig, Trainer, load_dataset
 from dcgmm.checkpoint import load_model, save_checkpoint, write_config
 from dcgmm.evaluator import (
@@ -195,10 +196,7 @@ def write_table3(result: dict[str, Any], out: Path, command: str, wall: float) -
     lines += ["", "First samples of every class (a row per class):", ""]
     for r in result["rows"]:
         lines.append(f"![{r['dataset']} {r['preset']}](table3/{r['dataset']}_{r['preset']}.png)")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "table3.md").write_text("\n".join(lines) + "\n")
-    (out / "table3.json").write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {out / 'table3.md'}")
+    write_results(out, "table3", lines, result)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

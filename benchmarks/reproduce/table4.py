@@ -20,7 +20,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from benchmarks.reproduce.common import header_lines, train_run
+from benchmarks.reproduce.common import header_lines, train_run, write_results
 from dcgmm import evaluate, load_dataset
 from dcgmm.data import Dataset
 from dcgmm.layers import ClassifierFeed
@@ -152,10 +152,7 @@ def write_table4(result: dict[str, Any], out: Path, command: str, wall: float) -
         + "; ".join(f"{k} {m} / {f}" for k, (m, f) in PEERS_TABLE4.items())
         + " (MNIST / FashionMNIST).",
     ]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "table4.md").write_text("\n".join(lines) + "\n")
-    (out / "table4.json").write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {out / 'table4.md'}")
+    write_results(out, "table4", lines, result)
 
 
 def run(args: argparse.Namespace, command: str) -> None:

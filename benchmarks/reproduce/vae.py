@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from sklearn.neighbors import KNeighborsClassifier
 
-from benchmarks.reproduce.common import header_lines
+from benchmarks.reproduce.common import header_lines, write_results
 from dcgmm.baselines.data import BinarySplit, binarized_mnist
 from dcgmm.baselines.vae import DeepLatentGMM, dldpmm, dlgmm, gauss_vae
 from dcgmm.images import save_grid
@@ -176,10 +176,7 @@ def write_vae_table(result: dict[str, Any], out: Path, command: str, wall: float
     lines += ["", "Samples (pixel probabilities of prior draws):", ""]
     for r in result["rows"]:
         lines += [f"{r['model']}:", "", f"![{r['model']}](baselines/{r['samples_png']})", ""]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "baselines_vae.md").write_text("\n".join(lines) + "\n")
-    (out / "baselines_vae.json").write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {out / 'baselines_vae.md'}")
+    write_results(out, "baselines_vae", lines, result)
 
 
 def run(args: argparse.Namespace, command: str) -> None:

@@ -28,6 +28,16 @@ def _pyplot() -> Any:
     return plt
 
 
+def _save_figure(plt: Any, fig: Any, path: str | Path) -> Path:
+    """Lay out, write and close a figure; return its path."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def save_roc(
     path: str | Path, curves: dict[str, tuple[np.ndarray, np.ndarray, float]], *, title: str
 ) -> Path:
@@ -44,12 +54,7 @@ def save_roc(
     ax.set_ylim(0, 1.01)
     ax.legend(loc="lower right", fontsize=7, title="AUC", title_fontsize=7)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save_figure(plt, fig, path)
 
 
 def overlay(images: Tensor, fractions: Tensor) -> np.ndarray:
@@ -119,9 +124,4 @@ def save_training_curves(path: str | Path, records: list[dict[str, Any]], *, tit
         axes[3].grid(alpha=0.3)
         axes[3].xaxis.set_major_locator(plt.MaxNLocator(4))
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save_figure(plt, fig, path)
