@@ -94,3 +94,20 @@ def test_nsn_tiny_run_writes_counts_samples_and_occlusion(tmp_path):
     assert row["paper_filter_counts"] == [96, 130, 131]
     assert 0.0 <= row["occlusion_mse_right_half"] <= 1.0
     assert (tmp_path / "baselines" / "nsn_mnist_samples.png").exists()
+
+
+@needs_data
+def test_baselines_comparison_tiny_run_judges_every_model_alike(tmp_path):
+    tiny("baselines", tmp_path, "--presets", "A")
+    result = json.loads((tmp_path / "baselines.json").read_text())["datasets"]["mnist"]
+    models = ["DCGMM A", "NSN", "DLGMM", "DLDPMM", "Gauss-VAE"]
+    assert [r["model"] for r in result["outlier_auc"]] == models
+    assert all(0.0 <= r["auc"] <= 100.0 for r in result["outlier_auc"])
+    assert {(r["model"], r["mask"]) for r in result["inpainting"]} == {
+        (m, k) for m in models for k in ("right-half", "center", "random:0.5")
+    }
+    assert all(r["mse"] > 0.0 for r in result["inpainting"])
+    table = (tmp_path / "baselines.md").read_text()
+    assert "| DLDPMM | log p(x) (nats, importance sampled) |" in table
+    assert (tmp_path / "baselines" / "compare_inpaint_mnist_center.png").exists()
+    assert (tmp_path / "baselines" / "compare_roc_mnist.png").exists()

@@ -6,6 +6,7 @@ from dcgmm.data import Dataset, load_dataset
 from dcgmm.evaluation import evaluate
 from dcgmm.exceptions import CheckpointError, DataError, NumericalWarning, SpecError
 from dcgmm.inpainting import inpaint, make_mask, variants
+from dcgmm.interface import DensityModel, ImageModel, as_image_model
 from dcgmm.layers import GMM, Folding, Layer, LinearClassifier, MaxPooling, TrainableLayer
 from dcgmm.model import DCGMM
 from dcgmm.sampling import SamplingConfig, Sharpening, sample
@@ -22,7 +23,9 @@ __all__ = [
     "CheckpointError",
     "DataError",
     "Dataset",
+    "DensityModel",
     "Folding",
+    "ImageModel",
     "Layer",
     "LinearClassifier",
     "MaxPooling",
@@ -35,6 +38,7 @@ __all__ = [
     "TrainableLayer",
     "Trainer",
     "__version__",
+    "as_image_model",
     "evaluate",
     "format_spec",
     "inpaint",

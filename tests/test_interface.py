@@ -1,0 +1,109 @@
+"""The common image-model interface: every adapter does the same things on real digits."""
+
+import math
+
+import pytest
+import torch
+
+from dcgmm import DCGMM
+from dcgmm.baselines.nsn import NSN
+from dcgmm.baselines.vae import dlgmm
+from dcgmm.inpainting import make_mask
+from dcgmm.interface import (
+    DCGMMModel,
+    DensityModel,
+    FlatGMMModel,
+    ImageModel,
+    NSNModel,
+    VAEModel,
+    as_image_model,
+)
+
+
+def fitted_models(train: torch.Tensor) -> dict[str, ImageModel]:
+    g = torch.Generator().manual_seed(0)
+    deep = as_image_model(DCGMM.from_spec("F(3,1)-G(9)-P(2,2)-F(13,1)-G(9)", (28, 28, 1)))
+    flat = as_image_model(DCGMM.from_spec("F(28,1)-G(9)", (28, 28, 1)))
+    nsn = as_image_model(NSN((28, 28, 1), "28x28"))
+    vae = as_image_model(dlgmm(n_components=2, latent_dim=4, hidden=32, generator=g))
+    deep.fit(train, batch_size=50, epochs=1)
+    flat.fit(train, batch_size=50, epochs=1)
+    nsn.fit(train[:60], taus=[-1.0, 0.5, 0.5], max_filters=6, max_iters=2, generator=g)
+    vae.fit(train, max_epochs=1, seed=0)
+    return {"deep": deep, "flat": flat, "nsn": nsn, "vae": vae}
+
+
+@pytest.fixture(scope="module")
+def models(mnist_small):
+    train, _ = mnist_small
+    return fitted_models(train.images[:300])
+
+
+def test_adapters_are_chosen_by_model_kind_and_only_densities_claim_log_prob(models):
+    assert type(models["deep"]) is DCGMMModel
+    assert type(models["flat"]) is FlatGMMModel
+    assert type(models["nsn"]) is NSNModel
+    assert type(models["vae"]) is VAEModel
+    for model in models.values():
+        assert isinstance(model, ImageModel)
+        assert model.image_shape == (28, 28, 1)
+    assert {name for name, m in models.items() if isinstance(m, DensityModel)} == {"flat", "vae"}
+    with pytest.raises(TypeError, match="no image-model adapter"):
+        as_image_model(object())
+    with pytest.raises(ValueError, match="not a flat GMM"):
+        FlatGMMModel(models["deep"].model)
+
+
+@pytest.mark.parametrize("name", ["deep", "flat", "nsn", "vae"])
+def test_every_adapter_scores_samples_inpaints_and_embeds(models, mnist_small, name):
+    model = models[name]
+    _, test = mnist_small
+    x = test.images[:8]
+    scores = model.outlier_score(x)
+    assert scores.shape == (8,)
+    assert bool(torch.isfinite(scores).all())
+    drawn = model.sample(5, generator=torch.Generator().manual_seed(1))
+    assert drawn.shape == (5, 28, 28, 1)
+    assert float(drawn.min()) >= 0.0
+    assert float(drawn.max()) <= 1.0
+    missing = make_mask("right-half", (8, 28, 28, 1))
+    filled = model.inpaint(x, missing, generator=torch.Generator().manual_seed(1))
+    assert filled.shape == x.shape
+    assert torch.equal(filled[~missing], x[~missing])
+    assert not torch.equal(filled[missing], x[missing])
+    features = model.embed(x)
+    assert features.shape[0] == 8
+    assert features.ndim == 2
+    assert bool(torch.isfinite(features).all())
+
+
+def test_nchw_input_is_refused_with_a_hint(models, mnist_small):
+    _, test = mnist_small
+    nchw = test.images[:4].permute(0, 3, 1, 2)
+    for model in models.values():
+        with pytest.raises(ValueError, match="NCHW"):
+            model.outlier_score(nchw)
+
+
+def test_flat_gmm_log_prob_is_the_mixture_density_float64(models, mnist_small):
+    flat = models["flat"]
+    assert isinstance(flat, FlatGMMModel)
+    gmm = flat.model.layers[1]
+    x = mnist_small[1].images[:6].reshape(6, -1).double()
+    means = gmm.means.detach().double()  # (K, D)
+    precisions = gmm.precisions.detach().double()
+    log_pi = torch.log_softmax(gmm.logits.detach().double(), -1)
+    log_n = 0.5 * (
+        precisions.log() - math.log(2 * math.pi) - precisions * (x[:, None] - means) ** 2
+    ).sum(-1)
+    expected = torch.logsumexp(log_pi + log_n, -1)
+    got = flat.log_prob(mnist_small[1].images[:6]).double()
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-2)
+
+
+def test_vae_log_prob_is_seeded_and_scores_digits_above_noise(models, mnist_small):
+    vae = models["vae"]
+    x = mnist_small[1].images[:16]
+    torch.testing.assert_close(vae.outlier_score(x), vae.outlier_score(x))
+    noise = torch.rand(16, 28, 28, 1, generator=torch.Generator().manual_seed(0))
+    assert float(vae.outlier_score(x).mean()) > float(vae.outlier_score(noise).mean())
