@@ -111,3 +111,15 @@ def test_baselines_comparison_tiny_run_judges_every_model_alike(tmp_path):
     assert "| DLDPMM | log p(x) (nats, importance sampled) |" in table
     assert (tmp_path / "baselines" / "compare_inpaint_mnist_center.png").exists()
     assert (tmp_path / "baselines" / "compare_roc_mnist.png").exists()
+
+
+@needs_data
+def test_nsn_faces_tiny_run_rebuilds_from_every_level_and_samples(tmp_path):
+    tiny("nsn-faces", tmp_path, "--zca", "--max-filters", "8")
+    row = json.loads((tmp_path / "baselines_nsn_faces.json").read_text())
+    assert len(row["filter_counts"]) == 5
+    assert len(row["level_mse"]) == 5
+    assert all(0.0 < v < 1.0 for v in row["level_mse"])
+    assert "ZCA" in (tmp_path / "baselines_nsn_faces.md").read_text()
+    assert (tmp_path / "baselines" / "nsn_olivetti-zca-tiny_samples.png").exists()
+    assert (tmp_path / "baselines" / "nsn_olivetti-zca-tiny_levels.png").exists()

@@ -1,4 +1,4 @@
-"""Normal Similarity Network on MNIST, Fashion-MNIST and Olivetti faces (issue 6's NSN part).
+"""Normal Similarity Network on MNIST and Fashion-MNIST (issue 6's NSN part).
 
     python -m benchmarks.reproduce nsn [--images 2000] [--taus -1,-1,-1] [--tiny]
 
@@ -9,7 +9,7 @@ NSN-Gen sample grids, occlusion filling (right half hidden) on test images with 
 the sample-quality evaluator of Table III on 1000 unconditional samples: Fréchet distance and
 the domain classifier score (the Inception-Score formula with our evaluator; not comparable to
 the paper's Inception Scores). The same numbers for the DCGMM of Table IV (preset B, all
-classes) sit beside them. Faces: the 5-layer 64x64 architecture on the 400 Olivetti images.
+classes) sit beside them. Faces: ``nsn-faces`` (``benchmarks/reproduce/nsn_faces.py``).
 """
 
 import argparse
@@ -39,10 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The NSN table's options."""
     parser.add_argument("--images", type=int, default=2000, help="training images per dataset")
     parser.add_argument("--taus", default="-1,-1,-1", help="thresholds per layer (28x28)")
-    parser.add_argument("--face-taus", default="-1,-1,-1,-1,-1", help="thresholds (64x64)")
     parser.add_argument("--new-per-iter", type=int, default=8, help="new filters per iteration")
     parser.add_argument("--max-filters", type=int, default=400)
-    parser.add_argument("--faces", action="store_true", help="also the Olivetti faces model")
     parser.add_argument("--beta", type=float, default=GEN.beta, help="NSN-Gen sharpening")
     parser.add_argument("--n-draws", type=int, default=GEN.n_draws, help="multinomial draws")
     parser.add_argument("--alpha", type=float, default=GEN.alpha, help="NSN-Gen contrast")
@@ -194,22 +192,6 @@ def nsn_table(args: argparse.Namespace) -> dict[str, Any]:
                 )
         print(json.dumps(row), flush=True)
         rows.append(row)
-    if args.faces and not args.tiny:
-        faces = read_olivetti(data_dir / "olivetti-faces" / "olivettifaces.mat")
-        taus = [float(t) for t in args.face_taus.split(",")]
-        model, record = fit_nsn("olivetti", faces, "64x64", taus, runs / "nsn" / "olivetti", args)
-        # No evaluator for faces, so no tuning: the command's settings, not the last dataset's.
-        gen = GenSettings(args.beta, args.n_draws, args.alpha, args.gamma)
-        samples = model.sample(24, settings=gen, generator=torch.Generator().manual_seed(0))
-        save_grid(out / "baselines" / "nsn_olivetti_samples.png", samples, n_cols=8, scale=1)
-        rows.append(
-            {
-                "dataset": "olivetti",
-                **record,
-                "paper_filter_counts_lfw": list(PAPER_FILTER_COUNTS["lfw"]),
-                "generation": dataclasses.asdict(gen),
-            }
-        )
     return {"rows": rows, "generation": dataclasses.asdict(gen)}
 
 
@@ -245,7 +227,7 @@ def write_nsn_table(result: dict[str, Any], out: Path, command: str, wall: float
         "|---|---:|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
-        paper = r.get("paper_filter_counts") or r.get("paper_filter_counts_lfw")
+        paper = r["paper_filter_counts"]
         nq, dq = r.get("nsn_quality"), r.get("dcgmm_quality")
 
         def fmt(v: float | None, digits: int = 2) -> str:
@@ -263,8 +245,7 @@ def write_nsn_table(result: dict[str, Any], out: Path, command: str, wall: float
     for r in result["rows"]:
         d = r["dataset"]
         lines += [f"{d}:", "", f"![{d} samples](baselines/nsn_{d}_samples.png)", ""]
-        if d != "olivetti":
-            lines += [f"![{d} occlusion](baselines/nsn_{d}_occlusion.png)", ""]
+        lines += [f"![{d} occlusion](baselines/nsn_{d}_occlusion.png)", ""]
     write_results(out, "baselines_nsn", lines, result)
 
 

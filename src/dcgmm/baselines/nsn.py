@@ -493,19 +493,21 @@ class NSN(nn.Module):
         z: Tensor | None = None,
         settings: GenSettings = GenSettings(),
         generator: torch.Generator | None = None,
+        clip: bool = True,
     ) -> Tensor:
         """Draw images (N, H, W, C) from top noise ``z ~ N(0, I)`` (or a given ``z``).
 
         With ``from_layer`` below the top, ``z`` is a 1x1 map of that layer and the result is
         one patch of its receptive field (intermediate-layer sampling). Pixels are clipped to
-        [0, 1].
+        [0, 1] unless ``clip=False`` (a model of whitened images samples whitened values).
         """
         level = len(self.nsn_layers) if from_layer is None else from_layer
         k = self.nsn_layers[level - 1].n_filters
         if z is None:
             z = torch.randn(n, k, generator=generator)
         phi = z.reshape(-1, 1, 1, k).float()
-        return self.decode(phi, level, settings, generator=generator).clamp(0, 1)
+        drawn = self.decode(phi, level, settings, generator=generator)
+        return drawn.clamp(0, 1) if clip else drawn
 
     def inpaint(
         self,
