@@ -262,6 +262,52 @@ def describe_training(record: dict[str, Any]) -> str:
     return f"{record['steps']} SGD steps, {record['seconds'] / 60:.1f} min"  # DCGMM
 
 
+def summary_lines(out: Path) -> list[str]:
+    """Summarise the per-model results files found in ``out`` (acceptance points 1 and 2)."""
+    lines: list[str] = []
+    vae_file, nsn_file = out / "baselines_vae.json", out / "baselines_nsn.json"
+    if vae_file.exists():
+        lines += [
+            "### VAEs on binarised MNIST ([baselines_vae.md](baselines_vae.md))",
+            "",
+            "| model | training | test -log p(x), IS 50 (all) / 5000 (first 1000) | paper | "
+            "kNN error k=3/5/10 (%) | paper |",
+            "|---|---|---|---:|---|---|",
+        ]
+        for r in json.loads(vae_file.read_text())["rows"]:
+            knn = "/".join(f"{e:.2f}" for e in r["knn_error_sample"])
+            paper_knn = "/".join(map(str, r["paper_knn"])) if r.get("paper_knn") else "-"
+            lines.append(
+                f"| {r['model']} | {r['epochs']} epochs, {r['train_seconds'] / 60:.0f} min | "
+                f"{r['nll_is50_full_test']:.2f} / {r['nll_is5000_subset']:.2f} | "
+                f"{r['paper_nll']} | {knn} | {paper_knn} |"
+            )
+        lines.append("")
+    if nsn_file.exists():
+        lines += [
+            "### NSN ([baselines_nsn.md](baselines_nsn.md))",
+            "",
+            "| dataset | filters per layer | paper | NSN FD / class. score | "
+            "DCGMM FD / class. score |",
+            "|---|---|---|---|---|",
+        ]
+        for r in json.loads(nsn_file.read_text())["rows"]:
+            nq, dq = r.get("nsn_quality"), r.get("dcgmm_quality")
+            if nq is None or dq is None:
+                continue
+            lines.append(
+                f"| {r['dataset']} | {r['filter_counts']} | {r['paper_filter_counts']} | "
+                f"{nq['frechet_distance']:.1f} / {nq['classifier_score']:.2f} | "
+                f"{dq['frechet_distance']:.1f} / {dq['classifier_score']:.2f} |"
+            )
+        lines.append("")
+    if (out / "baselines_nsn_faces.md").exists():
+        lines += ["Faces: [baselines_nsn_faces.md](baselines_nsn_faces.md).", ""]
+    if lines:
+        lines = ["## The baselines under their papers' own protocols", "", *lines]
+    return lines
+
+
 def write_comparison(result: dict[str, Any], out: Path, command: str, wall: float) -> None:
     """Write docs/results/baselines.md and baselines.json."""
     datasets = list(result["datasets"])
@@ -331,6 +377,7 @@ def write_comparison(result: dict[str, Any], out: Path, command: str, wall: floa
     for d in datasets:
         for name, record in result["datasets"][d]["training"].items():
             lines.append(f"| {d} | {name} | {describe_training(record)} |")
+    lines += ["", *summary_lines(out)]
     write_results(out, "baselines", lines, result)
 
 
