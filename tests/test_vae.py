@@ -1,5 +1,6 @@
 """Deep latent Gaussian mixture VAEs: float64 checks of every formula, IS, training."""
 
+import json
 import math
 from pathlib import Path
 
@@ -269,6 +270,13 @@ def test_cli_trains_samples_inpaints_and_evaluates_baselines(tmp_path, capsys):
         assert main(["eval", str(run), "--limit", "50", "--is-samples", "5"]) == 0
         printed = capsys.readouterr().out
         assert ("-log p(x)" in printed) if name != "nsn" else ("filters per layer" in printed)
+        report = tmp_path / f"{name}_outliers"
+        assert main(["outliers", str(run), "--inliers", "mnist:1-9", "--outliers", "mnist:0",
+                     "--limit", "60", "--out", str(report)]) == 0  # fmt: skip
+        result = json.loads((report / "auc.json").read_text())
+        assert result["model"] == name
+        assert 0.0 <= result["auc"] <= 1.0
+        assert (report / "roc.png").exists()
     assert (
         main(
             [

@@ -22,6 +22,7 @@ from dcgmm.baselines.vae import DeepLatentGMM, dldpmm, dlgmm, gauss_vae
 from dcgmm.checkpoint import CONFIG_FILE
 from dcgmm.images import save_grid
 from dcgmm.inpainting import make_mask
+from dcgmm.interface import as_image_model
 
 logger = logging.getLogger("dcgmm")
 # Our default thresholds (the paper's are lost), from short probes on 1000 MNIST digits. On
@@ -109,11 +110,7 @@ def baseline_sample(args: argparse.Namespace) -> int:
     """``dcgmm sample`` for a baseline run."""
     name, model, _ = load_baseline(args.run_dir)
     generator = torch.Generator().manual_seed(args.seed)
-    if isinstance(model, NSN):
-        images = model.sample(args.n, generator=generator)
-    else:
-        side = round(model.n_inputs**0.5)
-        images = model.sample(args.n, generator=generator).reshape(-1, side, side, 1)
+    images = as_image_model(model).sample(args.n, generator=generator)
     path = save_grid(args.out, images, scale=2)
     print(f"wrote {path} ({args.n} samples of {name})")
     return 0
@@ -132,15 +129,7 @@ def baseline_inpaint(args: argparse.Namespace) -> int:
         )
     missing = make_mask(args.mask, tuple(images.shape), generator=torch.Generator().manual_seed(1))
     generator = torch.Generator().manual_seed(args.seed)
-    if isinstance(model, NSN):
-        completed = model.inpaint(images, missing, generator=generator)
-    else:
-        flat = model.inpaint(
-            images.reshape(images.shape[0], -1),
-            missing.reshape(images.shape[0], -1),
-            generator=generator,
-        )
-        completed = flat.reshape(images.shape)
+    completed = as_image_model(model).inpaint(images, missing, generator=generator)
     path = save_inpainting_grid(args.out, images, missing, completed)
     mse = float(((completed - images) ** 2)[missing].mean()) if missing.any() else 0.0
     print(f"wrote {path} ({name}; mean squared error on the missing pixels {mse:.4f})")

@@ -8,9 +8,12 @@ from pathlib import Path
 from torch import Tensor
 
 from dcgmm._cli_common import CLIError, check_writable, load_data
+from dcgmm.baselines.runs import is_baseline_run, load_baseline
+from dcgmm.baselines.vae import DeepLatentGMM
 from dcgmm.checkpoint import atomic_write_bytes, load_model, read_config
 from dcgmm.data import Dataset, parse_classes
 from dcgmm.images import save_grid
+from dcgmm.interface import as_image_model
 from dcgmm.layers import Folding
 from dcgmm.model import DCGMM
 from dcgmm.outliers import (
@@ -72,8 +75,47 @@ def position_statistics(
     return stats, source
 
 
+def baseline_outliers(args: argparse.Namespace) -> int:
+    """``dcgmm outliers`` for a baseline run: its adapter's outlier score, AUC and ROC.
+
+    Per-position maps need a model with positions (DCGMM), so none are drawn.
+    """
+    from dcgmm.cli_baselines import binarize
+
+    name, model, config = load_baseline(args.run_dir)
+    adapter = as_image_model(model)
+    out = Path(args.out)
+    check_writable(out)
+    scores, sizes = {}, {}
+    for role in ("inliers", "outliers"):
+        source, classes = split_data_arg(getattr(args, role))
+        images = load_data(source, args.split, classes, None, args.limit).images
+        mode = config["data"].get("binarize")
+        if isinstance(model, DeepLatentGMM) and mode:  # the VAE saw binary images
+            images = binarize(images, mode["mode"], mode["seed"] + 1).reshape(images.shape)
+        scores[role], sizes[role] = adapter.outlier_score(images), len(images)
+    auc = roc_auc(scores["inliers"], scores["outliers"])
+    fpr, tpr, _ = roc_curve(scores["inliers"], scores["outliers"])
+    result = {
+        "run_dir": str(args.run_dir),
+        "model": name,
+        "score": adapter.score_name,
+        "auc": auc,
+        "inliers": {"data": args.inliers, "split": args.split, "n": sizes["inliers"]},
+        "outliers": {"data": args.outliers, "split": args.split, "n": sizes["outliers"]},
+    }
+    atomic_write_bytes(out / "auc.json", (json.dumps(result, indent=2) + "\n").encode())
+    title = f"{name}\ninliers {args.inliers} vs outliers {args.outliers}"
+    save_roc(out / "roc.png", {name: (fpr, tpr, auc)}, title=title)
+    print(f"AUC {100 * auc:.1f} ({name}, {adapter.score_name})")
+    print(f"wrote {out / 'auc.json'}, {out / 'roc.png'} (no per-position maps for {name})")
+    return 0
+
+
 def cmd_outliers(args: argparse.Namespace) -> int:
     """Score inliers and outliers, write auc.json, roc.png and maps.png."""
+    if is_baseline_run(args.run_dir):
+        return baseline_outliers(args)
     run_dir, out = Path(args.run_dir), Path(args.out)
     model = load_model(run_dir, map_location=args.device)
     kind: ScoreKind = args.kind
