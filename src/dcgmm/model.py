@@ -151,6 +151,12 @@ class DCGMM(nn.Module):
                 )
             except ValueError as err:
                 raise SpecError(f"layer {i + 1} {token}: {err} (from {origin})") from None
+            except (RuntimeError, MemoryError) as err:  # torch's allocator: sizes beyond memory
+                raise SpecError(
+                    f"layer {i + 1} {token} on a {shape[0]}x{shape[1]}x{shape[2]} input needs "
+                    f"more memory than there is ({str(err).splitlines()[0][:200]}); expected "
+                    "sizes that fit. Use fewer components or smaller patches"
+                ) from None
             layers.append(layer)
             shape = layer.out_shape
             origin = f"layer {i + 1} {token}"
