@@ -35,7 +35,7 @@ class OutputError(OSError):
 
     def __init__(self, message: str, errno_code: int | None = None) -> None:
         super().__init__(message)
-        self.errno = errno_code  # type: ignore[assignment]
+        self.errno = errno_code
 
     @classmethod
     def from_os_error(
