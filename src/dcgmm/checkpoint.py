@@ -220,16 +220,17 @@ def load_model(run_dir: str | Path, *, map_location: str | torch.device = "cpu")
     config = read_config(run_dir)
     spec, shape, objective = _checked_config(run_dir, config)
     tensors, metadata = read_checkpoint(run_dir)
-    if metadata.get("spec") != spec:
+    stored = (metadata.get("spec"), metadata.get("input_shape"))
+    if stored != (spec, json.dumps(shape)):
         raise CheckpointError(
-            f"{run_dir}: checkpoint spec {metadata.get('spec')!r} differs from config.json's "
-            f"{spec!r}; the files come from different runs. Copy both from the same run"
+            f"{run_dir}: checkpoint spec {stored[0]!r} for input {stored[1]} differs from "
+            f"config.json's {spec!r} for input {json.dumps(shape)}; the files come from "
+            "different runs. Copy both from the same run"
         )
     try:
         model = DCGMM.from_spec(spec, shape, objective=objective)  # type: ignore[arg-type]
     except (SpecError, ValueError) as err:
         raise CheckpointError(f"{run_dir / CONFIG_FILE}: cannot rebuild the model: {err}") from None
-    check_fits(model, metadata, run_dir / MODEL_FILE)
     expected = model.state_dict()
     problems = [f"{k} is missing" for k in expected if k not in tensors]
     problems += [f"{k} is not part of the spec" for k in tensors if k not in expected]

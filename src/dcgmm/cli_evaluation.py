@@ -7,7 +7,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from dcgmm._cli_common import CLIError, check_writable, load_data
+from dcgmm._cli_common import CLIError, Parser, check_writable, load_data
 from dcgmm.checkpoint import atomic_write_bytes, load_model, read_config
 from dcgmm.data import Dataset, parse_classes
 from dcgmm.images import save_grid
@@ -204,7 +204,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_evaluation_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_evaluation_commands(sub: "argparse._SubParsersAction[Parser]") -> None:
     """Register ``outliers`` and ``plot``."""
     plot = sub.add_parser("plot", help="training curves and centroid grids of a run, as PNG")
     plot.add_argument("run_dir")
