@@ -32,11 +32,13 @@ class Parser(argparse.ArgumentParser):
     def reject_unknown(self, unknown: list[str]) -> NoReturn:
         """Report flags no parser recognised, suggesting the closest known ones."""
         known = list(self._option_string_actions)  # every flag string of this parser
-        parts = []
+        guesses = []
         for arg in unknown:
-            close = difflib.get_close_matches(arg.split("=", 1)[0], known, n=1)
-            parts.append(f"{arg} (did you mean {close[0]}?)" if close else arg)
-        self.error(f"unrecognized arguments: {' '.join(parts)}")
+            flag = arg.split("=", 1)[0]
+            close = difflib.get_close_matches(flag, known, n=1) if flag.startswith("-") else []
+            guesses += [f"{close[0]} for {flag}"] if close else []
+        guess = f"; did you mean {', '.join(guesses)}?" if guesses else ""
+        self.error(f"unrecognized arguments: {' '.join(unknown)}{guess}")
 
 
 def load_data(

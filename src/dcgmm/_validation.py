@@ -86,8 +86,8 @@ def check_pixels(x: Tensor, name: str = "x") -> None:
     if not (math.isfinite(lo) and math.isfinite(hi)):
         n_nan, n_inf = (int(v) for v in torch.stack([x.isnan().sum(), x.isinf().sum()]).tolist())
         raise ValueError(
-            f"{name} holds {n_nan} NaN and {n_inf} infinite values; expected finite pixels in "
-            "[0, 1]. Check the preprocessing (a division by zero?); to fill in missing pixels, "
+            f"found {n_nan} NaN and {n_inf} infinite values in {name}; expected finite pixels "
+            "in [0, 1]. Check the preprocessing (a division by zero?); to fill in missing pixels, "
             "mark them NaN and call dcgmm.inpaint."
         )
     if lo < 0 or hi > 1:

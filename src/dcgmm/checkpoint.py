@@ -27,6 +27,14 @@ CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
 
 
+def write_synced(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` and flush it to the disk (the step that meets a full disk)."""
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename.
 
@@ -36,18 +44,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         If the folder is read-only or the disk is full; the temporary file is removed and an
         earlier ``path`` is left as it was.
     """
-    tmp: str | None = None
+    tmp: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        tmp = Path(name)
+        write_synced(tmp, data)
         os.replace(tmp, path)
     except BaseException as err:
         if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
         if isinstance(err, OSError) and not isinstance(err, OutputError):
             note = "; the previous file is kept" if path.exists() else ""
             raise OutputError.from_os_error(err, path, note=note) from err

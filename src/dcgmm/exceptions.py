@@ -47,11 +47,11 @@ class OutputError(OSError):
         """
         reason = err.strerror or str(err)
         if err.errno in _DISK_FULL:
-            hint = f"the disk is full. Free some space or choose another place with {flag}"
+            hint = f"the disk is full. Free some space or choose another output folder ({flag})"
         elif err.errno in _NOT_PERMITTED:
-            hint = f"the place is read-only for this user. Choose a writable {flag}"
+            hint = f"the place is read-only for this user. Choose a writable output folder ({flag})"
         elif err.errno in (errno.ENOTDIR, errno.EEXIST):
-            hint = f"a file is in the way of the folder. Choose another {flag}"
+            hint = f"a file is in the way of the folder. Choose another output folder ({flag})"
         else:
-            hint = f"choose another {flag}"
+            hint = f"choose another output folder ({flag})"
         return cls(f"cannot write {path} ({reason}): {hint}{note}", err.errno)
