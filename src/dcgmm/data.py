@@ -111,7 +111,8 @@ def _find_idx(folder: Path, stem: str) -> Path:
 
 def _read_npz(path: Path, split: Split) -> tuple[np.ndarray, np.ndarray]:
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        # Our own handle: np.load leaks its file when the zip directory is broken.
+        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as archive:
             keys = set(archive.files)
             needed = {f"x_{split}", f"y_{split}"}
             if not needed <= keys:
