@@ -189,6 +189,11 @@ def reversed_class_range_cli(root: Path) -> object:
     return ["eval", str(make_run(root)), "--classes", "9-1"]
 
 
+def outliers_class_range_cli(root: Path) -> object:
+    make_run(root)
+    return shlex.split("outliers run --inliers mnist:9-1 --outliers mnist:0 --out o")
+
+
 def class_out_of_range_sample(root: Path) -> object:
     model = DCGMM.from_spec("F(8,1)-G(4)-C(10)", (8, 8, 1))
     return sample(model, 2, classes=[3, 12])
@@ -415,6 +420,9 @@ CASES: tuple[Case, ...] = (
          ("dcgmm eval: error: classes must look like '1,2,3' or '1-9'", "got '1..3'")),
     Case("reversed-range-cli", 7, "`--classes 9-1`", "`parse_classes`",
          reversed_class_range_cli, 2, ("class range '9-1' is empty", "e.g. 1-9")),
+    Case("outliers-class-range-cli", 7, "`dcgmm outliers --inliers mnist:9-1`",
+         "`split_data_arg` (`parse_classes`)", outliers_class_range_cli, 2,
+         ("dcgmm outliers: error: class range '9-1' is empty",)),
     Case("class-out-of-range", 7, "`sample(model, 2, classes=[3, 12])` with a 10-class head",
          "`sample` (`class_control`)", class_out_of_range_sample, ValueError,
          ("classes must lie in [0, 9]", "has 10 classes", "got [12]")),

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from dcgmm._cli_common import CLIError, Parser, check_writable, load_data
 from dcgmm.checkpoint import atomic_write_bytes, load_model, read_config
-from dcgmm.data import Dataset, parse_classes
+from dcgmm.data import BUILTIN, Dataset, parse_classes
 from dcgmm.images import save_grid
 from dcgmm.layers import Folding
 from dcgmm.model import DCGMM
@@ -41,6 +41,8 @@ def split_data_arg(text: str) -> tuple[str, str | None]:
         try:
             parse_classes(classes)
         except ValueError:
+            if source in BUILTIN or Path(source).exists():
+                raise  # the source is fine, the class list is not: say so
             return text, None  # a colon that belongs to the path
         return source, classes
     return text, None
