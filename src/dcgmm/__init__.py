@@ -4,7 +4,13 @@ from dcgmm.annealing import AnnealingConfig, SingleExpSchedule
 from dcgmm.checkpoint import load_model
 from dcgmm.data import Dataset, load_dataset
 from dcgmm.evaluation import evaluate
-from dcgmm.exceptions import CheckpointError, DataError, NumericalWarning, SpecError
+from dcgmm.exceptions import (
+    CheckpointError,
+    DataError,
+    NumericalWarning,
+    OutputError,
+    SpecError,
+)
 from dcgmm.inpainting import inpaint, make_mask, variants
 from dcgmm.interface import DensityModel, ImageModel, as_image_model
 from dcgmm.layers import GMM, Folding, Layer, LinearClassifier, MaxPooling, TrainableLayer
@@ -30,6 +36,7 @@ __all__ = [
     "LinearClassifier",
     "MaxPooling",
     "NumericalWarning",
+    "OutputError",
     "SamplingConfig",
     "Sharpening",
     "SingleExpSchedule",

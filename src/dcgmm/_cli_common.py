@@ -1,12 +1,44 @@
 """Helpers shared by the command-line modules."""
 
+import argparse
+import difflib
+import os
+import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import NoReturn
 
 from dcgmm.data import Dataset, load_dataset, parse_classes
+from dcgmm.exceptions import OutputError
 
 
 class CLIError(Exception):
     """A user error the CLI reports as one line, without a traceback."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line with a hint, not a usage block.
+
+    Subcommand parsers are of the same class (``add_subparsers`` copies it), and
+    :attr:`commands` maps each subcommand to its parser.
+    """
+
+    commands: "Mapping[str, Parser]"
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``PROG: error: MESSAGE; see `PROG --help``` and exit with status 2."""
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+    def reject_unknown(self, unknown: list[str]) -> NoReturn:
+        """Report flags no parser recognised, suggesting the closest known ones."""
+        known = list(self._option_string_actions)  # every flag string of this parser
+        guesses = []
+        for arg in unknown:
+            flag = arg.split("=", 1)[0]
+            close = difflib.get_close_matches(flag, known, n=1) if flag.startswith("-") else []
+            guesses += [f"{close[0]} for {flag}"] if close else []
+        guess = f"; did you mean {', '.join(guesses)}?" if guesses else ""
+        self.error(f"unrecognized arguments: {' '.join(unknown)}{guess}")
 
 
 def load_data(
@@ -25,11 +57,26 @@ def load_data(
     )
 
 
-def check_writable(path: Path) -> None:
+def check_writable(path: Path, flag: str = "--out") -> None:
+    """Create the folder ``path`` if needed and write a probe file into it.
+
+    Raises
+    ------
+    OutputError
+        If the folder cannot be created or written (read-only, full disk, a file in the way),
+        with a hint naming ``flag``.
+    """
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test.")
     except OSError as err:
-        raise CLIError(f"cannot write to run directory {path}: {err.strerror}") from None
+        raise OutputError.from_os_error(err, path, flag=flag) from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(b"x")
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as err:
+        raise OutputError.from_os_error(err, path, flag=flag) from None
+    finally:
+        Path(probe).unlink(missing_ok=True)

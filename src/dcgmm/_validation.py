@@ -1,11 +1,16 @@
 """Boundary checks with messages that say what was wrong, what was expected and a hint."""
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 Shape = tuple[int, int, int]
+
+# Largest pixel value of 8-bit images: a float batch whose values are whole numbers up to this
+# was almost certainly meant as uint8 pixels.
+UINT8_MAX = 255
 
 
 def check_positive_int(value: object, name: str) -> int:
@@ -30,20 +35,76 @@ def check_shape(shape: Sequence[int], name: str = "input_shape") -> Shape:
 
 
 def check_nhwc(x: Tensor, hwc: Shape, name: str = "x") -> None:
-    """Raise a ``ValueError`` unless ``x`` is a floating NHWC batch of images of shape ``hwc``."""
+    """Raise unless ``x`` is a floating NHWC batch of images of shape ``hwc``.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not a tensor, or not floating (uint8 images get a hint to divide by 255).
+    ValueError
+        If the shape is not ``(N, *hwc)``; NCHW input gets a hint to permute.
+    """
     if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}.")
+        hint = " Convert it with torch.from_numpy(x)." if type(x).__name__ == "ndarray" else ""
+        raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}.{hint}")
     if not (x.ndim == 4 and tuple(x.shape[1:]) == hwc):
-        looks_nchw = x.ndim == 4 and tuple(x.shape[1:]) == (hwc[2], hwc[0], hwc[1])
-        hint = " It looks like NCHW; pass x.permute(0, 2, 3, 1)." if looks_nchw else ""
-        if x.ndim == 3 and tuple(x.shape[1:]) == hwc[:2] and hwc[2] == 1:
+        h, w, c = hwc
+        looks_nchw = x.ndim == 4 and tuple(x.shape[1:]) == (c, h, w)
+        if looks_nchw:
+            hint = " It looks like NCHW; pass x.permute(0, 2, 3, 1)."
+        elif x.ndim == 3 and tuple(x.shape[1:]) == (h, w) and c == 1:
             hint = " Add the channel axis: x.unsqueeze(-1)."
+        elif x.ndim == 3 and tuple(x.shape) == hwc:
+            hint = " It is a single image; add the batch axis: x.unsqueeze(0)."
+        elif x.ndim == 4:
+            hint = (
+                f" The model was built for {h}x{w}x{c} images: resize or crop the images, or "
+                f"build a model for them with DCGMM.from_spec(spec, input_shape="
+                f"{tuple(x.shape[1:])})."
+            )
+        else:
+            hint = ""
         raise ValueError(
-            f"{name} must be NHWC with shape (N, {hwc[0]}, {hwc[1]}, {hwc[2]}); "
-            f"got {tuple(x.shape)}.{hint}"
+            f"{name} must be NHWC with shape (N, {h}, {w}, {c}); got {tuple(x.shape)}.{hint}"
         )
     if not torch.is_floating_point(x):
         raise TypeError(
             f"{name} must be a floating tensor with pixels in [0, 1]; got dtype {x.dtype}. "
             "Convert uint8 images with x.float() / 255."
         )
+
+
+def check_pixels(x: Tensor, name: str = "x") -> None:
+    """Raise a ``ValueError`` unless every value of the float tensor ``x`` is in [0, 1].
+
+    NaN and infinite values are refused with a count; float images of whole numbers up to
+    255 get a hint to divide by 255. Costs one pass over ``x`` and one host synchronisation.
+    """
+    if x.numel() == 0:
+        return
+    lo, hi = (float(v) for v in torch.stack(torch.aminmax(x.detach())).tolist())
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        n_nan, n_inf = (int(v) for v in torch.stack([x.isnan().sum(), x.isinf().sum()]).tolist())
+        raise ValueError(
+            f"found {n_nan} NaN and {n_inf} infinite values in {name}; expected finite pixels "
+            "in [0, 1]. Check the preprocessing (a division by zero?); to fill in missing pixels, "
+            "mark them NaN and call dcgmm.inpaint."
+        )
+    if lo < 0 or hi > 1:
+        whole = bool((x == x.round()).all())
+        if lo >= 0 and hi <= UINT8_MAX and whole:
+            hint = "They look like 0-255 pixels: divide by 255."
+        else:
+            hint = (
+                "Rescale them, e.g. (x - x.min()) / (x.max() - x.min()); undo a mean/std "
+                "normalisation; or clamp small overshoots with x.clamp(0, 1)."
+            )
+        raise ValueError(
+            f"{name} must hold pixels in [0, 1]; got values in [{lo:.4g}, {hi:.4g}]. {hint}"
+        )
+
+
+def check_images(x: Tensor, hwc: Shape, name: str = "x") -> None:
+    """Run :func:`check_nhwc` and :func:`check_pixels`: a float NHWC batch of pixels in [0, 1]."""
+    check_nhwc(x, hwc, name)
+    check_pixels(x, name)

@@ -19,7 +19,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from dcgmm.exceptions import CheckpointError
+from dcgmm.exceptions import CheckpointError, OutputError, SpecError
 from dcgmm.model import DCGMM
 
 FORMAT_VERSION = 1
@@ -27,18 +27,37 @@ CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
 
 
+def write_synced(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` and flush it to the disk (the step that meets a full disk)."""
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``data`` to ``path`` through a temporary file and a rename.
+
+    Raises
+    ------
+    OutputError
+        If the folder is read-only or the disk is full; the temporary file is removed and an
+        earlier ``path`` is left as it was.
+    """
+    tmp: Path | None = None
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        tmp = Path(name)
+        write_synced(tmp, data)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as err:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and not isinstance(err, OutputError):
+            note = "; the previous file is kept" if path.exists() else ""
+            raise OutputError.from_os_error(err, path, note=note) from err
         raise
 
 
@@ -58,6 +77,18 @@ def write_config(run_dir: Path, config: dict[str, Any]) -> None:
     atomic_write_bytes(run_dir / CONFIG_FILE, (json.dumps(body, indent=2) + "\n").encode())
 
 
+def _version_error(path: Path, version: object) -> CheckpointError:
+    if version is None:
+        return CheckpointError(
+            f"{path} has no format version: it was not written by dcgmm (expected version "
+            f"{FORMAT_VERSION}). Point to a run directory made by `dcgmm train`"
+        )
+    return CheckpointError(
+        f"{path} has format version {version!r}; this dcgmm reads version {FORMAT_VERSION}. "
+        "It was written by another dcgmm release: read it with that release, or retrain"
+    )
+
+
 def read_config(run_dir: Path) -> dict[str, Any]:
     """Read ``config.json`` of a run directory, checking its format version."""
     path = Path(run_dir) / CONFIG_FILE
@@ -67,14 +98,21 @@ def read_config(run_dir: Path) -> dict[str, Any]:
             "Create one with `dcgmm train ... --out RUN_DIR`"
         )
     try:
-        config: dict[str, Any] = json.loads(path.read_text())
+        config = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path} is not valid JSON: {err}") from None
+        raise CheckpointError(
+            f"{path} is not valid JSON ({err}); the file is truncated or corrupted"
+        ) from None
+    except OSError as err:
+        raise CheckpointError(f"cannot read {path}: {err.strerror or err}") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(
+            f"{path} holds a JSON {type(config).__name__}; expected an object with spec, "
+            "input_shape and format_version. The file is corrupted or not dcgmm's"
+        )
     version = config.get("format_version")
     if version != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} has format version {version!r}; this dcgmm reads version {FORMAT_VERSION}"
-        )
+        raise _version_error(path, version)
     return config
 
 
@@ -90,18 +128,29 @@ def save_checkpoint(run_dir: Path, model: DCGMM, trainer_state: dict[str, Any]) 
     write_verified_safetensors(Path(run_dir) / MODEL_FILE, tensors, metadata)
 
 
+def metadata_digest(metadata: dict[str, str]) -> str:
+    """Return a sha256 over the metadata entries other than the digests themselves."""
+    body = {k: v for k, v in metadata.items() if k not in ("sha256", "metadata_sha256")}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
 def write_verified_safetensors(
     path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
 ) -> None:
-    """Write ``tensors`` atomically, with their sha256 added to ``metadata``."""
-    body = {**metadata, "sha256": tensors_digest(tensors)}
+    """Write ``tensors`` atomically, with sha256s of them and of ``metadata`` in the metadata."""
+    body = {
+        **metadata,
+        "sha256": tensors_digest(tensors),
+        "metadata_sha256": metadata_digest(metadata),
+    }
     atomic_write_bytes(path, save_safetensors(tensors, metadata=body))
 
 
 def read_verified_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Return ``(tensors, metadata)`` of a file written by :func:`write_verified_safetensors`.
 
-    Raises :class:`CheckpointError` if it is missing, unreadable or fails its checksum.
+    Raises :class:`CheckpointError` if it is missing, unreadable or fails its checksum. Files
+    written before the metadata had its own checksum are verified on their tensors only.
     """
     if not path.exists():
         raise CheckpointError(f"{path} is missing: the run has not saved it yet")
@@ -109,10 +158,19 @@ def read_verified_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict
         tensors = load_safetensors(path.read_bytes())
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-    except (SafetensorError, ValueError, OSError) as err:
-        raise CheckpointError(f"{path} is truncated or corrupted: {err}") from None
-    if metadata.get("sha256") != tensors_digest(tensors):
-        raise CheckpointError(f"{path} fails its checksum: the file is corrupted")
+        digest = tensors_digest(tensors)
+    except (SafetensorError, ValueError, OSError, RuntimeError, TypeError) as err:
+        # safetensors' and torch's own errors for a header or a body that does not parse
+        raise CheckpointError(
+            f"{path} is truncated or corrupted ({str(err).splitlines()[0][:200]}); expected a "
+            "safetensors file written by dcgmm. Use an earlier copy or retrain"
+        ) from None
+    if metadata.get("sha256") != digest or (
+        "metadata_sha256" in metadata and metadata["metadata_sha256"] != metadata_digest(metadata)
+    ):
+        raise CheckpointError(
+            f"{path} fails its checksum: the file is corrupted. Use an earlier copy or retrain"
+        )
     return tensors, metadata
 
 
@@ -120,36 +178,101 @@ def read_checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     """Return ``(tensors, metadata)`` of ``run_dir/model.safetensors``, verified."""
     path = Path(run_dir) / MODEL_FILE
     tensors, metadata = read_verified_safetensors(path)
-    if metadata.get("format_version") != str(FORMAT_VERSION):
-        raise CheckpointError(
-            f"{path} has format version {metadata.get('format_version')!r}; "
-            f"this dcgmm reads version {FORMAT_VERSION}"
-        )
+    version = metadata.get("format_version")
+    if version != str(FORMAT_VERSION):
+        raise _version_error(path, version)
     return tensors, metadata
 
 
+def _checked_config(run_dir: Path, config: dict[str, Any]) -> tuple[str, list[int], str]:
+    """Return ``(spec, input_shape, objective)`` of a DCGMM run's config, checked."""
+    spec, shape = config.get("spec"), config.get("input_shape")
+    objective = config.get("objective", "annealed")
+    if (
+        not isinstance(spec, str)
+        or not isinstance(shape, list)
+        or not isinstance(objective, str)
+        or len(shape) != 3
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)
+    ):
+        raise CheckpointError(
+            f"{run_dir / CONFIG_FILE}: expected spec (a string) and input_shape (three positive "
+            f"ints); got spec={spec!r}, input_shape={shape!r}, objective={objective!r}. The "
+            "file is corrupted or not a DCGMM run's"
+        )
+    return spec, shape, objective
+
+
+def check_fits(model: DCGMM, metadata: dict[str, str], where: object) -> None:
+    """Raise a ``CheckpointError`` unless a checkpoint's spec and input shape are ``model``'s."""
+    spec, shape = metadata.get("spec"), metadata.get("input_shape")
+    if spec != model.spec or shape != json.dumps(list(model.input_shape)):
+        raise CheckpointError(
+            f"{where} holds a model of spec {spec!r} for input {shape}; this model is "
+            f"{model.spec!r} for input {json.dumps(list(model.input_shape))}. Load the run's "
+            "own model with dcgmm.load_model(run_dir), or train this spec from scratch"
+        )
+
+
 def load_model(run_dir: str | Path, *, map_location: str | torch.device = "cpu") -> DCGMM:
-    """Rebuild the model of a run directory and load its latest checkpoint."""
+    """Rebuild the model of a run directory and load its latest checkpoint.
+
+    Raises
+    ------
+    CheckpointError
+        If a file is missing, truncated, corrupted (checksums), of another format version, or
+        if ``config.json`` and ``model.safetensors`` disagree (spec, input shape, tensors).
+    """
     run_dir = Path(run_dir)
     config = read_config(run_dir)
+    spec, shape, objective = _checked_config(run_dir, config)
     tensors, metadata = read_checkpoint(run_dir)
-    if metadata.get("spec") != config["spec"]:
+    stored = (metadata.get("spec"), metadata.get("input_shape"))
+    if stored != (spec, json.dumps(shape)):
         raise CheckpointError(
-            f"{run_dir}: checkpoint spec {metadata.get('spec')!r} differs from config.json's "
-            f"{config['spec']!r}; the files come from different runs"
+            f"{run_dir}: checkpoint spec {stored[0]!r} for input {stored[1]} differs from "
+            f"config.json's {spec!r} for input {json.dumps(shape)}; the files come from "
+            "different runs. Copy both from the same run"
         )
-    model = DCGMM.from_spec(
-        config["spec"], config["input_shape"], objective=config.get("objective", "annealed")
-    )
     try:
-        model.load_state_dict(tensors)
-    except RuntimeError as err:
-        raise CheckpointError(f"{run_dir}: checkpoint does not fit the spec: {err}") from None
+        model = DCGMM.from_spec(spec, shape, objective=objective)  # type: ignore[arg-type]
+    except (SpecError, ValueError) as err:
+        raise CheckpointError(f"{run_dir / CONFIG_FILE}: cannot rebuild the model: {err}") from None
+    expected = model.state_dict()
+    problems = [f"{k} is missing" for k in expected if k not in tensors]
+    problems += [f"{k} is not part of the spec" for k in tensors if k not in expected]
+    problems += [
+        f"{k} has shape {tuple(tensors[k].shape)}, the spec needs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in tensors and tensors[k].shape != v.shape
+    ]
+    if problems:
+        raise CheckpointError(
+            f"{run_dir}: the checkpoint's tensors do not fit spec {spec!r}: "
+            + "; ".join(problems[:3])
+            + ". The files come from different runs or versions; retrain"
+        )
+    model.load_state_dict(tensors)
     return model.to(map_location)
 
 
-def load_trainer_state(run_dir: str | Path) -> dict[str, Any]:
-    """Return the trainer state stored with the latest checkpoint of ``run_dir``."""
+def load_trainer_state(run_dir: str | Path, *, model: DCGMM | None = None) -> dict[str, Any]:
+    """Return the trainer state stored with the latest checkpoint of ``run_dir``.
+
+    With ``model``, first check that the checkpoint was made for that model's spec and input
+    shape (a :class:`CheckpointError` otherwise).
+    """
+    path = Path(run_dir) / MODEL_FILE
     _, metadata = read_checkpoint(Path(run_dir))
-    state: dict[str, Any] = json.loads(metadata["trainer_state"])
+    if model is not None:
+        check_fits(model, metadata, path)
+    try:
+        state = json.loads(metadata["trainer_state"])
+    except (KeyError, json.JSONDecodeError) as err:
+        raise CheckpointError(
+            f"{path} has no readable trainer state ({err!r}); the file is corrupted or was not "
+            "written by a training run"
+        ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: the trainer state is not a JSON object; it is corrupted")
     return state

@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm  # type: ignore[import-untyped]
 
 from dcgmm import __version__
-from dcgmm._cli_common import CLIError, check_writable, load_data
+from dcgmm._cli_common import CLIError, Parser, check_writable, load_data
 from dcgmm.baselines.runs import BASELINES, is_baseline_run
 from dcgmm.checkpoint import CONFIG_FILE, load_model, load_trainer_state, read_config, write_config
 from dcgmm.cli_baselines import baseline_eval, train_baseline
@@ -28,7 +28,7 @@ from dcgmm.cost import format_cost, measure_machine
 from dcgmm.data import load_dataset
 from dcgmm.distributed import DistContext, init_from_env, shutdown
 from dcgmm.evaluation import evaluate, format_scores
-from dcgmm.exceptions import CheckpointError, DataError, SpecError
+from dcgmm.exceptions import CheckpointError
 from dcgmm.images import save_grid
 from dcgmm.inpainting import inpaint, make_mask
 from dcgmm.model import DCGMM
@@ -68,8 +68,21 @@ def train_config_from_args(args: argparse.Namespace, preset: str | None) -> Trai
     """Merge ``--config run.json`` (first) and explicit flags (override) into a TrainConfig."""
     values: dict[str, Any] = {}
     if getattr(args, "config", None):
-        loaded = json.loads(Path(args.config).read_text())
-        values.update(loaded.get("train", loaded))
+        try:
+            loaded = json.loads(Path(args.config).read_text())
+        except (OSError, ValueError) as err:  # missing, unreadable or not JSON
+            raise CLIError(
+                f"cannot read --config {args.config} ({err}); expected a JSON object of "
+                'training options, e.g. {"epochs": 25, "batch_size": 100}'
+            ) from None
+        if isinstance(loaded, dict) and isinstance(loaded.get("train"), dict):
+            loaded = loaded["train"]  # a run's config.json
+        if not isinstance(loaded, dict):
+            raise CLIError(
+                f"--config {args.config} holds a JSON {type(loaded).__name__}; expected an "
+                'object of training options, e.g. {"epochs": 25}'
+            )
+        values.update(loaded)
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     explicit = {k for k in vars(args) if k in names}
     values.update({k: getattr(args, k) for k in explicit})
@@ -110,7 +123,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         run_dir = Path(args.resume)
         config = read_config(run_dir)
-        train_cfg = TrainConfig(**config["train"])
+        try:
+            train_cfg = TrainConfig(**config["train"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(
+                f"{run_dir / CONFIG_FILE} has no usable training options ({err!r}); the file is "
+                "corrupted. Start a new run with --out"
+            ) from None
     else:
         if args.model is None or args.data is None or args.out is None:
             raise CLIError("train needs --model, --data and --out (or --resume RUN_DIR)")
@@ -139,6 +158,8 @@ def _train(
     run_cfg = dataclasses.replace(train_cfg, device=device)  # cuda:LOCAL_RANK under torchrun
     if not ctx.is_main:
         logger.setLevel(logging.WARNING)  # one voice per job: rank 0 reports
+    if ctx.is_main:
+        check_writable(run_dir)  # before any data is read: a bad --out fails in a second
     if args.resume:
         data = read_config(run_dir)["data"]
         dataset = load_data(
@@ -159,8 +180,13 @@ def _train(
         model = DCGMM.from_spec(
             args.model, dataset.image_shape, objective=args.objective, generator=generator
         )
+        try:  # validates data against model and config before anything is written
+            trainer = Trainer(
+                model, run_cfg, dataset.images, dataset.labels, run_dir=run_dir, dist=ctx
+            )
+        except ValueError as err:
+            raise CLIError(str(err)) from None
         if ctx.is_main:
-            check_writable(run_dir)
             write_config(
                 run_dir,
                 {
@@ -181,12 +207,6 @@ def _train(
                 },
             )
         ctx.barrier()
-        try:
-            trainer = Trainer(
-                model, run_cfg, dataset.images, dataset.labels, run_dir=run_dir, dist=ctx
-            )
-        except ValueError as err:
-            raise CLIError(str(err)) from None
         logger.info("%s", model)
         logger.info("resolved training config: %s", json.dumps(train_cfg.to_dict()))
     if ctx.active:
@@ -251,7 +271,12 @@ def cmd_info(args: argparse.Namespace) -> int:
                 f"{sched['n_reductions']} reductions"
             )
     else:
-        shape = tuple(int(s) for s in args.input_shape.split(","))
+        try:
+            shape = tuple(int(s) for s in args.input_shape.split(","))
+        except ValueError:
+            raise CLIError(
+                f"--input-shape must be H,W,C, e.g. 28,28,1; got {args.input_shape!r}"
+            ) from None
         model = DCGMM.from_spec(args.target, shape)
         print(model)
     if args.cost or args.measure:
@@ -336,9 +361,9 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> Parser:
     """Return the argument parser with all subcommands."""
-    parser = argparse.ArgumentParser(prog="dcgmm", description=__doc__)
+    parser = Parser(prog="dcgmm", description=__doc__)
     parser.add_argument("--version", action="version", version=f"dcgmm {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -421,19 +446,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     env = sub.add_parser("env", help="versions and devices, for bug reports")
     env.set_defaults(func=cmd_env)
+    parser.commands = sub.choices
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; user errors print one line and exit with status 2."""
-    args = build_parser().parse_args(argv)
+    """Run the CLI; errors print one line ``dcgmm COMMAND: error: ...`` and return status 2.
+
+    User errors (bad flags, data, specs, checkpoints: the ``ValueError`` family) and failed
+    writes (``OSError``: read-only folder, full disk) are reported without a traceback; pass
+    ``-v`` to see it as well. Unknown flags exit with status 2 through argparse.
+    """
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        parser.commands.get(getattr(args, "command", ""), parser).reject_unknown(unknown)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
         return int(args.func(args))
-    except (CLIError, SpecError, DataError, CheckpointError) as err:
+    except (CLIError, ValueError, OSError) as err:
+        logger.debug("traceback of the error below", exc_info=True)  # shown with -v
         print(f"dcgmm {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from torch import Tensor
 
-from dcgmm._cli_common import CLIError, check_writable, load_data
+from dcgmm._cli_common import CLIError, Parser, check_writable, load_data
 from dcgmm.baselines.runs import is_baseline_run, load_baseline
 from dcgmm.baselines.vae import DeepLatentGMM
 from dcgmm.checkpoint import atomic_write_bytes, load_model, read_config
-from dcgmm.data import Dataset, parse_classes
+from dcgmm.data import BUILTIN, Dataset, parse_classes
 from dcgmm.images import save_grid
 from dcgmm.interface import as_image_model
 from dcgmm.layers import Folding
@@ -44,6 +44,8 @@ def split_data_arg(text: str) -> tuple[str, str | None]:
         try:
             parse_classes(classes)
         except ValueError:
+            if source in BUILTIN or Path(source).exists():
+                raise  # the source is fine, the class list is not: say so
             return text, None  # a colon that belongs to the path
         return source, classes
     return text, None
@@ -246,7 +248,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_evaluation_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_evaluation_commands(sub: "argparse._SubParsersAction[Parser]") -> None:
     """Register ``outliers`` and ``plot``."""
     plot = sub.add_parser("plot", help="training curves and centroid grids of a run, as PNG")
     plot.add_argument("run_dir")

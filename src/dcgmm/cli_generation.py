@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dcgmm._cli_common import CLIError, check_writable, load_data
+from dcgmm._cli_common import CLIError, Parser, check_writable, load_data
 from dcgmm.baselines.runs import is_baseline_run
 from dcgmm.checkpoint import load_model, read_config
 from dcgmm.cli_baselines import baseline_inpaint, baseline_sample
@@ -249,7 +249,7 @@ def cmd_sample_quality(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_generation_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_generation_commands(sub: "argparse._SubParsersAction[Parser]") -> None:
     """Register the four generation subcommands."""
     smp = sub.add_parser("sample", help="draw samples into a PNG grid")
     smp.add_argument("run_dir")

@@ -71,7 +71,7 @@ def dunn_index(features: Float[Tensor, "N D"], labels: Int[Tensor, " N"]) -> flo
 
 @torch.no_grad()
 def layer_assignments(
-    model: DCGMM, images: Float[Tensor, "N H W C"], *, batch_size: int = 500
+    model: DCGMM, images: Tensor, *, batch_size: int = 500
 ) -> tuple[Tensor, Tensor]:
     """Return ``(features, labels)`` of the top GMM layer: its flattened input and argmax.
 
@@ -97,9 +97,7 @@ def layer_assignments(
     return torch.cat(features), torch.cat(labels)
 
 
-def clustering_scores(
-    model: DCGMM, images: Float[Tensor, "N H W C"], *, batch_size: int = 500
-) -> dict[str, float]:
+def clustering_scores(model: DCGMM, images: Tensor, *, batch_size: int = 500) -> dict[str, float]:
     """Return the Dunn index, Davies-Bouldin score and cluster count of the top layer."""
     features, labels = layer_assignments(model, images, batch_size=batch_size)
     return {

@@ -7,9 +7,12 @@ A data source is one of:
 * a Keras-style ``.npz`` with ``x_train, y_train, x_test, y_test`` (uint8, (N,H,W[,C])).
 """
 
+import difflib
 import gzip
 import importlib.resources
+import math
 import struct
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,20 +72,27 @@ def read_idx(path: str | Path) -> np.ndarray:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"IDX file {path} does not exist") from None
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
-        raise DataError(f"cannot read IDX file {path}: {err}") from None
+    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
+        raise DataError(
+            f"cannot read IDX file {path}: {err}; expected an IDX file, gzip-compressed if its "
+            "name ends in .gz. Download it again if it was cut short"
+        ) from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise DataError(f"{path} is not an IDX file (bad magic number {raw[:4].hex()!r})")
+        raise DataError(
+            f"{path} is not an IDX file: bad magic number {raw[:4].hex()!r}; expected 0000 "
+            "then a type code (08 for uint8) and the number of dimensions, as in MNIST's "
+            "train-images-idx3-ubyte"
+        )
     dtype, ndim = np.dtype(_IDX_DTYPES[raw[2]]).newbyteorder(">"), raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise DataError(f"{path} is truncated: header of {header} bytes, file has {len(raw)}")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = header + int(np.prod(dims)) * dtype.itemsize
+    expected = header + math.prod(dims) * dtype.itemsize  # Python ints: no overflow
     if len(raw) != expected:
         raise DataError(
             f"{path} has {len(raw)} bytes but its header {dims} needs {expected}; "
-            "the file is truncated or corrupted"
+            "the file is truncated or corrupted. Download it again"
         )
     return (
         np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
@@ -101,7 +111,8 @@ def _find_idx(folder: Path, stem: str) -> Path:
 
 def _read_npz(path: Path, split: Split) -> tuple[np.ndarray, np.ndarray]:
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        # Our own handle: np.load leaks its file when the zip directory is broken.
+        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as archive:
             keys = set(archive.files)
             needed = {f"x_{split}", f"y_{split}"}
             if not needed <= keys:
@@ -139,23 +150,80 @@ def read_arrays(source: str | Path, split: Split) -> tuple[np.ndarray, np.ndarra
     if path.suffix == ".npz" and path.exists():
         images, labels = _read_npz(path, split)
         return images, labels, str(path)
+    close = difflib.get_close_matches(text, BUILTIN, n=1)
+    if path.exists():
+        problem, hint = "a file of unknown kind", ""
+    elif close:
+        problem, hint = "no such file or folder", f" Did you mean {close[0]!r}?"
+    else:
+        problem, hint = "no such file or folder", " Check the path."
     raise DataError(
-        f"unknown data source {text!r}: expected a built-in name {list(BUILTIN)}, a folder "
-        "with the four IDX files, or a Keras-style .npz file"
+        f"unknown data source {text!r} ({problem}): expected a built-in name {list(BUILTIN)}, "
+        f"a folder with the four IDX files, or a Keras-style .npz file.{hint}"
     )
 
 
+def check_arrays(images: np.ndarray, labels: np.ndarray, name: str) -> np.ndarray:
+    """Raise a ``DataError`` unless ``images``/``labels`` are usable; return labels as (N,) int64.
+
+    Images must be (N, H, W) or (N, H, W, C), uint8 or bool or float; labels (N,) or (N, 1)
+    whole numbers.
+    """
+    if images.ndim not in (3, 4) or 0 in images.shape[1:]:
+        raise DataError(
+            f"{name}: images must be (N, H, W) or (N, H, W, C); got shape {images.shape}"
+        )
+    if images.ndim == 4 and images.shape[1] in (1, 3) and images.shape[3] not in (1, 3):
+        raise DataError(
+            f"{name}: images of shape {images.shape} look like NCHW; expected NHWC "
+            "(channels last). Store np.transpose(x, (0, 2, 3, 1))"
+        )
+    if not (images.dtype in (np.uint8, np.bool_) or np.issubdtype(images.dtype, np.floating)):
+        raise DataError(
+            f"{name}: images have dtype {images.dtype}; expected uint8 pixels 0-255 (or float "
+            "pixels in [0, 1]). Store them with x.astype(np.uint8)"
+        )
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]  # Keras's CIFAR layout
+    if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+        raise DataError(
+            f"{name}: {images.shape[0]} images but labels of shape {labels.shape}; expected one "
+            "integer label per image"
+        )
+    if np.issubdtype(labels.dtype, np.integer):
+        return labels.astype(np.int64)
+    whole = np.issubdtype(labels.dtype, np.floating) and bool(
+        np.all(np.isfinite(labels)) and np.all(labels == np.round(labels))
+    )
+    if not whole:
+        raise DataError(
+            f"{name}: labels must be whole numbers; got dtype {labels.dtype}. Store class "
+            "indices 0, 1, 2, ..."
+        )
+    return labels.astype(np.int64)
+
+
 def to_nhwc_float(images: np.ndarray, name: str) -> Tensor:
-    """Convert uint8 (N,H,W) or (N,H,W,C) images to float32 NHWC in [0, 1]."""
+    """Convert (N,H,W) or (N,H,W,C) images to float32 NHWC in [0, 1].
+
+    uint8 pixels are divided by 255 and bool ones become 0 or 1; float pixels must already
+    lie in [0, 1].
+    """
     if images.ndim == 3:
         images = images[..., None]
     if images.ndim != 4:
         raise DataError(f"{name}: images must be (N,H,W) or (N,H,W,C); got {images.shape}")
     if images.dtype == np.uint8:
         return torch.from_numpy(images.astype(np.float32) / 255.0)
+    if images.dtype == np.bool_:
+        return torch.from_numpy(images.astype(np.float32))
     values = images.astype(np.float32)
+    if values.size == 0:
+        return torch.from_numpy(values)
     if not np.isfinite(values).all():
-        raise DataError(f"{name}: images contain NaN or Inf")
+        raise DataError(
+            f"{name}: images contain NaN or Inf; expected finite pixels. Fix or drop those images"
+        )
     if values.min() < 0 or values.max() > 1:
         raise DataError(
             f"{name}: float images must lie in [0, 1]; got [{values.min()}, {values.max()}]. "
@@ -181,12 +249,25 @@ def select(
         raise DataError(f"{name}: {len(images)} images but {len(labels)} labels")
     keep = np.ones(len(labels), dtype=bool)
     if classes is not None:
+        if len(classes) == 0:
+            raise DataError(
+                f"{name}: classes is empty; expected at least one label. Pass classes=None "
+                "to keep every class"
+            )
         present = set(np.unique(labels).tolist())
         unknown = sorted(set(classes) - present)
         if unknown:
-            raise DataError(f"{name}: classes {unknown} do not occur; present: {sorted(present)}")
+            raise DataError(
+                f"{name}: classes {unknown} do not occur; present: {sorted(present)}. "
+                "Choose classes from that list"
+            )
         keep &= np.isin(labels, list(classes))
     if limit_per_class is not None:
+        if limit_per_class <= 0:
+            raise DataError(
+                f"{name}: limit_per_class must be a positive number of samples; got "
+                f"{limit_per_class}. Leave it out to keep every sample"
+            )
         rank = np.zeros(len(labels), dtype=np.int64)
         for value in np.unique(labels[keep]):
             idx = np.nonzero(keep & (labels == value))[0]
@@ -194,7 +275,10 @@ def select(
         keep &= rank < limit_per_class
     if limit is not None:
         if limit <= 0:
-            raise DataError(f"{name}: limit must be a positive number of samples; got {limit}")
+            raise DataError(
+                f"{name}: limit must be a positive number of samples; got {limit}. Leave it "
+                "out to keep every sample"
+            )
         keep &= np.cumsum(keep) <= limit
     return images[keep], labels[keep]
 
@@ -227,28 +311,47 @@ def load_dataset(
     ------
     DataError
         On a missing or malformed source, unknown classes or an empty selection.
+
+    Notes
+    -----
+    Files store uint8 pixels 0-255 (divided by 255 here), bool pixels, or float pixels that
+    already lie in [0, 1]; other dtypes are refused rather than guessed at.
     """
     images, labels, name = read_arrays(source, split)
+    labels = check_arrays(images, labels, name)
+    if len(images) == 0:
+        raise DataError(
+            f"{name} holds no {split} images; expected at least one. Check that the file is "
+            "complete, or use another --data"
+        )
     images, labels = select(
         images, labels, classes=classes, limit_per_class=limit_per_class, name=name, limit=limit
     )
-    if len(images) == 0:
-        raise DataError(f"{name} ({split}): the selection is empty")
-    return Dataset(to_nhwc_float(images, name), torch.from_numpy(labels.astype(np.int64)), name)
+    return Dataset(to_nhwc_float(images, name), torch.from_numpy(labels), name)
+
+
+# A class range wider than this is a typo (``0-99999``), not a label set: refuse it before
+# building the list.
+MAX_CLASS_RANGE = 10_000
 
 
 def parse_classes(text: str | None) -> tuple[int, ...] | None:
-    """Parse ``"1,2,3"`` or ``"1-9"`` into a tuple of class labels."""
+    """Parse ``"1,2,3"``, ``"1-9"`` or a mix (``"0,2-4"``) into a tuple of class labels."""
     if text is None or not text.strip():
         return None
     out: list[int] = []
-    try:
-        for part in text.split(","):
-            if "-" in part.strip()[1:]:
-                lo, hi = part.split("-")
-                out.extend(range(int(lo), int(hi) + 1))
-            else:
-                out.append(int(part))
-    except ValueError:
-        raise DataError(f"classes must look like '1,2,3' or '1-9'; got {text!r}") from None
+    for part in (p.strip() for p in text.split(",")):
+        low, dash, high = part[1:].partition("-")  # a leading '-' would be a sign
+        try:
+            lo, hi = (int(part[:1] + low), int(high)) if dash else (int(part), int(part))
+        except ValueError:
+            raise DataError(
+                f"classes must look like '1,2,3' or '1-9' (or a mix: '0,2-4'); got {text!r}"
+            ) from None
+        if hi < lo or hi - lo >= MAX_CLASS_RANGE:
+            raise DataError(
+                f"class range {part!r} is empty or wider than {MAX_CLASS_RANGE} labels; "
+                "expected low-high with low <= high, e.g. 1-9"
+            )
+        out.extend(range(lo, hi + 1))
     return tuple(out)

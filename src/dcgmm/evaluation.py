@@ -26,6 +26,8 @@ def evaluate(
         over all layers, as in error messages and ``dcgmm info``.
     """
     model.check_input(images, "images")
+    if images.shape[0] == 0:
+        raise ValueError("images is empty; expected at least one image to evaluate")
     device = next(model.parameters()).device
     gmm_indices = [i for i, _ in model.gmm_layers()]
     # Sums stay on the device; one transfer at the end (no sync per batch on a GPU).

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dcgmm._validation import check_nhwc
 from dcgmm.exceptions import DataError
 from dcgmm.layers import GMM, Layer, MaxPooling
 from dcgmm.model import DCGMM
@@ -182,6 +183,7 @@ def inpaint(
         The images with missing pixels sampled (clipped to [0, 1]) and every known pixel
         bit-identical to the input.
     """
+    check_nhwc(images, model.input_shape, "images")  # NaN allowed here: it marks missing
     if missing is None:
         missing = torch.isnan(images)
         if not bool(missing.any()):
@@ -189,8 +191,20 @@ def inpaint(
                 "nothing to in-paint: pass a boolean mask as missing= or mark the missing "
                 "pixels NaN"
             )
+    if not isinstance(missing, Tensor) or missing.dtype != torch.bool:
+        got = missing.dtype if isinstance(missing, Tensor) else type(missing).__name__
+        raise TypeError(
+            f"missing must be a bool tensor, True where a pixel is missing; got {got}. Use "
+            "make_mask(...) or a comparison such as mask > 0"
+        )
     if missing.shape != images.shape:
-        missing = missing.expand_as(images)
+        try:
+            missing = missing.expand_as(images)
+        except RuntimeError:
+            raise ValueError(
+                f"missing has shape {tuple(missing.shape)}; expected the images' shape "
+                f"{tuple(images.shape)} or one that broadcasts to it, e.g. (N, H, W, 1)"
+            ) from None
     known = images.masked_fill(missing, fill)
     model.check_input(known, "images")
     hidden = missing if marginalize else None

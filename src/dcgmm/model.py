@@ -6,7 +6,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from dcgmm._validation import Shape, check_nhwc, check_shape
+from dcgmm._validation import Shape, check_images, check_shape
 from dcgmm.exceptions import SpecError
 from dcgmm.layers import (
     GMM,
@@ -151,6 +151,12 @@ class DCGMM(nn.Module):
                 )
             except ValueError as err:
                 raise SpecError(f"layer {i + 1} {token}: {err} (from {origin})") from None
+            except (RuntimeError, MemoryError) as err:  # torch's allocator: sizes beyond memory
+                raise SpecError(
+                    f"layer {i + 1} {token} on a {shape[0]}x{shape[1]}x{shape[2]} input needs "
+                    f"more memory than there is ({str(err).splitlines()[0][:200]}); expected "
+                    "sizes that fit. Use fewer components or smaller patches"
+                ) from None
             layers.append(layer)
             shape = layer.out_shape
             origin = f"layer {i + 1} {token}"
@@ -193,8 +199,17 @@ class DCGMM(nn.Module):
         return total
 
     def check_input(self, x: Tensor, name: str = "x") -> None:
-        """Raise a ``ValueError`` unless ``x`` is an NHWC float batch of this model's images."""
-        check_nhwc(x, self.input_shape, name)
+        """Raise unless ``x`` is an NHWC float batch of this model's images, pixels in [0, 1].
+
+        Raises
+        ------
+        TypeError
+            If ``x`` is not a floating tensor (uint8 images: divide by 255).
+        ValueError
+            If its shape is not ``(N, H, W, C)`` of this model (NCHW gets a hint to permute),
+            or it holds NaN, infinite or out-of-range values.
+        """
+        check_images(x, self.input_shape, name)
 
     @property
     def stages(self) -> list[Stage]:
@@ -205,8 +220,12 @@ class DCGMM(nn.Module):
 
     _stages: list[Stage] | None = None
 
-    def forward(self, x: Float[Tensor, "N H W C"]) -> Tensor:
-        """Return the top layer's output for a batch of images."""
+    def forward(self, x: Tensor) -> Tensor:
+        """Return the top layer's output for a batch of images.
+
+        ``x`` is ``(N, H, W, C)``, float, pixels in [0, 1]; it is checked (:meth:`check_input`),
+        so it carries no jaxtyping annotation that would pre-empt the check's message.
+        """
         self.check_input(x)
         feed = ClassifierFeed(list(self.layers))
         for stage in self.stages:
@@ -230,11 +249,12 @@ class DCGMM(nn.Module):
         return losses
 
     @torch.no_grad()
-    def scores(self, x: Float[Tensor, "N H W C"]) -> list[GMMScores]:
+    def scores(self, x: Tensor) -> list[GMMScores]:
         """Return per-position density scores of every GMM layer, bottom first.
 
         Each entry holds three (N, H_l, W_l) maps: the annealed loss, the max-component and
         the exact log-likelihood. Average them over positions for per-sample scores.
+        ``x`` is ``(N, H, W, C)``, float, pixels in [0, 1] (checked as in :meth:`forward`).
         """
         self.check_input(x)
         out: list[GMMScores] = []
@@ -247,8 +267,8 @@ class DCGMM(nn.Module):
         return out
 
     @torch.no_grad()
-    def predict_proba(self, x: Float[Tensor, "N H W C"]) -> Float[Tensor, "N S"]:
-        """Return class probabilities from the classifier layer."""
+    def predict_proba(self, x: Tensor) -> Float[Tensor, "N S"]:
+        """Return class probabilities from the classifier layer (``x`` as in :meth:`forward`)."""
         if self.classifier is None:
             raise ValueError(
                 f"model {self.spec!r} has no classifier layer; add C(n_classes) at the end of "

@@ -60,15 +60,17 @@ def resolve_layer(model: DCGMM, layer: int | str | None) -> int:
 @torch.no_grad()
 def position_scores(
     model: DCGMM,
-    images: Float[Tensor, "N H W C"],
+    images: Tensor,
     *,
     kind: ScoreKind = "loglik",
     batch_size: int = 500,
 ) -> dict[int, Tensor]:
     """Return every GMM layer's per-position scores, ``{layer index: (N, H_l, W_l)}``, on CPU.
 
-    ``kind`` picks the exact log-likelihood (default), the max-component log-likelihood or the
-    annealed training objective; all in nats.
+    ``images`` is ``(N, H, W, C)``, float, pixels in [0, 1]; it is checked with
+    :meth:`DCGMM.check_input`, so it carries no jaxtyping annotation. ``kind`` picks the exact
+    log-likelihood (default), the max-component log-likelihood or the annealed training
+    objective; all in nats.
     """
     if kind not in SCORE_KINDS:
         raise ValueError(f"kind must be one of {SCORE_KINDS}; got {kind!r}")
@@ -88,7 +90,7 @@ def position_scores(
 
 def sample_scores(
     model: DCGMM,
-    images: Float[Tensor, "N H W C"],
+    images: Tensor,
     *,
     layer: int | str | None = None,
     kind: ScoreKind = "loglik",
@@ -192,7 +194,7 @@ class PositionStatistics:
 
 def fit_position_statistics(
     model: DCGMM,
-    images: Float[Tensor, "N H W C"],
+    images: Tensor,
     *,
     kind: ScoreKind = "loglik",
     batch_size: int = 500,

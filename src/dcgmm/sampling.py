@@ -219,7 +219,8 @@ def class_control(model: DCGMM, classes: Tensor | Sequence[int], n: int) -> Tens
     bad = labels[(labels < 0) | (labels >= classifier.n_classes)]
     if bad.numel():
         raise ValueError(
-            f"classes must lie in [0, {classifier.n_classes - 1}]; got {sorted(set(bad.tolist()))}"
+            f"classes must lie in [0, {classifier.n_classes - 1}] (the classifier layer of "
+            f"{model.spec} has {classifier.n_classes} classes); got {sorted(set(bad.tolist()))}"
         )
     target = LinearClassifier.soft_one_hot(
         labels, classifier.n_classes, dtype=classifier.weight.dtype

@@ -72,12 +72,22 @@ def _caret(spec: str, pos: int, message: str) -> SpecError:
     return SpecError(f"{message}\n  {spec}\n  {' ' * pos}^")
 
 
+# Layer sizes are ASCII digits, at most this many: larger numbers are typos, not layers.
+_MAX_DIGITS = 9
+_NUMBER = re.compile(rf"[0-9]{{1,{_MAX_DIGITS}}}")
+
+
 def _ints(spec: str, pos: int, args: list[str], name: str) -> list[int]:
     values = []
     for arg in args:
-        if not arg.strip().isdigit() or int(arg) <= 0:
-            raise _caret(spec, pos, f"{name} takes positive integers; got {arg.strip()!r}")
-        values.append(int(arg))
+        text = arg.strip()
+        if _NUMBER.fullmatch(text) is None or int(text) <= 0:
+            raise _caret(
+                spec,
+                pos,
+                f"{name} takes positive integers of at most {_MAX_DIGITS} digits; got {text!r}",
+            )
+        values.append(int(text))
     return values
 
 
@@ -146,7 +156,11 @@ def parse_spec(spec: str) -> tuple[LayerSpec, ...]:
         match = _TOKEN.match(spec, pos)
         if match is None:
             bad = pos + len(spec[pos:]) - len(spec[pos:].lstrip())
-            raise _caret(spec, bad, "expected a layer such as F(3,1), P(2,2), G(25) or C(10)")
+            raise _caret(
+                spec,
+                bad,
+                "expected a layer such as F(3,1), P(2,2), G(25) or C(10), or a preset A-G",
+            )
         layers.append(_parse_layer(spec, match.start(1), match.group(1), match.group(2)))
         pos = match.end()
         if pos == len(spec):

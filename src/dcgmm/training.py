@@ -407,7 +407,7 @@ class Trainer:
         """Load the trainer state of ``run_dir``'s checkpoint; drop metrics logged after it."""
         if self.run_dir is None:
             raise ValueError("resume needs a run_dir")
-        self.load_state_dict(load_trainer_state(self.run_dir))
+        self.load_state_dict(load_trainer_state(self.run_dir, model=self.model))
         path = self.run_dir / METRICS_FILE
         if path.exists():
             kept = [
