@@ -107,3 +107,15 @@ def test_vae_log_prob_is_seeded_and_scores_digits_above_noise(models, mnist_smal
     torch.testing.assert_close(vae.outlier_score(x), vae.outlier_score(x))
     noise = torch.rand(16, 28, 28, 1, generator=torch.Generator().manual_seed(0))
     assert float(vae.outlier_score(x).mean()) > float(vae.outlier_score(noise).mean())
+
+
+def test_bad_pixels_are_refused_by_every_adapter_but_hidden_ones_may_be_nan(models, mnist_small):
+    x = mnist_small[1].images[:4].clone()
+    missing = make_mask("right-half", (4, 28, 28, 1))
+    for model in models.values():
+        with pytest.raises(ValueError, match="NaN"):
+            model.outlier_score(x.masked_fill(missing, float("nan")))
+        with pytest.raises(ValueError, match=r"\[0, 1\]"):
+            model.embed(x * 3)
+        filled = model.inpaint(x.masked_fill(missing, float("nan")), missing)
+        assert bool(torch.isfinite(filled).all())

@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from dcgmm._validation import check_nhwc
+from dcgmm._validation import check_images
 from dcgmm.baselines.nsn import NSN, GenSettings
 from dcgmm.baselines.vae import DeepLatentGMM
 from dcgmm.inpainting import inpaint
@@ -201,14 +201,14 @@ class NSNModel:
 
     def fit(self, images: Tensor, **options: Any) -> "NSNModel":
         """Greedy layer-wise fit; ``options`` go to :meth:`NSN.fit` (``taus`` is required)."""
-        check_nhwc(images, self.image_shape, "images")
+        check_images(images, self.image_shape, "images")
         self.model.fit(images, **options)
         return self
 
     @torch.no_grad()
     def outlier_score(self, images: Tensor) -> Tensor:
         """Return the top layer's max-component log-likelihood, mean over positions (N,)."""
-        check_nhwc(images, self.image_shape, "images")
+        check_images(images, self.image_shape, "images")
         scores = []
         for start in range(0, images.shape[0], 500):
             maps = self.model.maps(images[start : start + 500])
@@ -225,13 +225,13 @@ class NSNModel:
         self, images: Tensor, missing: Tensor, *, generator: torch.Generator | None = None
     ) -> Tensor:
         """Occlusion filling through the first layer's map (:meth:`NSN.inpaint`)."""
-        check_nhwc(images, self.image_shape, "images")
+        check_images(images.masked_fill(missing, 0.0), self.image_shape, "images")
         return self.model.inpaint(images, missing, self.inpaint_settings, generator=generator)
 
     @torch.no_grad()
     def embed(self, images: Tensor) -> Tensor:
         """Return the top score vector (N, K_L)."""
-        check_nhwc(images, self.image_shape, "images")
+        check_images(images, self.image_shape, "images")
         return self.model.embed(images)
 
 
@@ -271,8 +271,9 @@ class VAEModel:
         """``(H, W, C)`` of the model's input."""
         return self._image_shape
 
-    def _flat(self, images: Tensor) -> Tensor:
-        check_nhwc(images, self.image_shape, "images")
+    def _flat(self, images: Tensor, missing: Tensor | None = None) -> Tensor:
+        known = images if missing is None else images.masked_fill(missing, 0.0)
+        check_images(known, self.image_shape, "images")
         return images.reshape(images.shape[0], -1)
 
     def fit(self, images: Tensor, **options: Any) -> "VAEModel":
@@ -300,7 +301,7 @@ class VAEModel:
         self, images: Tensor, missing: Tensor, *, generator: torch.Generator | None = None
     ) -> Tensor:
         """Pseudo-Gibbs completion (:meth:`DeepLatentGMM.inpaint`)."""
-        flat = self._flat(images)
+        flat = self._flat(images, missing)
         filled = self.model.inpaint(
             flat,
             missing.expand_as(images).reshape(flat.shape),
