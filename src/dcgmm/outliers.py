@@ -13,6 +13,7 @@ Layers are named by their 1-based index in the spec, as in ``dcgmm info`` and ``
 """
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -26,6 +27,9 @@ from dcgmm.checkpoint import read_verified_safetensors, write_verified_safetenso
 from dcgmm.exceptions import CheckpointError
 from dcgmm.layers import GMM, Folding, MaxPooling
 from dcgmm.model import DCGMM
+
+# Scores as a tensor, an array or a plain sequence of numbers (one per image).
+Scores = Tensor | np.ndarray | Sequence[float]
 
 ScoreKind = Literal["loglik", "max_component", "loss"]
 SCORE_KINDS: tuple[ScoreKind, ...] = ("loglik", "max_component", "loss")
@@ -102,7 +106,7 @@ def sample_scores(
     return maps[number].flatten(1).mean(1)
 
 
-def _as_float64(scores: Tensor | np.ndarray, name: str) -> np.ndarray:
+def _as_float64(scores: Scores, name: str) -> np.ndarray:
     array = scores.detach().cpu().double().numpy() if isinstance(scores, Tensor) else scores
     array = np.asarray(array, dtype=np.float64).reshape(-1)
     if array.size == 0:
@@ -113,7 +117,7 @@ def _as_float64(scores: Tensor | np.ndarray, name: str) -> np.ndarray:
 
 
 def roc_curve(
-    inlier_scores: Tensor | np.ndarray, outlier_scores: Tensor | np.ndarray
+    inlier_scores: Scores, outlier_scores: Scores
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return ``(false_positive_rate, true_positive_rate, thresholds)`` of "inlier if >= t".
 
@@ -135,7 +139,7 @@ def roc_curve(
     return fpr, tpr, thresholds
 
 
-def roc_auc(inlier_scores: Tensor | np.ndarray, outlier_scores: Tensor | np.ndarray) -> float:
+def roc_auc(inlier_scores: Scores, outlier_scores: Scores) -> float:
     """Return the area under the ROC curve: P(inlier score > outlier score), ties count half.
 
     Computed from ranks (the Mann-Whitney U statistic) in float64.
