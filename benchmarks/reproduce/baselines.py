@@ -31,9 +31,10 @@ import torch
 from benchmarks.reproduce.common import TIMING_FILE, header_lines, train_run, write_results
 from benchmarks.reproduce.nsn import fit_nsn
 from benchmarks.reproduce.table1 import INLIERS, split_test
+from benchmarks.reproduce.vae import train_or_load
 from dcgmm import load_dataset
 from dcgmm.baselines.nsn import NSN, GenSettings
-from dcgmm.baselines.vae import DeepLatentGMM, dldpmm, dlgmm, gauss_vae
+from dcgmm.baselines.vae import DeepLatentGMM
 from dcgmm.data import Dataset
 from dcgmm.images import save_grid
 from dcgmm.inpainting import make_mask
@@ -41,7 +42,6 @@ from dcgmm.interface import ImageModel, as_image_model
 from dcgmm.outliers import roc_auc, roc_curve
 from dcgmm.plots import save_roc
 
-VAE_BUILDERS = {"DLGMM": dlgmm, "DLDPMM": dldpmm, "Gauss-VAE": gauss_vae}
 NSN_TAUS = (-0.93, 0.75, 0.65)  # those of docs/results/baselines_nsn.md
 N_VALIDATION = 5000
 
@@ -59,37 +59,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def train_vae(name: str, train: Dataset, folder: Path, args: argparse.Namespace) -> DeepLatentGMM:
-    """Fit one VAE on grey images (or load the cached one)."""
-    model = VAE_BUILDERS[name](generator=torch.Generator().manual_seed(args.seed))
-    if (folder / "record.json").exists():
-        model.load_state_dict(torch.load(folder / "model.pt", weights_only=True))
-        return model
+    """Fit one VAE on grey images, the last images held out (or load the cached one)."""
     images = train.images.reshape(len(train), -1)
     n_val = 50 if args.tiny else N_VALIDATION
-    start = time.perf_counter()
-    history = model.fit(
+    model, _ = train_or_load(
+        name,
         images[:-n_val],
-        val=images[-n_val:],
+        images[-n_val:],
+        folder,
         max_epochs=2 if args.tiny else 500,
-        lookahead=30,
-        lr=3e-4,
-        batch_size=100,
+        max_minutes=None if args.tiny else args.vae_minutes,
         seed=args.seed,
-        max_seconds=None if args.tiny else 60 * args.vae_minutes,
-        callback=lambda e, r: print(f"{name} epoch {e}: {json.dumps(r)}", flush=True),
     )
-    record = {
-        "settings": model.describe(),
-        "epochs": len(history.train_elbo),
-        "best_epoch": history.best_epoch,
-        "stopped_early": history.stopped_early,
-        "train_seconds": round(time.perf_counter() - start, 1),
-        "n_train": len(train) - n_val,
-        "n_valid": n_val,
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), folder / "model.pt")
-    (folder / "record.json").write_text(json.dumps(record))
     return model
 
 

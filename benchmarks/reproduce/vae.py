@@ -41,23 +41,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def train_or_load(
-    name: str, splits: dict[str, BinarySplit], folder: Path, args: argparse.Namespace
+    name: str,
+    train: torch.Tensor,
+    val: torch.Tensor,
+    folder: Path,
+    *,
+    max_epochs: int,
+    max_minutes: float | None,
+    seed: int,
 ) -> tuple[DeepLatentGMM, dict[str, Any]]:
-    """Fit one model (or load the finished one) and return it with its training record."""
-    model = BUILDERS[name](generator=torch.Generator().manual_seed(args.seed))
+    """Fit one model on flat images (or load the finished one); return it and its record.
+
+    Adam (lr 3e-4, batch 100), early stopping with a look-ahead of 30 epochs on ``val``, at
+    most ``max_epochs`` epochs or ``max_minutes`` of wall time.
+    """
+    model = BUILDERS[name](generator=torch.Generator().manual_seed(seed))
     if (folder / "record.json").exists():
         model.load_state_dict(torch.load(folder / "model.pt", weights_only=True))
         return model, json.loads((folder / "record.json").read_text())
     start = time.perf_counter()
     history = model.fit(
-        splits["train"].images,
-        val=splits["valid"].images,
-        max_epochs=2 if args.tiny else args.max_epochs,
+        train,
+        val=val,
+        max_epochs=max_epochs,
         lookahead=30,
         lr=3e-4,
         batch_size=100,
-        seed=args.seed,
-        max_seconds=None if args.tiny else 60 * args.max_minutes,
+        seed=seed,
+        max_seconds=None if max_minutes is None else 60 * max_minutes,
         callback=lambda e, r: print(f"{name} epoch {e}: {json.dumps(r)}", flush=True),
     )
     record = {
@@ -66,6 +77,8 @@ def train_or_load(
         "best_epoch": history.best_epoch,
         "stopped_early": history.stopped_early,
         "train_seconds": round(time.perf_counter() - start, 1),
+        "n_train": int(train.shape[0]),
+        "n_valid": int(val.shape[0]),
         "train_elbo": history.train_elbo,
         "val_elbo": history.val_elbo,
     }
@@ -107,7 +120,15 @@ def vae_table(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     for name in args.models.split(","):
         folder = Path(args.runs) / "vae" / ("tiny" if args.tiny else "full") / name
-        model, record = train_or_load(name, splits, folder, args)
+        model, record = train_or_load(
+            name,
+            splits["train"].images,
+            splits["valid"].images,
+            folder,
+            max_epochs=2 if args.tiny else args.max_epochs,
+            max_minutes=None if args.tiny else args.max_minutes,
+            seed=args.seed,
+        )
         model.eval()
         n_is = min(args.is_test, len(splits["test"]))
         start = time.perf_counter()
