@@ -35,6 +35,7 @@ from dcgmm.model import DCGMM
 from dcgmm.sampling import SamplingConfig, sample
 from dcgmm.spec import PRESETS
 from dcgmm.training import TrainConfig, Trainer, preset_config
+from dcgmm.watchdog import NumericalError
 
 logger = logging.getLogger("dcgmm")
 
@@ -44,11 +45,23 @@ DEMO_SPEC = "F(8,2)-G(25)-F(11,1)-G(25)"
 DEMO_EPOCHS = 60
 
 
-def _field_type(field: dataclasses.Field[Any]) -> type:
+# Flags whose meaning the field name does not carry; other fields just show their default.
+FLAG_HELP = {
+    "checkpoint_every": "steps between checkpoints (one is also written at the start and end)",
+    "on_nonfinite": "what a NaN/Inf in a layer's objective or parameters does: stop, naming "
+    "layer and step, or roll back to the last checkpoint, scale that layer's learning rates by "
+    "--rollback-lr-factor, skip the batch and go on (at most --max-rollbacks times)",
+}
+FLAG_ALIASES = {"on_nonfinite": ["--on-nan"]}
+
+
+def _field_kwargs(field: dataclasses.Field[Any]) -> dict[str, Any]:
     hint = typing.get_type_hints(TrainConfig)[field.name]
     if isinstance(hint, types.UnionType):
-        return next(a for a in typing.get_args(hint) if a is not type(None))
-    return hint
+        return {"type": next(a for a in typing.get_args(hint) if a is not type(None))}
+    if typing.get_origin(hint) is typing.Literal:
+        return {"choices": typing.get_args(hint)}
+    return {"type": hint}
 
 
 def add_train_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -56,11 +69,14 @@ def add_train_config_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training hyper-parameters (defaults: the spec's)")
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
+        default = f"default {field.default}"
         group.add_argument(
             flag,
-            type=_field_type(field),
+            *FLAG_ALIASES.get(field.name, []),
+            dest=field.name,
             default=argparse.SUPPRESS,
-            help=f"default {field.default}",
+            help=f"{FLAG_HELP[field.name]} ({default})" if field.name in FLAG_HELP else default,
+            **_field_kwargs(field),
         )
 
 
@@ -250,6 +266,11 @@ def cmd_info(args: argparse.Namespace) -> int:
                 f"  layer {int(idx) + 1}: lr {sched['lr']:.4g}, sigma_som {sched['sigma']:.4g}, "
                 f"{sched['n_reductions']} reductions"
             )
+        for r in state.get("rollbacks", []):
+            print(
+                f"  rolled back at step {r['step']} to step {r['checkpoint_step']}: non-finite "
+                f"{r['what']} in layer {r['layer']} ({r['spec']}), cause: {r['cause']}"
+            )
     else:
         shape = tuple(int(s) for s in args.input_shape.split(","))
         model = DCGMM.from_spec(args.target, shape)
@@ -425,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; user errors print one line and exit with status 2."""
+    """Run the CLI; user errors print one line and exit with status 2, a NaN stop with 1."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -436,6 +457,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CLIError, SpecError, DataError, CheckpointError) as err:
         print(f"dcgmm {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except NumericalError as err:  # the watchdog stopped training; checkpoints are intact
+        print(f"dcgmm {args.command}: stopped: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
