@@ -2,8 +2,10 @@
 
 import argparse
 import dataclasses
+import importlib.metadata
 import json
 import logging
+import os
 import platform
 import sys
 import time
@@ -32,6 +34,7 @@ from dcgmm.exceptions import CheckpointError, DataError, SpecError
 from dcgmm.images import save_grid
 from dcgmm.inpainting import inpaint, make_mask
 from dcgmm.model import DCGMM
+from dcgmm.monitoring import INSTALL_HINT, TensorBoardMonitor, summary_writer_class
 from dcgmm.sampling import SamplingConfig, sample
 from dcgmm.spec import PRESETS
 from dcgmm.training import TrainConfig, Trainer, preset_config
@@ -122,7 +125,14 @@ def _progress(total: int, initial: int, *, show: bool = True) -> tuple[Any, Any]
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model (or resume a run); under ``torchrun`` every process runs this."""
     if args.model in BASELINES and not args.resume:
+        if getattr(args, "tensorboard", False):
+            raise CLIError(f"--tensorboard watches DCGMM training; not available for {args.model}")
         return train_baseline(args)
+    if getattr(args, "tensorboard", False):
+        try:
+            summary_writer_class()  # before anything is written
+        except ImportError as err:
+            raise CLIError(str(err)) from None
     if args.resume:
         run_dir = Path(args.resume)
         config = read_config(run_dir)
@@ -194,6 +204,7 @@ def _train(
                     },
                     "versions": {"dcgmm": __version__, "torch": torch.__version__},
                     "world_size": ctx.world_size,
+                    "tensorboard": _tensorboard_settings(args, train_cfg, None),
                 },
             )
         ctx.barrier()
@@ -208,9 +219,29 @@ def _train(
     if ctx.active:
         logger.info("data-parallel job: %d processes, rank 0 on %s", ctx.world_size, device)
     bar, callback = _progress(trainer.n_steps, trainer.step, show=ctx.is_main)
+    settings = _tensorboard_settings(args, train_cfg, read_config(run_dir).get("tensorboard"))
+    monitor = None
+    if settings is not None and ctx.is_main:
+        try:
+            monitor = TensorBoardMonitor(
+                run_dir, model, start_step=trainer.step, seed=train_cfg.seed, **settings
+            )
+        except (ImportError, ValueError) as err:
+            raise CLIError(str(err)) from None
+        logger.info("TensorBoard events: tensorboard --logdir %s", monitor.log_dir)
+
+    def progress_and_monitor(step: int, n_steps: int, record: dict[str, Any] | None) -> None:
+        callback(step, n_steps, record)
+        if monitor is not None:
+            monitor(step, n_steps, record)
+
     start = time.perf_counter()
-    with bar:
-        trainer.run(callback=callback, stop_at=args.stop_at)
+    try:
+        with bar:
+            trainer.run(callback=progress_and_monitor, stop_at=args.stop_at)
+    finally:
+        if monitor is not None:
+            monitor.close()
     if ctx.is_main:
         logger.info(
             "trained %d steps in %.1f s; run directory %s",
@@ -219,6 +250,16 @@ def _train(
             run_dir,
         )
     return 0
+
+
+def _tensorboard_settings(
+    args: argparse.Namespace, train_cfg: TrainConfig, stored: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """Return the monitor's settings: ``--tensorboard`` now, or stored by the run (resume)."""
+    if not getattr(args, "tensorboard", False) and stored is None:
+        return None
+    every = getattr(args, "tensorboard_image_every", None)
+    return {"image_every": every or (stored or {}).get("image_every") or train_cfg.checkpoint_every}
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -341,6 +382,18 @@ def _patch_shape(model: DCGMM) -> tuple[int, int, int]:
     return (1, 1, c)
 
 
+# Optional packages whose versions matter in bug reports (distribution names).
+OPTIONAL_PACKAGES = ("tensorboard", "scikit-learn")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _installed_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def cmd_env(args: argparse.Namespace) -> int:
     """Print versions, device and thread settings for bug reports."""
     import numpy
@@ -348,11 +401,16 @@ def cmd_env(args: argparse.Namespace) -> int:
     cuda = torch.cuda.is_available()
     print(f"dcgmm {__version__}")
     print(f"python {platform.python_version()} ({platform.platform()})")
-    print(f"torch {torch.__version__}, numpy {numpy.__version__}")
+    print(
+        f"torch {torch.__version__}, numpy {numpy.__version__}, safetensors "
+        f"{_installed_version('safetensors')}, matplotlib {_installed_version('matplotlib')}"
+    )
+    print("optional: " + ", ".join(f"{n} {_installed_version(n)}" for n in OPTIONAL_PACKAGES))
     print(
         f"threads: torch {torch.get_num_threads()} intra-op, {torch.get_num_interop_threads()}"
-        " inter-op"
+        " inter-op; " + ", ".join(f"{v}={os.environ.get(v, 'unset')}" for v in THREAD_VARIABLES)
     )
+    print(f"cpu: {os.cpu_count()} logical cores, {platform.processor() or platform.machine()}")
     print(f"cuda: {torch.cuda.get_device_name(0) if cuda else 'not available'}")
     return 0
 
@@ -385,6 +443,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="checkpoint and exit at this global step (continue later with --resume)",
     )
     train.add_argument("--config", help="JSON file of training options (flags override it)")
+    train.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write per-layer objectives, lr, sigma_som, classifier accuracy, centroid and "
+        f"sample grids to RUN_DIR/tensorboard (needs `{INSTALL_HINT}`); a resumed run goes on "
+        "writing them",
+    )
+    train.add_argument(
+        "--tensorboard-image-every",
+        type=int,
+        metavar="STEPS",
+        help="steps between TensorBoard image grids (default: --checkpoint-every)",
+    )
     add_train_config_flags(train)
     base = train.add_argument_group("baselines (--model dlgmm|dldpmm|gauss-vae|nsn)")
     base.add_argument(
