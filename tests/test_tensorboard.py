@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from dcgmm.checkpoint import load_trainer_state
 from dcgmm.cli import main
 from dcgmm.images import decode_png
 from dcgmm.training import METRICS_FILE
@@ -129,6 +130,13 @@ def test_monitor_purges_the_steps_a_rollback_redoes(tmp_path):
 
 
 def test_tensorboard_missing_gives_the_install_hint(tmp_path, monkeypatch, capsys):
+    stopped = tmp_path / "stopped"
+    assert main([*TRAIN, "--stop-at", "5", "--out", str(stopped)]) == 0
+    config = json.loads((stopped / "config.json").read_text())
+    config["tensorboard"] = {"image_every": 10}  # as if started with --tensorboard
+    (stopped / "config.json").write_text(json.dumps(config))
+    capsys.readouterr()
+
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
     run = tmp_path / "run"
     assert main([*TRAIN, "--tensorboard", "--out", str(run)]) == 2
@@ -136,6 +144,24 @@ def test_tensorboard_missing_gives_the_install_hint(tmp_path, monkeypatch, capsy
     assert "TensorBoard logging needs the tensorboard package" in err
     assert "pip install 'dcgmm[tensorboard]'" in err
     assert not run.exists()  # nothing was started
+    assert main(["train", "--resume", str(stopped)]) == 2
+    assert "pip install 'dcgmm[tensorboard]'" in capsys.readouterr().err
+    assert load_trainer_state(stopped)["step"] == 5  # it did not go on without its monitor
+
+
+def test_tensorboard_image_interval_is_checked(tmp_path, capsys):
+    pytest.importorskip("tensorboard")
+    run = tmp_path / "run"
+    assert main([*TRAIN, "--tensorboard", "--tensorboard-image-every", "0", "--out", str(run)]) == 2
+    assert "--tensorboard-image-every must be a positive step count; got 0" in (
+        capsys.readouterr().err
+    )
+    assert not run.exists()
+    from dcgmm import DCGMM
+    from dcgmm.monitoring import TensorBoardMonitor
+
+    with pytest.raises(ValueError, match="image_every must be a positive number of steps; got 0"):
+        TensorBoardMonitor(tmp_path, DCGMM.from_spec("F(4,2)-G(4)", (6, 6, 1)), image_every=0)
 
 
 def test_tensorboard_is_refused_for_baselines(tmp_path, capsys):

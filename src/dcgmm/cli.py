@@ -128,11 +128,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         if getattr(args, "tensorboard", False):
             raise CLIError(f"--tensorboard watches DCGMM training; not available for {args.model}")
         return train_baseline(args)
-    if getattr(args, "tensorboard", False):
+    if getattr(args, "tensorboard", False):  # checked before anything is written
         try:
-            summary_writer_class()  # before anything is written
+            summary_writer_class()
         except ImportError as err:
             raise CLIError(str(err)) from None
+        every = args.tensorboard_image_every
+        if every is not None and every <= 0:
+            raise CLIError(f"--tensorboard-image-every must be a positive step count; got {every}")
     if args.resume:
         run_dir = Path(args.resume)
         config = read_config(run_dir)
@@ -226,7 +229,7 @@ def _train(
             monitor = TensorBoardMonitor(
                 run_dir, model, start_step=trainer.step, seed=train_cfg.seed, **settings
             )
-        except (ImportError, ValueError) as err:
+        except ImportError as err:  # a resumed run whose config asks for TensorBoard
             raise CLIError(str(err)) from None
         logger.info("TensorBoard events: tensorboard --logdir %s", monitor.log_dir)
 

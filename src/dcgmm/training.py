@@ -380,8 +380,8 @@ class Trainer:
 
     def check_parameters(self) -> None:
         """Raise :class:`NumericalError` naming the lowest layer with a non-finite parameter."""
-        params = list(self.model.parameters())
-        if not params or bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+        flags = [torch.isfinite(p).all() for p in self.model.parameters()]
+        if bool(torch.stack(flags).all()):  # one host sync
             return
         layers = list(self.model.layers)
         bad = next(i for i, layer in enumerate(layers) if nonfinite_parameters(layer))
