@@ -32,8 +32,8 @@ from dcgmm.distributed import DistContext
 from dcgmm.layers import GMM, ClassifierFeed, LinearClassifier
 from dcgmm.layers.base import TrainableLayer
 from dcgmm.model import DCGMM
+from dcgmm.watchdog import NonFinite, diagnose, nonfinite_parameters
 from dcgmm.watchdog import NumericalError as NumericalError  # re-exported: it was defined here
-from dcgmm.watchdog import diagnose, nonfinite_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -367,6 +367,12 @@ class Trainer:
             gmm.project_()
         self.step += 1
 
+    def _error(self, event: NonFinite, suffix: str = "") -> NumericalError:
+        hint = ""
+        if self.config.on_nonfinite == "stop" and event.cause != "data":
+            hint = ", or let the run roll back (on_nonfinite='rollback', --on-nan rollback)"
+        return NumericalError(f"{event.message()}{hint}{suffix}", event)
+
     def _objective_error(self, layer_index: int, x: Tensor, index: Tensor) -> NumericalError:
         event = diagnose(
             list(self.model.layers),
@@ -376,7 +382,7 @@ class Trainer:
             images=x,
             sample_index=index,
         )
-        return NumericalError(event.message(), event)
+        return self._error(event)
 
     def check_parameters(self) -> None:
         """Raise :class:`NumericalError` naming the lowest layer with a non-finite parameter."""
@@ -391,7 +397,7 @@ class Trainer:
             if self._saved_step is not None
             else ""
         )
-        raise NumericalError(f"{event.message()}; not writing a broken checkpoint{kept}", event)
+        raise self._error(event, f"; not writing a broken checkpoint{kept}")
 
     def _record(self, slot: int, value: Tensor) -> None:
         # GMM stages report their objective (a log-likelihood), the classifier its loss.

@@ -65,8 +65,7 @@ class NonFinite:
         if self.cause == "parameters":
             return (
                 f"{where}: parameters {self.detail} are not finite at step {self.step} (found "
-                f"by the {self.what} check). Lower the learning rate, or train with "
-                "--on-nan rollback"
+                f"by the {self.what} check). Lower the learning rate"
             )
         if self.cause == "data":
             return (
@@ -76,7 +75,7 @@ class NonFinite:
         return (
             f"{where}: non-finite {self.what} at step {self.step} although the batch's pixels "
             f"and all parameters are finite, so a value overflowed{self.detail}. Lower the "
-            "learning rate, or train with --on-nan rollback"
+            "learning rate"
         )
 
     def to_dict(self) -> dict[str, Any]:
