@@ -131,9 +131,13 @@ def test_nan_data_stops_with_a_message_naming_the_layer():
     config = TrainConfig(steps=30, annealing_window=5, batch_size=10)
     trainer = Trainer(model, config, torch.rand(40, 6, 6, 1))
     # The constructor refuses NaN images (tests/test_bad_input.py); poison the data behind its
-    # back to reach the training-time check.
+    # back to reach the training-time watchdog.
     trainer.images[3, 2, 2, 0] = float("nan")
-    with pytest.raises(NumericalError, match=r"layer 2 G\(4\): non-finite loss"):
+    position = epoch_permutation(40, 0, 0, torch.device("cpu")).tolist().index(3)
+    with pytest.raises(
+        NumericalError,
+        match=rf"layer 2 \(G\(4\)\): non-finite objective at step {position // 10 + 1},",
+    ):
         trainer.run()
 
 

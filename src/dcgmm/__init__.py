@@ -18,6 +18,7 @@ from dcgmm.model import DCGMM
 from dcgmm.sampling import SamplingConfig, Sharpening, sample
 from dcgmm.spec import PRESETS, format_spec, parse_spec
 from dcgmm.training import TrainConfig, Trainer
+from dcgmm.watchdog import NumericalError
 
 __version__ = "0.1.0"
 
@@ -35,6 +36,7 @@ __all__ = [
     "Layer",
     "LinearClassifier",
     "MaxPooling",
+    "NumericalError",
     "NumericalWarning",
     "OutputError",
     "SamplingConfig",

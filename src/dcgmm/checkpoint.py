@@ -7,6 +7,7 @@ Every write goes to a temporary file in the same folder first and is then rename
 old one, so a crash leaves either the previous checkpoint or the new one, never half of one.
 """
 
+import glob
 import hashlib
 import json
 import os
@@ -27,6 +28,9 @@ CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
 
 
+TEMPORARY_SUFFIX = ".tmp"
+
+
 def write_synced(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` and flush it to the disk (the step that meets a full disk)."""
     with open(path, "wb") as handle:
@@ -38,6 +42,9 @@ def write_synced(path: Path, data: bytes) -> None:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename.
 
+    The file's bytes reach the disk before the rename and the folder's entry after it, so
+    neither a killed process nor a power cut leaves a partly written ``path``.
+
     Raises
     ------
     OutputError
@@ -47,7 +54,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, name = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX
+        )
         os.close(fd)
         tmp = Path(name)
         write_synced(tmp, data)
@@ -59,6 +68,33 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             note = "; the previous file is kept" if path.exists() else ""
             raise OutputError.from_os_error(err, path, note=note) from err
         raise
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX; Windows cannot open a folder)."""
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(run_dir: Path, names: tuple[str, ...]) -> list[Path]:
+    """Delete the temporary files of ``names`` that a crash left in ``run_dir`` mid-write.
+
+    Call it only while no other process writes there (e.g. when resuming).
+    """
+    stale = sorted(
+        path
+        for name in names
+        for path in Path(run_dir).glob(f".{glob.escape(name)}.*{TEMPORARY_SUFFIX}")
+    )
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:

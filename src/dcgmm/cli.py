@@ -2,8 +2,10 @@
 
 import argparse
 import dataclasses
+import importlib.metadata
 import json
 import logging
+import os
 import platform
 import sys
 import time
@@ -32,9 +34,11 @@ from dcgmm.exceptions import CheckpointError
 from dcgmm.images import save_grid
 from dcgmm.inpainting import inpaint, make_mask
 from dcgmm.model import DCGMM
+from dcgmm.monitoring import INSTALL_HINT, TensorBoardMonitor, summary_writer_class
 from dcgmm.sampling import SamplingConfig, sample
 from dcgmm.spec import PRESETS
 from dcgmm.training import TrainConfig, Trainer, preset_config
+from dcgmm.watchdog import NumericalError
 
 logger = logging.getLogger("dcgmm")
 
@@ -44,11 +48,23 @@ DEMO_SPEC = "F(8,2)-G(25)-F(11,1)-G(25)"
 DEMO_EPOCHS = 60
 
 
-def _field_type(field: dataclasses.Field[Any]) -> type:
+# Flags whose meaning the field name does not carry; other fields just show their default.
+FLAG_HELP = {
+    "checkpoint_every": "steps between checkpoints (one is also written at the start and end)",
+    "on_nonfinite": "what a NaN/Inf in a layer's objective or parameters does: stop, naming "
+    "layer and step, or roll back to the last checkpoint, scale that layer's learning rates by "
+    "--rollback-lr-factor, skip the batch and go on (at most --max-rollbacks times)",
+}
+FLAG_ALIASES = {"on_nonfinite": ["--on-nan"]}
+
+
+def _field_kwargs(field: dataclasses.Field[Any]) -> dict[str, Any]:
     hint = typing.get_type_hints(TrainConfig)[field.name]
     if isinstance(hint, types.UnionType):
-        return next(a for a in typing.get_args(hint) if a is not type(None))
-    return hint
+        return {"type": next(a for a in typing.get_args(hint) if a is not type(None))}
+    if typing.get_origin(hint) is typing.Literal:
+        return {"choices": typing.get_args(hint)}
+    return {"type": hint}
 
 
 def add_train_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -56,11 +72,14 @@ def add_train_config_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training hyper-parameters (defaults: the spec's)")
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
+        default = f"default {field.default}"
         group.add_argument(
             flag,
-            type=_field_type(field),
+            *FLAG_ALIASES.get(field.name, []),
+            dest=field.name,
             default=argparse.SUPPRESS,
-            help=f"default {field.default}",
+            help=f"{FLAG_HELP[field.name]} ({default})" if field.name in FLAG_HELP else default,
+            **_field_kwargs(field),
         )
 
 
@@ -119,7 +138,17 @@ def _progress(total: int, initial: int, *, show: bool = True) -> tuple[Any, Any]
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model (or resume a run); under ``torchrun`` every process runs this."""
     if args.model in BASELINES and not args.resume:
+        if getattr(args, "tensorboard", False):
+            raise CLIError(f"--tensorboard watches DCGMM training; not available for {args.model}")
         return train_baseline(args)
+    if getattr(args, "tensorboard", False):  # checked before anything is written
+        try:
+            summary_writer_class()
+        except ImportError as err:
+            raise CLIError(str(err)) from None
+        every = args.tensorboard_image_every
+        if every is not None and every <= 0:
+            raise CLIError(f"--tensorboard-image-every must be a positive step count; got {every}")
     if args.resume:
         run_dir = Path(args.resume)
         config = read_config(run_dir)
@@ -204,6 +233,7 @@ def _train(
                     },
                     "versions": {"dcgmm": __version__, "torch": torch.__version__},
                     "world_size": ctx.world_size,
+                    "tensorboard": _tensorboard_settings(args, train_cfg, None),
                 },
             )
         ctx.barrier()
@@ -212,9 +242,29 @@ def _train(
     if ctx.active:
         logger.info("data-parallel job: %d processes, rank 0 on %s", ctx.world_size, device)
     bar, callback = _progress(trainer.n_steps, trainer.step, show=ctx.is_main)
+    settings = _tensorboard_settings(args, train_cfg, read_config(run_dir).get("tensorboard"))
+    monitor = None
+    if settings is not None and ctx.is_main:
+        try:
+            monitor = TensorBoardMonitor(
+                run_dir, model, start_step=trainer.step, seed=train_cfg.seed, **settings
+            )
+        except ImportError as err:  # a resumed run whose config asks for TensorBoard
+            raise CLIError(str(err)) from None
+        logger.info("TensorBoard events: tensorboard --logdir %s", monitor.log_dir)
+
+    def progress_and_monitor(step: int, n_steps: int, record: dict[str, Any] | None) -> None:
+        callback(step, n_steps, record)
+        if monitor is not None:
+            monitor(step, n_steps, record)
+
     start = time.perf_counter()
-    with bar:
-        trainer.run(callback=callback, stop_at=args.stop_at)
+    try:
+        with bar:
+            trainer.run(callback=progress_and_monitor, stop_at=args.stop_at)
+    finally:
+        if monitor is not None:
+            monitor.close()
     if ctx.is_main:
         logger.info(
             "trained %d steps in %.1f s; run directory %s",
@@ -223,6 +273,16 @@ def _train(
             run_dir,
         )
     return 0
+
+
+def _tensorboard_settings(
+    args: argparse.Namespace, train_cfg: TrainConfig, stored: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """Return the monitor's settings: ``--tensorboard`` now, or stored by the run (resume)."""
+    if not getattr(args, "tensorboard", False) and stored is None:
+        return None
+    every = getattr(args, "tensorboard_image_every", None)
+    return {"image_every": every or (stored or {}).get("image_every") or train_cfg.checkpoint_every}
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -269,6 +329,11 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(
                 f"  layer {int(idx) + 1}: lr {sched['lr']:.4g}, sigma_som {sched['sigma']:.4g}, "
                 f"{sched['n_reductions']} reductions"
+            )
+        for r in state.get("rollbacks", []):
+            print(
+                f"  rolled back at step {r['step']} to step {r['checkpoint_step']}: non-finite "
+                f"{r['what']} in layer {r['layer']} ({r['spec']}), cause: {r['cause']}"
             )
     else:
         try:
@@ -345,6 +410,18 @@ def _patch_shape(model: DCGMM) -> tuple[int, int, int]:
     return (1, 1, c)
 
 
+# Optional packages whose versions matter in bug reports (distribution names).
+OPTIONAL_PACKAGES = ("tensorboard", "scikit-learn")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _installed_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def cmd_env(args: argparse.Namespace) -> int:
     """Print versions, device and thread settings for bug reports."""
     import numpy
@@ -352,11 +429,16 @@ def cmd_env(args: argparse.Namespace) -> int:
     cuda = torch.cuda.is_available()
     print(f"dcgmm {__version__}")
     print(f"python {platform.python_version()} ({platform.platform()})")
-    print(f"torch {torch.__version__}, numpy {numpy.__version__}")
+    print(
+        f"torch {torch.__version__}, numpy {numpy.__version__}, safetensors "
+        f"{_installed_version('safetensors')}, matplotlib {_installed_version('matplotlib')}"
+    )
+    print("optional: " + ", ".join(f"{n} {_installed_version(n)}" for n in OPTIONAL_PACKAGES))
     print(
         f"threads: torch {torch.get_num_threads()} intra-op, {torch.get_num_interop_threads()}"
-        " inter-op"
+        " inter-op; " + ", ".join(f"{v}={os.environ.get(v, 'unset')}" for v in THREAD_VARIABLES)
     )
+    print(f"cpu: {os.cpu_count()} logical cores, {platform.processor() or platform.machine()}")
     print(f"cuda: {torch.cuda.get_device_name(0) if cuda else 'not available'}")
     return 0
 
@@ -389,6 +471,19 @@ def build_parser() -> Parser:
         help="checkpoint and exit at this global step (continue later with --resume)",
     )
     train.add_argument("--config", help="JSON file of training options (flags override it)")
+    train.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write per-layer objectives, lr, sigma_som, classifier accuracy, centroid and "
+        f"sample grids to RUN_DIR/tensorboard (needs `{INSTALL_HINT}`); a resumed run goes on "
+        "writing them",
+    )
+    train.add_argument(
+        "--tensorboard-image-every",
+        type=int,
+        metavar="STEPS",
+        help="steps between TensorBoard image grids (default: --checkpoint-every)",
+    )
     add_train_config_flags(train)
     base = train.add_argument_group("baselines (--model dlgmm|dldpmm|gauss-vae|nsn)")
     base.add_argument(
@@ -455,7 +550,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     User errors (bad flags, data, specs, checkpoints: the ``ValueError`` family) and failed
     writes (``OSError``: read-only folder, full disk) are reported without a traceback; pass
-    ``-v`` to see it as well. Unknown flags exit with status 2 through argparse.
+    ``-v`` to see it as well. Unknown flags exit with status 2 through argparse. A training run
+    stopped by the numerical watchdog returns status 1 (its checkpoints are intact).
     """
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
@@ -471,6 +567,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.debug("traceback of the error below", exc_info=True)  # shown with -v
         print(f"dcgmm {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except NumericalError as err:  # the watchdog stopped training; checkpoints are intact
+        print(f"dcgmm {args.command}: stopped: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

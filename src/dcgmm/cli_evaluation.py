@@ -5,8 +5,6 @@ import json
 import logging
 from pathlib import Path
 
-from torch import Tensor
-
 from dcgmm._cli_common import CLIError, Parser, check_writable, load_data
 from dcgmm.baselines.runs import is_baseline_run, load_baseline
 from dcgmm.baselines.vae import DeepLatentGMM
@@ -14,7 +12,6 @@ from dcgmm.checkpoint import atomic_write_bytes, load_model, read_config
 from dcgmm.data import BUILTIN, Dataset, parse_classes
 from dcgmm.images import save_grid
 from dcgmm.interface import as_image_model
-from dcgmm.layers import Folding
 from dcgmm.model import DCGMM
 from dcgmm.outliers import (
     DEFAULT_C,
@@ -31,7 +28,7 @@ from dcgmm.outliers import (
     save_position_statistics,
     to_pixels,
 )
-from dcgmm.plots import save_outlier_maps, save_roc, save_training_curves
+from dcgmm.plots import centroid_images, save_outlier_maps, save_roc, save_training_curves
 from dcgmm.training import METRICS_FILE
 
 logger = logging.getLogger("dcgmm")
@@ -200,30 +197,6 @@ def cmd_outliers(args: argparse.Namespace) -> int:
     )
     print(f"wrote {out / 'auc.json'}, {out / 'roc.png'}, {out / 'maps.png'}")
     return 0
-
-
-def centroid_images(model: DCGMM) -> list[tuple[int, Tensor]]:
-    """Return ``(layer index, (K, h, w, c) images)`` of every shared GMM layer's means.
-
-    A GMM layer above a folding shows each centroid as the folded window (h, w, channels); with
-    more than 3 channels (a layer above another GMM) the channels are laid side by side.
-    """
-    out = []
-    layers = list(model.layers)
-    for index, gmm in model.gmm_layers():
-        if gmm.independent:
-            continue
-        below = layers[index - 1] if index else None
-        means = gmm.means.detach().cpu().reshape(gmm.n_components, -1)
-        if isinstance(below, Folding):
-            (fy, fx), c = below.patch_size, below.input_shape[2]
-        else:
-            fy, fx, c = 1, 1, means.shape[1]
-        windows = means.reshape(-1, fy, fx, c)
-        if c not in (1, 3):  # channels side by side: (K, fy, fx * c, 1)
-            windows = windows.permute(0, 1, 3, 2).reshape(-1, fy, c * fx, 1)
-        out.append((index + 1, windows))
-    return out
 
 
 def cmd_plot(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ Single-process runs never touch ``torch.distributed``.
 """
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -62,9 +63,12 @@ class DistContext:
             t.copy_(flat[offset : offset + t.numel()].view_as(t))
             offset += t.numel()
 
-    def mean_gradients_(self, module: nn.Module) -> None:
-        """Average the ``.grad`` of every parameter that has one over ranks."""
-        self.mean_([p.grad for p in module.parameters() if p.grad is not None])
+    def mean_gradients_(self, module: nn.Module, extra: Sequence[Tensor] = ()) -> None:
+        """Average over ranks the ``.grad`` of every parameter that has one, and ``extra``.
+
+        ``extra`` rides along in the same collective call (the trainer's finiteness flags).
+        """
+        self.mean_([*(p.grad for p in module.parameters() if p.grad is not None), *extra])
 
     def broadcast_(self, module: nn.Module) -> None:
         """Copy rank 0's parameters and buffers to every rank (as DDP does at start)."""

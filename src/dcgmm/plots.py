@@ -1,4 +1,4 @@
-"""Pictures of evaluation results: ROC curves (matplotlib) and outlier maps over images.
+"""Pictures of runs and results: ROC curves, outlier maps, training curves, centroid grids.
 
 matplotlib is imported lazily with the non-interactive Agg backend, so importing dcgmm stays
 fast and no display is needed.
@@ -12,6 +12,8 @@ from torch import Tensor
 
 from dcgmm.checkpoint import atomic_write_bytes
 from dcgmm.images import encode_png, tile
+from dcgmm.layers import Folding
+from dcgmm.model import DCGMM
 
 # Outlier positions are tinted in this colour, with opacity proportional to the fraction of
 # flagged positions whose receptive field covers the pixel.
@@ -79,6 +81,30 @@ def save_outlier_maps(
     path = Path(path)
     atomic_write_bytes(path, encode_png(grid))
     return path
+
+
+def centroid_images(model: DCGMM) -> list[tuple[int, Tensor]]:
+    """Return ``(layer index, (K, h, w, c) images)`` of every shared GMM layer's means.
+
+    A GMM layer above a folding shows each centroid as the folded window (h, w, channels); with
+    more than 3 channels (a layer above another GMM) the channels are laid side by side.
+    """
+    out = []
+    layers = list(model.layers)
+    for index, gmm in model.gmm_layers():
+        if gmm.independent:
+            continue
+        below = layers[index - 1] if index else None
+        means = gmm.means.detach().cpu().reshape(gmm.n_components, -1)
+        if isinstance(below, Folding):
+            (fy, fx), c = below.patch_size, below.input_shape[2]
+        else:
+            fy, fx, c = 1, 1, means.shape[1]
+        windows = means.reshape(-1, fy, fx, c)
+        if c not in (1, 3):  # channels side by side: (K, fy, fx * c, 1)
+            windows = windows.permute(0, 1, 3, 2).reshape(-1, fy, c * fx, 1)
+        out.append((index + 1, windows))
+    return out
 
 
 def save_training_curves(path: str | Path, records: list[dict[str, Any]], *, title: str) -> Path:

@@ -1,7 +1,10 @@
 """Layer-wise SGD training of a DCGMM (spec §3).
 
 Every trainable layer ascends its own objective on the same mini-batch, with SingleExp
-annealing per GMM layer.
+annealing per GMM layer. A numerical watchdog (:mod:`dcgmm.watchdog`) checks every step's
+objectives and every checkpoint's parameters; a run with a run directory saves its starting
+point, every ``checkpoint_every`` steps and its last step, each atomically, so a crash loses
+at most the steps since the last checkpoint.
 """
 
 import json
@@ -10,18 +13,27 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from dcgmm.annealing import AnnealingConfig, SingleExpSchedule
-from dcgmm.checkpoint import load_trainer_state, save_checkpoint
+from dcgmm.checkpoint import (
+    MODEL_FILE,
+    atomic_write_bytes,
+    load_trainer_state,
+    read_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
 from dcgmm.distributed import DistContext
 from dcgmm.layers import GMM, ClassifierFeed, LinearClassifier
 from dcgmm.layers.base import TrainableLayer
 from dcgmm.model import DCGMM
+from dcgmm.watchdog import NonFinite, diagnose, nonfinite_parameters
+from dcgmm.watchdog import NumericalError as NumericalError  # re-exported: it was defined here
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +47,14 @@ class TrainConfig:
     Give exactly one of ``epochs`` and ``steps``. Learning rates of a GMM layer are
     ``lr * lr_factor_*`` with ``lr`` annealed from ``lr_start`` to ``lr_floor``; independent
     layers multiply them by H*W to undo the mean over positions.
+
+    ``on_nonfinite`` says what a NaN or infinity in a layer's objective or parameters does:
+    ``"stop"`` raises :class:`~dcgmm.watchdog.NumericalError` naming the layer and the step
+    (nothing broken is saved); ``"rollback"`` (needs a run directory) reloads the last
+    checkpoint, multiplies the learning rates of the layer named by ``rollback_lr_factor``
+    for the rest of the run, skips the batch that produced the value, and continues; after
+    ``max_rollbacks`` rollbacks, or when the batch itself holds non-finite pixels (a rollback
+    cannot fix data), it stops as ``"stop"`` does.
     """
 
     batch_size: int = 100
@@ -54,6 +74,9 @@ class TrainConfig:
     layer_delay: float = 0.1
     checkpoint_every: int = 1000
     log_every: int = 100
+    on_nonfinite: Literal["stop", "rollback"] = "stop"
+    max_rollbacks: int = 3
+    rollback_lr_factor: float = 0.5
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -62,13 +85,25 @@ class TrainConfig:
                 f"give exactly one of epochs and steps; got epochs={self.epochs}, "
                 f"steps={self.steps}. The recipes train 25-80 epochs"
             )
-        for name in ("batch_size", "annealing_window", "checkpoint_every", "log_every"):
+        for name in (
+            "batch_size",
+            "annealing_window",
+            "checkpoint_every",
+            "log_every",
+            "max_rollbacks",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive; got {getattr(self, name)}")
         if (self.epochs or 1) <= 0 or (self.steps or 1) <= 0:
             raise ValueError("epochs and steps must be positive")
         if not 0 <= self.layer_delay < 1:
             raise ValueError(f"layer_delay must be in [0, 1); got {self.layer_delay}")
+        if self.on_nonfinite not in ("stop", "rollback"):
+            raise ValueError(
+                f"on_nonfinite must be 'stop' or 'rollback'; got {self.on_nonfinite!r}"
+            )
+        if not 0 < self.rollback_lr_factor <= 1:
+            raise ValueError(f"rollback_lr_factor must be in (0, 1]; got {self.rollback_lr_factor}")
         for f in fields(self):
             if f.name.startswith("lr_factor") and getattr(self, f.name) < 0:
                 raise ValueError(f"{f.name} must be >= 0; got {getattr(self, f.name)}")
@@ -137,10 +172,6 @@ def epoch_permutation(n: int, seed: int, epoch: int, device: torch.device) -> Te
     return torch.randperm(n, generator=generator).to(device)
 
 
-class NumericalError(FloatingPointError):
-    """Training produced a non-finite objective or parameter."""
-
-
 class Trainer:
     """Train a :class:`DCGMM` on in-memory images, layer by layer, with SGD and annealing.
 
@@ -155,7 +186,8 @@ class Trainer:
     labels : Tensor, shape (N,), optional
         Integer labels; required if the model has a classifier layer.
     run_dir : Path, optional
-        Where checkpoints and ``metrics.jsonl`` go; nothing is written without one.
+        Where checkpoints and ``metrics.jsonl`` go; nothing is written without one (and
+        ``on_nonfinite="rollback"`` needs one).
     dist : DistContext, optional
         This process's place in a data-parallel job (:mod:`dcgmm.distributed`): each rank
         trains on its share of every global batch of ``config.batch_size`` and the gradients
@@ -182,6 +214,11 @@ class Trainer:
         if labels is not None and labels.shape != (images.shape[0],):
             raise ValueError(
                 f"labels must have shape ({images.shape[0]},); got {tuple(labels.shape)}"
+            )
+        if config.on_nonfinite == "rollback" and run_dir is None:
+            raise ValueError(
+                "on_nonfinite='rollback' reloads the last checkpoint, so it needs a run_dir; "
+                "pass run_dir or use on_nonfinite='stop'"
             )
         self.device = torch.device(config.device)
         self.model = model.to(self.device)
@@ -214,6 +251,12 @@ class Trainer:
         self._log_count = [0] * n
         self._correct = torch.zeros((), dtype=torch.float64, device=self.device)
         self._perm: tuple[int, Tensor] | None = None
+        # The watchdog's record: rollbacks so far, learning-rate scales they left per layer
+        # index, and the steps (from 1) whose batches are skipped. All saved in checkpoints.
+        self.rollbacks: list[dict[str, Any]] = []
+        self._lr_scale: dict[int, float] = {}
+        self._skipped: set[int] = set()
+        self._saved_step: int | None = None  # step of the checkpoint on disk, once known
 
     def _param_groups(self) -> list[dict[str, Any]]:
         cfg = self.config
@@ -249,8 +292,11 @@ class Trainer:
 
     def _sync_learning_rates(self) -> None:
         for group in self.optimizer.param_groups:
+            after_rollbacks = self._lr_scale.get(group["layer"], 1.0)
             if group["scale"] is not None:
-                group["lr"] = self.schedules[group["layer"]].lr * group["scale"]
+                group["lr"] = self.schedules[group["layer"]].lr * group["scale"] * after_rollbacks
+            else:
+                group["lr"] = self.config.classifier_lr * after_rollbacks
         for idx, gmm in self.model.gmm_layers():
             gmm.set_sigma_som(self.schedules[idx].sigma)
 
@@ -258,7 +304,8 @@ class Trainer:
         """Return whether a trainable layer updates at ``step`` (GMM layers start late)."""
         return step >= self._start_step.get(layer_index, 0)
 
-    def _batch(self, step: int) -> tuple[Tensor, Tensor | None]:
+    def _batch(self, step: int) -> tuple[Tensor, Tensor | None, Tensor]:
+        """Return this rank's (images, labels, row numbers) of the batch of ``step``."""
         epoch, offset = divmod(step, self.steps_per_epoch)
         if self._perm is None or self._perm[0] != epoch:
             n = self.images.shape[0]
@@ -266,19 +313,26 @@ class Trainer:
         b = self.config.batch_size
         index = self.dist.shard(self._perm[1][offset * b : (offset + 1) * b])
         y = self.labels[index] if self.labels is not None else None
-        return self.images[index], y
+        return self.images[index], y, index
 
     def train_step(self) -> None:
-        """Run one SGD step on the next mini-batch (no host synchronisation).
+        """Run one SGD step on the next mini-batch.
 
         Every stage of the model's fast plan (:mod:`dcgmm.stages`) computes its output and
         its own layer's gradient in one go; nothing flows between layers but detached
-        activations.
+        activations. Before the update, the watchdog reads one flag per trainable layer (the
+        step's only host synchronisation) and raises :class:`NumericalError` if an objective
+        is not finite, leaving the parameters as they were.
         """
-        x, y = self._batch(self.step)
+        if self.step + 1 in self._skipped:  # a batch a rollback marked as offending
+            self.step += 1
+            return
+        x, y, index = self._batch(self.step)
         self.optimizer.zero_grad(set_to_none=True)  # layers still waiting keep grad None
         h = x
         slot = 0
+        slots: list[int] = []
+        values: list[Tensor] = []
         feed = ClassifierFeed(list(self.model.layers))
         for stage in self.model.stages:
             h = feed.input_for(stage.index, h)
@@ -289,7 +343,8 @@ class Trainer:
                 continue
             if self.is_active(stage.index, self.step):
                 h, value = stage.train_step(h, y)
-                self._record(slot, value.detach().double())
+                slots.append(slot)
+                values.append(value.detach())
                 if isinstance(layer, LinearClassifier) and y is not None:
                     self._correct += (h.reshape(h.shape[0], -1).argmax(1) == y).sum()
             else:
@@ -297,11 +352,52 @@ class Trainer:
                     h = stage.forward(h)
             feed.keep(stage.index, h)
             slot += 1
-        self.dist.mean_gradients_(self.model)  # one all-reduce; no-op in a single process
+        step_values = torch.stack(values)  # (n_active,)
+        flags = (~torch.isfinite(step_values)).to(step_values.dtype)
+        # One all-reduce carries the gradients and the flags, so every rank sees a NaN that
+        # any rank met; a no-op in a single process.
+        self.dist.mean_gradients_(self.model, extra=[flags])
+        if bool(flags.any()):
+            bad_slot = slots[int(flags.nonzero()[0, 0])]
+            raise self._objective_error(self._trainable[bad_slot][0], x, index)
+        for slot_index, value in zip(slots, step_values.double(), strict=True):
+            self._record(slot_index, value)
         self.optimizer.step()
         for _, gmm in self.model.gmm_layers():
             gmm.project_()
         self.step += 1
+
+    def _error(self, event: NonFinite, suffix: str = "") -> NumericalError:
+        hint = ""
+        if self.config.on_nonfinite == "stop" and event.cause != "data":
+            hint = ", or let the run roll back (on_nonfinite='rollback', --on-nan rollback)"
+        return NumericalError(f"{event.message()}{hint}{suffix}", event)
+
+    def _objective_error(self, layer_index: int, x: Tensor, index: Tensor) -> NumericalError:
+        event = diagnose(
+            list(self.model.layers),
+            step=self.step + 1,
+            bad_layer=layer_index,
+            what="objective",
+            images=x,
+            sample_index=index,
+        )
+        return self._error(event)
+
+    def check_parameters(self) -> None:
+        """Raise :class:`NumericalError` naming the lowest layer with a non-finite parameter."""
+        flags = [torch.isfinite(p).all() for p in self.model.parameters()]
+        if bool(torch.stack(flags).all()):  # one host sync
+            return
+        layers = list(self.model.layers)
+        bad = next(i for i, layer in enumerate(layers) if nonfinite_parameters(layer))
+        event = diagnose(layers, step=self.step, bad_layer=bad, what="parameters")
+        kept = (
+            f" (the checkpoint of step {self._saved_step} is kept)"
+            if self._saved_step is not None
+            else ""
+        )
+        raise self._error(event, f"; not writing a broken checkpoint{kept}")
 
     def _record(self, slot: int, value: Tensor) -> None:
         # GMM stages report their objective (a log-likelihood), the classifier its loss.
@@ -321,12 +417,7 @@ class Trainer:
         sums = self._window_sum.tolist()  # one host sync per window
         for slot in due:
             idx, layer = self._trainable[slot]
-            mean = sums[slot] / self._window_count[slot]
-            if not math.isfinite(mean):
-                raise NumericalError(
-                    f"layer {idx + 1} {layer.spec}: non-finite loss in the window ending at step "
-                    f"{self.step}; lower the learning rate or check the data for NaN/Inf"
-                )
+            mean = sums[slot] / self._window_count[slot]  # finite: the watchdog saw each value
             if isinstance(layer, GMM) and self.schedules[idx].end_window(mean):
                 logger.debug("step %d layer %d: lr/sigma reduced", self.step, idx + 1)
             self._window_sum[slot] = 0.0
@@ -383,6 +474,9 @@ class Trainer:
             "log_sum": self._log_sum.tolist(),
             "log_count": list(self._log_count),
             "correct": float(self._correct),
+            "rollbacks": self.rollbacks,
+            "lr_scale": {str(k): v for k, v in self._lr_scale.items()},
+            "skipped_steps": sorted(self._skipped),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -401,6 +495,10 @@ class Trainer:
         self._log_sum = torch.tensor(state["log_sum"], dtype=f64, device=dev)
         self._log_count = list(state["log_count"])
         self._correct = torch.tensor(state["correct"], dtype=f64, device=dev)
+        # Checkpoints written before the watchdog had rollbacks lack these three.
+        self.rollbacks = list(state.get("rollbacks", []))
+        self._lr_scale = {int(k): v for k, v in state.get("lr_scale", {}).items()}
+        self._skipped = set(state.get("skipped_steps", []))
         self._sync_learning_rates()
 
     def resume(self) -> None:
@@ -408,31 +506,45 @@ class Trainer:
         if self.run_dir is None:
             raise ValueError("resume needs a run_dir")
         self.load_state_dict(load_trainer_state(self.run_dir, model=self.model))
+        self._saved_step = self.step
+        if self.dist.is_main:
+            for path in remove_stale_temporaries(self.run_dir, (MODEL_FILE, METRICS_FILE)):
+                logger.info("removed %s, left by a write that a crash interrupted", path)
+        self._truncate_metrics()
+
+    def _truncate_metrics(self) -> None:
+        """Drop records after ``self.step`` from ``metrics.jsonl`` (they will be redone)."""
+        if self.run_dir is None or not self.dist.is_main:
+            return
         path = self.run_dir / METRICS_FILE
-        if path.exists():
-            kept = [
-                line
-                for line in path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= self.step
-            ]
-            path.write_text("".join(line + "\n" for line in kept))
+        if not path.exists():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the last line of a run killed while appending it
+            if record["step"] <= self.step:
+                kept.append(line + "\n")
+        atomic_write_bytes(path, "".join(kept).encode())
 
     def save(self) -> None:
-        """Write a checkpoint (atomically) if there is a run directory; rank 0 writes it."""
+        """Check the parameters, then write a checkpoint (atomically) if there is a run directory.
+
+        Rank 0 writes it. Raises :class:`NumericalError`, writing nothing, if a parameter is
+        not finite.
+        """
+        self.check_parameters()
         if self.run_dir is None:
             return
         # Partial window sums differ per rank; averaging them now (the mean is linear) makes
         # rank 0's saved state the one every rank resumes from.
         self.dist.mean_([self._window_sum, self._log_sum, self._correct.reshape(1)])
-        for name, param in self.model.named_parameters():
-            if not bool(torch.isfinite(param).all()):
-                raise NumericalError(
-                    f"parameter {name} is not finite at step {self.step}; not writing a broken "
-                    "checkpoint (the previous one is kept)"
-                )
         if self.dist.is_main:
             save_checkpoint(self.run_dir, self.model, self.state_dict())
         self.dist.barrier()
+        self._saved_step = self.step
 
     def _log(self, record: dict[str, Any]) -> None:
         if self.run_dir is None or not self.dist.is_main:
@@ -450,17 +562,72 @@ class Trainer:
         """Train until the last step (or ``stop_at``), checkpointing and logging on the way.
 
         ``callback(step, n_steps, metrics_or_None)`` is called after every step, with the
-        metrics dict every ``log_every`` steps (progress bars hook in here).
+        metrics dict every ``log_every`` steps (progress bars hook in here). After a rollback
+        the next call's step is lower than the previous one's.
+
+        Raises
+        ------
+        NumericalError
+            When an objective or parameter is not finite and ``on_nonfinite`` is ``"stop"``
+            (or rolling back cannot help, or ``max_rollbacks`` are used up).
         """
+        if self.run_dir is not None and self._saved_step is None:
+            self.save()  # the starting point: a rollback or --resume always has a checkpoint
         end = min(self.n_steps, stop_at) if stop_at is not None else self.n_steps
         while self.step < end:
-            self.train_step()
-            self._end_windows()
-            record = None
-            if self.step % self.config.log_every == 0 or self.step == self.n_steps:
-                record = self.metrics()
-                self._log(record)
-            if self.step % self.config.checkpoint_every == 0 or self.step == end:
-                self.save()  # also when stopping early at stop_at, so --resume can continue
+            try:
+                self.train_step()
+                self._end_windows()
+                record = None
+                if self.step % self.config.log_every == 0 or self.step == self.n_steps:
+                    record = self.metrics()
+                    self._log(record)
+                if self.step % self.config.checkpoint_every == 0 or self.step == end:
+                    self.save()  # also when stopping early at stop_at, so --resume can continue
+            except NumericalError as err:
+                self._roll_back(err)  # or re-raise
+                continue
             if callback is not None:
                 callback(self.step, self.n_steps, record)
+
+    def _roll_back(self, err: NumericalError) -> None:
+        """Reload the last checkpoint after ``err`` (see ``TrainConfig``), or re-raise it."""
+        event = err.event
+        if self.config.on_nonfinite == "stop" or event is None:
+            raise err
+        if event.cause == "data":
+            raise NumericalError(
+                f"{err}; not rolling back: the same images come back every epoch", event
+            ) from err
+        if len(self.rollbacks) >= self.config.max_rollbacks:
+            steps = ", ".join(str(r["step"]) for r in self.rollbacks)
+            raise NumericalError(
+                f"{err}. Gave up after {len(self.rollbacks)} rollbacks (steps {steps}); raise "
+                "max_rollbacks or lower the learning rate",
+                event,
+            ) from err
+        assert self.run_dir is not None  # checked in __init__
+        tensors, metadata = read_checkpoint(self.run_dir)
+        state = json.loads(metadata["trainer_state"])
+        history = [*self.rollbacks, {**event.to_dict(), "checkpoint_step": state["step"]}]
+        lr_scale, skipped = dict(self._lr_scale), {*self._skipped, event.offending_step}
+        self.model.load_state_dict(tensors)
+        self.load_state_dict(state)
+        self._saved_step = self.step
+        layer = event.layer - 1
+        lr_scale[layer] = lr_scale.get(layer, 1.0) * self.config.rollback_lr_factor
+        self.rollbacks, self._lr_scale, self._skipped = history, lr_scale, skipped
+        self._sync_learning_rates()
+        self._truncate_metrics()
+        self.save()  # the same parameters, now with the rollback's decisions: a crash keeps them
+        logger.warning(
+            "%s. Rolled back to the checkpoint of step %d (rollback %d of at most %d); layer %d's "
+            "learning rates are now x%g, and the batch of step %d is skipped",
+            err,
+            self.step,
+            len(history),
+            self.config.max_rollbacks,
+            event.layer,
+            lr_scale[layer],
+            event.offending_step,
+        )
