@@ -25,7 +25,12 @@ def trainer(run_dir, data=None, **overrides):
     model = DCGMM.from_spec(SPEC, (10, 10, 1), generator=torch.Generator().manual_seed(0))
     cfg = dict(steps=20, batch_size=BATCH, annealing_window=4, checkpoint_every=5, log_every=1)
     cfg.update(overrides)
-    return Trainer(model, TrainConfig(**cfg), images() if data is None else data, run_dir=run_dir)
+    run = Trainer(model, TrainConfig(**cfg), images(), run_dir=run_dir)
+    if data is not None:
+        # The constructor refuses NaN, Inf and out-of-range pixels (tests/test_bad_input.py);
+        # slip bad data in behind it (as a changed memory map would) to reach the watchdog.
+        run.images.copy_(data)
+    return run
 
 
 def poison(layer, name, value, *, at_steps, once=False):

@@ -217,9 +217,11 @@ def to_nhwc_float(images: np.ndarray, name: str) -> Tensor:
         return torch.from_numpy(images.astype(np.float32) / 255.0)
     if images.dtype == np.bool_:
         return torch.from_numpy(images.astype(np.float32))
-    values = images.astype(np.float32)
+    # Check in the file's own precision: a float64 value beyond float32's range would turn
+    # into Inf (with a warning) in the cast, and the message would blame the wrong value.
+    values = images
     if values.size == 0:
-        return torch.from_numpy(values)
+        return torch.from_numpy(values.astype(np.float32))
     if not np.isfinite(values).all():
         raise DataError(
             f"{name}: images contain NaN or Inf; expected finite pixels. Fix or drop those images"
@@ -229,7 +231,7 @@ def to_nhwc_float(images: np.ndarray, name: str) -> Tensor:
             f"{name}: float images must lie in [0, 1]; got [{values.min()}, {values.max()}]. "
             "Store uint8 0-255 pixels, or rescale to [0, 1]"
         )
-    return torch.from_numpy(values)
+    return torch.from_numpy(values.astype(np.float32))
 
 
 def select(
