@@ -56,3 +56,19 @@ def test_preprocessors_share_the_protocol_and_refuse_misuse():
         ZCAWhitening().fit(x).transform(torch.rand(4, 2, 2, 1))
     with pytest.raises(ValueError, match="epsilon_ratio"):
         ZCAWhitening(epsilon_ratio=0)
+
+
+def test_fewer_images_than_pixels_takes_the_gram_route_to_the_same_whitening():
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(12, 5, 5, 2, generator=g, dtype=torch.float64)  # N = 12 < D = 25
+    fast = ZCAWhitening(epsilon_ratio=1e-2).fit(x)
+    for c in range(2):  # the D x D route, written out
+        flat = x[..., c].reshape(12, -1)
+        centred = flat - flat.mean(0)
+        values, u = torch.linalg.eigh(centred.T @ centred / 12)
+        values = values.clamp_min(0)
+        eps = 1e-2 * values.mean()
+        expected = u @ torch.diag((values + eps).rsqrt()) @ u.T
+        torch.testing.assert_close(fast.whiten[c], expected, rtol=0, atol=1e-9)
+        torch.testing.assert_close(fast.unwhiten[c], torch.linalg.inv(expected), rtol=0, atol=1e-9)
+    torch.testing.assert_close(fast.inverse(fast.transform(x)), x, rtol=0, atol=1e-10)

@@ -74,18 +74,39 @@ class ZCAWhitening:
                 f"ZCA needs a batch of at least 2 NHWC images; got shape {tuple(images.shape)}"
             )
         n, h, w, c = images.shape
-        x = images.double().permute(3, 0, 1, 2).reshape(c, n, h * w)  # (C, N, D)
+        d = h * w
+        x = images.double().permute(3, 0, 1, 2).reshape(c, n, d)  # (C, N, D)
         mean = x.mean(1)
         centred = x - mean[:, None]
-        cov = centred.transpose(1, 2) @ centred / n  # (C, D, D)
-        eigenvalues, u = torch.linalg.eigh(cov)
-        eigenvalues = eigenvalues.clamp_min(0)
-        eps = self.epsilon_ratio * eigenvalues.mean(-1, keepdim=True)
-        scale = (eigenvalues + eps).sqrt()
+        if n < d:
+            # Fewer images than pixels (400 faces of 4096): the covariance has rank < N, so
+            # diagonalise the N x N Gram matrix instead of the D x D covariance. Its nonzero
+            # eigenvalues are the covariance's, with eigenvectors u = X^T v / sqrt(N lambda);
+            # the remaining D - N directions have eigenvalue 0 and are only scaled by eps.
+            gram_values, v = torch.linalg.eigh(centred @ centred.transpose(1, 2) / n)
+            keep = gram_values > gram_values.amax(-1, keepdim=True) * 1e-12
+            values = torch.where(keep, gram_values, 0.0)
+            u = centred.transpose(1, 2) @ v / (n * values).clamp_min(1e-300).sqrt()[:, None]
+            u = u * keep[:, None]  # (C, D, N): orthonormal columns where kept, zero elsewhere
+            eps = self.epsilon_ratio * values.sum(-1, keepdim=True) / d
+            rest = eps.rsqrt()[..., None]  # the scale of the zero-eigenvalue directions
+            eye = torch.eye(d, dtype=torch.float64)
+            projector = u @ u.transpose(1, 2)
+            self.whiten = (u / (values + eps).sqrt()[:, None]) @ u.transpose(1, 2) + rest * (
+                eye - projector
+            )
+            self.unwhiten = (u * (values + eps).sqrt()[:, None]) @ u.transpose(1, 2) + (
+                eye - projector
+            ) / rest
+        else:
+            values, u = torch.linalg.eigh(centred.transpose(1, 2) @ centred / n)  # (C, D, D)
+            values = values.clamp_min(0)
+            eps = self.epsilon_ratio * values.mean(-1, keepdim=True)
+            scale = (values + eps).sqrt()
+            self.whiten = (u / scale[:, None, :]) @ u.transpose(1, 2)
+            self.unwhiten = (u * scale[:, None, :]) @ u.transpose(1, 2)
         self.shape = (h, w, c)
         self.mean = mean
-        self.whiten = (u / scale[:, None, :]) @ u.transpose(1, 2)
-        self.unwhiten = (u * scale[:, None, :]) @ u.transpose(1, 2)
         return self
 
     def _apply(self, images: Tensor, matrix: Tensor | None, *, forward: bool) -> Tensor:
