@@ -84,6 +84,12 @@ def test_vae_tiny_run_writes_likelihoods_and_knn(tmp_path):
         assert row["nll_is5000_subset"] > 0.0  # -log p of binary images is positive
         assert len(row["knn_error_sample"]) == 3
     assert "96.5" in (tmp_path / "baselines_vae.md").read_text()
+    # Train the cached DLGMM further: its record grows, Gauss-VAE's stays.
+    tiny("vae", tmp_path, "--models", "DLGMM,Gauss-VAE", "--is-test", "50",
+         "--continue-minutes", "0.05", "--continue-models", "DLGMM")  # fmt: skip
+    again = json.loads((tmp_path / "baselines_vae.json").read_text())["rows"]
+    assert again[0]["epochs"] > rows[0]["epochs"]
+    assert again[1]["epochs"] == rows[1]["epochs"]
 
 
 @needs_data
