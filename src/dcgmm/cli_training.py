@@ -1,0 +1,389 @@
+"""``dcgmm train`` (DCGMM and baselines, resume, TensorBoard) and ``dcgmm demo``."""
+
+import argparse
+import dataclasses
+import json
+import logging
+import time
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm  # type: ignore[import-untyped]
+
+from dcgmm import __version__
+from dcgmm._cli_common import CLIError, check_writable, load_data
+from dcgmm.baselines.runs import BASELINES
+from dcgmm.checkpoint import CONFIG_FILE, load_model, read_config, write_config
+from dcgmm.cli_baselines import train_baseline
+from dcgmm.cli_generation import save_inpainting_grid
+from dcgmm.data import load_dataset
+from dcgmm.distributed import DistContext, init_from_env, shutdown
+from dcgmm.evaluation import evaluate, format_scores
+from dcgmm.exceptions import CheckpointError
+from dcgmm.images import save_grid
+from dcgmm.inpainting import inpaint, make_mask
+from dcgmm.model import DCGMM
+from dcgmm.monitoring import INSTALL_HINT, TensorBoardMonitor, summary_writer_class
+from dcgmm.sampling import SamplingConfig, sample
+from dcgmm.spec import PRESETS
+from dcgmm.training import TrainConfig, Trainer, preset_config
+
+logger = logging.getLogger("dcgmm")
+
+# The demo: a two-layer DCGMM small enough to train on 2 CPU cores in about a minute. The
+# annealing needs about 50 reductions of 100 steps each, hence 6000 steps (60 epochs of 10,000).
+DEMO_SPEC = "F(8,2)-G(25)-F(11,1)-G(25)"
+DEMO_EPOCHS = 60
+
+
+# Flags whose meaning the field name does not carry; other fields just show their default.
+FLAG_HELP = {
+    "checkpoint_every": "steps between checkpoints (one is also written at the start and end)",
+    "on_nonfinite": "what a NaN/Inf in a layer's objective or parameters does: stop, naming "
+    "layer and step, or roll back to the last checkpoint, scale that layer's learning rates by "
+    "--rollback-lr-factor, skip the batch and go on (at most --max-rollbacks times)",
+}
+FLAG_ALIASES = {"on_nonfinite": ["--on-nan"]}
+
+
+def _field_kwargs(field: dataclasses.Field[Any]) -> dict[str, Any]:
+    hint = typing.get_type_hints(TrainConfig)[field.name]
+    if isinstance(hint, types.UnionType):
+        return {"type": next(a for a in typing.get_args(hint) if a is not type(None))}
+    if typing.get_origin(hint) is typing.Literal:
+        return {"choices": typing.get_args(hint)}
+    return {"type": hint}
+
+
+def add_train_config_flags(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per TrainConfig field; flags not given stay out of the namespace."""
+    group = parser.add_argument_group("training hyper-parameters (defaults: the spec's)")
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        default = f"default {field.default}"
+        group.add_argument(
+            flag,
+            *FLAG_ALIASES.get(field.name, []),
+            dest=field.name,
+            default=argparse.SUPPRESS,
+            help=f"{FLAG_HELP[field.name]} ({default})" if field.name in FLAG_HELP else default,
+            **_field_kwargs(field),
+        )
+
+
+def train_config_from_args(args: argparse.Namespace, preset: str | None) -> TrainConfig:
+    """Merge ``--config run.json`` (first) and explicit flags (override) into a TrainConfig."""
+    values: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        try:
+            loaded = json.loads(Path(args.config).read_text())
+        except (OSError, ValueError) as err:  # missing, unreadable or not JSON
+            raise CLIError(
+                f"cannot read --config {args.config} ({err}); expected a JSON object of "
+                'training options, e.g. {"epochs": 25, "batch_size": 100}'
+            ) from None
+        if isinstance(loaded, dict) and isinstance(loaded.get("train"), dict):
+            loaded = loaded["train"]  # a run's config.json
+        if not isinstance(loaded, dict):
+            raise CLIError(
+                f"--config {args.config} holds a JSON {type(loaded).__name__}; expected an "
+                'object of training options, e.g. {"epochs": 25}'
+            )
+        values.update(loaded)
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    explicit = {k for k in vars(args) if k in names}
+    values.update({k: getattr(args, k) for k in explicit})
+    unknown = set(values) - names
+    if unknown:
+        raise CLIError(f"unknown training options {sorted(unknown)}; known: {sorted(names)}")
+    explicit |= set(values)
+    if "epochs" not in values and "steps" not in values:
+        raise CLIError("give --epochs E or --steps S (the recipes train 25-80 epochs)")
+    try:
+        return preset_config(preset, TrainConfig(**values), explicit)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+
+
+def _progress(total: int, initial: int, *, show: bool = True) -> tuple[Any, Any]:
+    disable = None if show else True  # None: tqdm hides itself when not on a terminal
+    bar = tqdm(total=total, initial=initial, unit="step", disable=disable, dynamic_ncols=True)
+
+    def callback(step: int, n_steps: int, record: dict[str, Any] | None) -> None:
+        bar.update(step - bar.n)
+        if record is not None:
+            parts = [
+                f"{layer['spec']}:{layer['loss']:.1f}"
+                for layer in record["layers"]
+                if layer["loss"] is not None
+            ]
+            bar.set_postfix_str(" ".join(parts))
+            logger.debug("metrics %s", record)
+
+    return bar, callback
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a model (or resume a run); under ``torchrun`` every process runs this."""
+    if args.model in BASELINES and not args.resume:
+        if getattr(args, "tensorboard", False):
+            raise CLIError(f"--tensorboard watches DCGMM training; not available for {args.model}")
+        return train_baseline(args)
+    if getattr(args, "tensorboard", False):  # checked before anything is written
+        try:
+            summary_writer_class()
+        except ImportError as err:
+            raise CLIError(str(err)) from None
+        every = args.tensorboard_image_every
+        if every is not None and every <= 0:
+            raise CLIError(f"--tensorboard-image-every must be a positive step count; got {every}")
+    if args.resume:
+        run_dir = Path(args.resume)
+        config = read_config(run_dir)
+        try:
+            train_cfg = TrainConfig(**config["train"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(
+                f"{run_dir / CONFIG_FILE} has no usable training options ({err!r}); the file is "
+                "corrupted. Start a new run with --out"
+            ) from None
+    else:
+        if args.model is None or args.data is None or args.out is None:
+            raise CLIError("train needs --model, --data and --out (or --resume RUN_DIR)")
+        run_dir = Path(args.out)
+        if (run_dir / CONFIG_FILE).exists():
+            raise CLIError(
+                f"{run_dir} already holds a run; continue it with --resume {run_dir} or "
+                "choose another --out"
+            )
+        preset = args.model if args.model in PRESETS else None
+        train_cfg = train_config_from_args(args, preset)
+    ctx, device = init_from_env(train_cfg.device)
+    try:
+        return _train(args, run_dir, train_cfg, ctx, device)
+    finally:
+        shutdown()
+
+
+def _train(
+    args: argparse.Namespace,
+    run_dir: Path,
+    train_cfg: TrainConfig,
+    ctx: DistContext,
+    device: str,
+) -> int:
+    run_cfg = dataclasses.replace(train_cfg, device=device)  # cuda:LOCAL_RANK under torchrun
+    if not ctx.is_main:
+        logger.setLevel(logging.WARNING)  # one voice per job: rank 0 reports
+    if ctx.is_main:
+        check_writable(run_dir)  # before any data is read: a bad --out fails in a second
+    if args.resume:
+        data = read_config(run_dir)["data"]
+        dataset = load_data(
+            data["source"], "train", data["classes"], data["limit_per_class"], data.get("limit")
+        )
+        model = load_model(run_dir)
+        try:
+            trainer = Trainer(
+                model, run_cfg, dataset.images, dataset.labels, run_dir=run_dir, dist=ctx
+            )
+            trainer.resume()
+        except ValueError as err:
+            raise CLIError(str(err)) from None
+        logger.info("resuming %s at step %d of %d", run_dir, trainer.step, trainer.n_steps)
+    else:
+        dataset = load_data(args.data, "train", args.classes, args.limit_per_class, args.limit)
+        generator = torch.Generator().manual_seed(train_cfg.seed)
+        model = DCGMM.from_spec(
+            args.model, dataset.image_shape, objective=args.objective, generator=generator
+        )
+        try:  # validates data against model and config before anything is written
+            trainer = Trainer(
+                model, run_cfg, dataset.images, dataset.labels, run_dir=run_dir, dist=ctx
+            )
+        except ValueError as err:
+            raise CLIError(str(err)) from None
+        if ctx.is_main:
+            write_config(
+                run_dir,
+                {
+                    "spec": model.spec,
+                    "preset": args.model if args.model in PRESETS else None,
+                    "input_shape": list(dataset.image_shape),
+                    "objective": args.objective,
+                    "train": train_cfg.to_dict(),
+                    "data": {
+                        "source": args.data,
+                        "classes": args.classes,
+                        "limit_per_class": args.limit_per_class,
+                        "limit": args.limit,
+                        "n_samples": len(dataset),
+                    },
+                    "versions": {"dcgmm": __version__, "torch": torch.__version__},
+                    "world_size": ctx.world_size,
+                    "tensorboard": _tensorboard_settings(args, train_cfg, None),
+                },
+            )
+        ctx.barrier()
+        logger.info("%s", model)
+        logger.info("resolved training config: %s", json.dumps(train_cfg.to_dict()))
+    if ctx.active:
+        logger.info("data-parallel job: %d processes, rank 0 on %s", ctx.world_size, device)
+    bar, callback = _progress(trainer.n_steps, trainer.step, show=ctx.is_main)
+    settings = _tensorboard_settings(args, train_cfg, read_config(run_dir).get("tensorboard"))
+    monitor = None
+    if settings is not None and ctx.is_main:
+        try:
+            monitor = TensorBoardMonitor(
+                run_dir, model, start_step=trainer.step, seed=train_cfg.seed, **settings
+            )
+        except ImportError as err:  # a resumed run whose config asks for TensorBoard
+            raise CLIError(str(err)) from None
+        logger.info("TensorBoard events: tensorboard --logdir %s", monitor.log_dir)
+
+    def progress_and_monitor(step: int, n_steps: int, record: dict[str, Any] | None) -> None:
+        callback(step, n_steps, record)
+        if monitor is not None:
+            monitor(step, n_steps, record)
+
+    start = time.perf_counter()
+    try:
+        with bar:
+            trainer.run(callback=progress_and_monitor, stop_at=args.stop_at)
+    finally:
+        if monitor is not None:
+            monitor.close()
+    if ctx.is_main:
+        logger.info(
+            "trained %d steps in %.1f s; run directory %s",
+            trainer.n_steps,
+            time.perf_counter() - start,
+            run_dir,
+        )
+    return 0
+
+
+def _tensorboard_settings(
+    args: argparse.Namespace, train_cfg: TrainConfig, stored: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """Return the monitor's settings: ``--tensorboard`` now, or stored by the run (resume)."""
+    if not getattr(args, "tensorboard", False) and stored is None:
+        return None
+    every = getattr(args, "tensorboard_image_every", None)
+    return {"image_every": every or (stored or {}).get("image_every") or train_cfg.checkpoint_every}
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Train a small DCGMM on the built-in MNIST; print scores; write three PNG grids."""
+    out = Path(args.out)
+    if (out / CONFIG_FILE).exists():
+        raise CLIError(f"{out} already holds a run; remove it or pass another --out")
+    train_args = argparse.Namespace(
+        model=DEMO_SPEC,
+        data="mnist",
+        classes=None,
+        limit_per_class=None,
+        limit=None,
+        stop_at=None,
+        out=str(out),
+        objective="annealed",
+        resume=None,
+        epochs=args.epochs,
+        seed=0,
+    )
+    cmd_train(train_args)
+    model = load_model(out)
+    test = load_dataset("mnist", split="test")
+    print(f"\n{model}\n\nTest scores on the built-in MNIST ({len(test)} digits):")
+    print(format_scores(evaluate(model, test.images, test.labels)))
+    _, first = next(model.gmm_layers())
+    h, w, c = _patch_shape(model)
+    centroids = first.means.detach().reshape(-1, h, w, c)
+    paths = [
+        save_grid(out / "centroids.png", centroids, normalize=False, scale=8),
+        save_grid(
+            out / "samples.png",
+            sample(
+                model,
+                64,
+                config=SamplingConfig(top_s=1),  # each position takes its strongest component
+                generator=torch.Generator().manual_seed(0),
+            ),
+            scale=3,
+        ),
+    ]
+    digits = test.images[:12]
+    missing = make_mask("right-half", tuple(digits.shape))
+    completed = inpaint(
+        model, digits, missing, config=SamplingConfig(top_s=1), generator=torch.Generator()
+    )
+    paths.append(save_inpainting_grid(out / "inpainting.png", digits, missing, completed))
+    print("\nwrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _patch_shape(model: DCGMM) -> tuple[int, int, int]:
+    """Return the (h, w, c) image patch that the first GMM layer's centroids cover."""
+    from dcgmm.layers import Folding
+
+    first = model.layers[0]
+    c = model.input_shape[2]
+    if isinstance(first, Folding):
+        return (first.patch_size[0], first.patch_size[1], c)
+    return (1, 1, c)
+
+
+def add_training_commands(sub: Any) -> None:
+    """Add ``train`` and ``demo`` to the CLI's subparsers."""
+    train = sub.add_parser("train", help="train a DCGMM")
+    train.add_argument(
+        "--model",
+        help=f"spec string, preset {sorted(PRESETS)}, or a baseline: {', '.join(BASELINES)}",
+    )
+    train.add_argument("--data", help="mnist, fashion-mnist, an IDX folder or a .npz file")
+    train.add_argument("--classes", help="keep only these classes, e.g. 1,2,3 or 1-9")
+    train.add_argument("--limit-per-class", type=int, help="first N samples of every class")
+    train.add_argument("--limit", type=int, help="then the first N samples (file order)")
+    train.add_argument(
+        "--objective", default="annealed", choices=("annealed", "max_component", "loglik")
+    )
+    train.add_argument("--out", help="run directory")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run")
+    train.add_argument(
+        "--stop-at",
+        type=int,
+        metavar="STEP",
+        help="checkpoint and exit at this global step (continue later with --resume)",
+    )
+    train.add_argument("--config", help="JSON file of training options (flags override it)")
+    train.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write per-layer objectives, lr, sigma_som, classifier accuracy, centroid and "
+        f"sample grids to RUN_DIR/tensorboard (needs `{INSTALL_HINT}`); a resumed run goes on "
+        "writing them",
+    )
+    train.add_argument(
+        "--tensorboard-image-every",
+        type=int,
+        metavar="STEPS",
+        help="steps between TensorBoard image grids (default: --checkpoint-every)",
+    )
+    add_train_config_flags(train)
+    base = train.add_argument_group("baselines (--model dlgmm|dldpmm|gauss-vae|nsn)")
+    base.add_argument(
+        "--binarize", default="stochastic", choices=("stochastic", "threshold"),
+        help="VAEs: one Bernoulli draw per pixel (seeded) or a threshold at 0.5",
+    )  # fmt: skip
+    base.add_argument("--max-minutes", type=float, help="VAEs: stop training after this long")
+    base.add_argument("--taus", help="NSN: thresholds per layer, e.g. -0.93,0.75,0.65")
+    base.add_argument("--nsn-images", type=int, default=5000, help="NSN: images to fit on")
+    train.set_defaults(func=cmd_train)
+
+    demo = sub.add_parser("demo", help="train a small model on the built-in MNIST")
+    demo.add_argument("--out", default="runs/demo")
+    demo.add_argument("--epochs", type=int, default=DEMO_EPOCHS)
+    demo.set_defaults(func=cmd_demo)
