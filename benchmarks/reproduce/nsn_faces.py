@@ -74,6 +74,13 @@ def faces_table(args: argparse.Namespace) -> dict[str, Any]:
     drawn = pre.inverse(model.sample(24, settings=settings, generator=g, clip=False)).clamp(0, 1)
     stem = f"nsn_{name}"
     save_grid(out / "baselines" / f"{stem}_samples.png", drawn, n_cols=8, scale=1)
+    # Under ZCA the inverse adds the mean face back, so even a constant output looks like a
+    # face: measure how far samples stray from the mean face, next to the real faces.
+    mean_face = faces.mean(0, keepdim=True)
+    spread = {
+        "samples": float(((drawn - mean_face) ** 2).mean()),
+        "real_faces": float(((faces - mean_face) ** 2).mean()),
+    }
     level_mse, rebuilt = decode_levels(model, faces[:100], pre, noise_free)
     save_grid(out / "baselines" / f"{stem}_levels.png", rebuilt, n_cols=N_SHOWN, scale=1)
     row = {
@@ -85,6 +92,7 @@ def faces_table(args: argparse.Namespace) -> dict[str, Any]:
         "paper_filter_counts_lfw": list(PAPER_FILTER_COUNTS["lfw"]),
         "generation": dataclasses.asdict(settings),
         "level_mse": level_mse,
+        "mean_face_mse": spread,
         "stem": stem,
     }
     print(row, flush=True)
@@ -120,7 +128,9 @@ def write_faces(row: dict[str, Any], out: Path, command: str, wall: float) -> No
         "",
         f"![levels](baselines/{row['stem']}_levels.png)",
         "",
-        "Samples from top-level noise:",
+        "Samples from top-level noise (24). Mean squared distance to the mean face: samples "
+        f"{row['mean_face_mse']['samples']:.4f}, real faces "
+        f"{row['mean_face_mse']['real_faces']:.4f} (how much of a face's variety they carry).",
         "",
         f"![samples](baselines/{row['stem']}_samples.png)",
     ]
