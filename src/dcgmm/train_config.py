@@ -1,0 +1,127 @@
+"""Training options of a DCGMM run: :class:`TrainConfig` and the presets' recipe factors."""
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Literal
+
+from dcgmm.annealing import AnnealingConfig
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Hyper-parameters of a training run; defaults are the authors' recipes (spec §3).
+
+    Give exactly one of ``epochs`` and ``steps``. Learning rates of a GMM layer are
+    ``lr * lr_factor_*`` with ``lr`` annealed from ``lr_start`` to ``lr_floor``; independent
+    layers multiply them by H*W to undo the mean over positions.
+
+    ``on_nonfinite`` says what a NaN or infinity in a layer's objective or parameters does:
+    ``"stop"`` raises :class:`~dcgmm.watchdog.NumericalError` naming the layer and the step
+    (nothing broken is saved); ``"rollback"`` (needs a run directory) reloads the last
+    checkpoint, multiplies the learning rates of the layer named by ``rollback_lr_factor``
+    for the rest of the run, skips the batch that produced the value, and continues; after
+    ``max_rollbacks`` rollbacks, or when the batch itself holds non-finite pixels (a rollback
+    cannot fix data), it stops as ``"stop"`` does.
+    """
+
+    batch_size: int = 100
+    epochs: int | None = None
+    steps: int | None = None
+    seed: int = 0
+    lr_start: float = 0.011
+    lr_floor: float = 0.01
+    lr_factor_means: float = 1.0
+    lr_factor_precisions: float = 0.1
+    lr_factor_weights: float = 0.2
+    classifier_lr: float = 0.01
+    annealing_window: int = 100
+    annealing_delta: float = 0.05
+    annealing_gamma: float = 0.9
+    sigma_floor: float = 0.01
+    layer_delay: float = 0.1
+    checkpoint_every: int = 1000
+    log_every: int = 100
+    on_nonfinite: Literal["stop", "rollback"] = "stop"
+    max_rollbacks: int = 3
+    rollback_lr_factor: float = 0.5
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if (self.epochs is None) == (self.steps is None):
+            raise ValueError(
+                f"give exactly one of epochs and steps; got epochs={self.epochs}, "
+                f"steps={self.steps}. The recipes train 25-80 epochs"
+            )
+        for name in (
+            "batch_size",
+            "annealing_window",
+            "checkpoint_every",
+            "log_every",
+            "max_rollbacks",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive; got {getattr(self, name)}")
+        if (self.epochs or 1) <= 0 or (self.steps or 1) <= 0:
+            raise ValueError("epochs and steps must be positive")
+        if not 0 <= self.layer_delay < 1:
+            raise ValueError(f"layer_delay must be in [0, 1); got {self.layer_delay}")
+        if self.on_nonfinite not in ("stop", "rollback"):
+            raise ValueError(
+                f"on_nonfinite must be 'stop' or 'rollback'; got {self.on_nonfinite!r}"
+            )
+        if not 0 < self.rollback_lr_factor <= 1:
+            raise ValueError(f"rollback_lr_factor must be in (0, 1]; got {self.rollback_lr_factor}")
+        for f in fields(self):
+            if f.name.startswith("lr_factor") and getattr(self, f.name) < 0:
+                raise ValueError(f"{f.name} must be >= 0; got {getattr(self, f.name)}")
+        AnnealingConfig(**self._annealing_kwargs())  # validates the schedule's fields
+
+    def _annealing_kwargs(self) -> dict[str, Any]:
+        return {
+            "lr_start": self.lr_start,
+            "lr_floor": self.lr_floor,
+            "sigma_floor": self.sigma_floor,
+            "window": self.annealing_window,
+            "delta": self.annealing_delta,
+            "gamma": self.annealing_gamma,
+        }
+
+    @property
+    def annealing(self) -> AnnealingConfig:
+        """The SingleExp schedule's parameters."""
+        return AnnealingConfig(**self._annealing_kwargs())
+
+    def steps_per_epoch(self, n_samples: int) -> int:
+        """Return the number of full batches in one pass (the remainder is dropped)."""
+        if n_samples < self.batch_size:
+            raise ValueError(
+                f"the dataset has {n_samples} samples, fewer than one batch of "
+                f"{self.batch_size}; lower --batch-size or use more data"
+            )
+        return n_samples // self.batch_size
+
+    def total_steps(self, n_samples: int) -> int:
+        """Return the number of SGD steps of the whole run."""
+        if self.steps is not None:
+            return self.steps
+        assert self.epochs is not None
+        return self.epochs * self.steps_per_epoch(n_samples)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the fields as a JSON-ready dict."""
+        return asdict(self)
+
+
+# The recipes' per-configuration learning-rate factors (spec §3).
+PRESET_TRAIN_OVERRIDES: dict[str, dict[str, float]] = {
+    "A": {"lr_factor_weights": 0.5, "lr_factor_precisions": 0.5},
+    "F": {"lr_factor_weights": 0.0},
+    "G": {"lr_factor_weights": 0.0},
+}
+
+
+def preset_config(preset: str | None, config: TrainConfig, explicit: set[str]) -> TrainConfig:
+    """Apply a preset's recipe factors to ``config``, except fields the user set explicitly."""
+    overrides = {
+        k: v for k, v in PRESET_TRAIN_OVERRIDES.get(preset or "", {}).items() if k not in explicit
+    }
+    return replace(config, **overrides) if overrides else config  # type: ignore[arg-type]
