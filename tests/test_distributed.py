@@ -46,12 +46,35 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
 
     a, b = load_model(one), load_model(two)
     for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters(), strict=True):
-        # Stated tolerance: each rank sums half the batch, so float32 sums round differently
-        # (about 1e-7 relative per step); over 60 steps that stays far below 1e-5.
-        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-5, msg=name)
+        # Each rank sums half the batch, so float32 sums round differently. Measured on this
+        # run: the largest difference over all parameters is 6.6e-7 (a mean of layer 4 near
+        # 0.01, so 6.8e-5 relative); the README states the absolute bound 1e-5 checked here.
+        torch.testing.assert_close(q, p, rtol=0, atol=1e-5, msg=name)
     rec_a, rec_b = final_record(one), final_record(two)
     assert rec_b["step"] == 60
     for la, lb in zip(rec_a["layers"], rec_b["layers"], strict=True):
         assert lb.get("n_reductions") == la.get("n_reductions")  # identical annealing
         assert lb["loss"] == pytest.approx(la["loss"], rel=1e-5)
     assert rec_b["classifier_accuracy"] == pytest.approx(rec_a["classifier_accuracy"], abs=1e-9)
+
+
+@pytest.mark.distributed
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="lists threads through /proc")
+def test_no_gloo_thread_outlives_shutdown(tmp_path):
+    """The cause of the SIGABRT at exit: a process group that destroy_process_group cannot free.
+
+    If any reference keeps the group alive, gloo's threads run on into interpreter
+    finalisation, where one that waits for the GIL aborts the process ("terminate called
+    without an active exception") now and then. Checking for the threads is deterministic.
+    """
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "tests.distributed_probe", str(tmp_path)]  # fmt: skip
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, cwd=root)
+    assert done.returncode == 0, done.stderr[-4000:]
+    reports = [json.loads(path.read_text()) for path in sorted(tmp_path.glob("rank*.json"))]
+    assert sorted(r["rank"] for r in reports) == [0, 1]
+    for report in reports:
+        gloo = [name for name in report["threads"] if "gloo" in name]
+        assert gloo == [], f"rank {report['rank']}: {gloo} still running after shutdown()"

@@ -96,11 +96,29 @@ def init_from_env(device: str) -> tuple[DistContext, str]:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = device.startswith("cuda")
     if not dist.is_initialized():
+        _bind_default_arguments_before_the_group_exists()
         dist.init_process_group(backend="nccl" if cuda else "gloo")
     if cuda:
         torch.cuda.set_device(local_rank)
         device = f"cuda:{local_rank}"
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank), device
+
+
+def _bind_default_arguments_before_the_group_exists() -> None:
+    """Import ``torch.distributed.nn.functional`` while there is no process group yet.
+
+    That module binds ``group=group.WORLD`` as the default argument of ten functions when it
+    is imported. Imported after ``init_process_group`` (``torch._dynamo`` imports it, and the
+    first ``torch.optim`` optimizer imports ``torch._dynamo``), those defaults hold the
+    group, so ``destroy_process_group`` cannot free it: gloo's worker and TCP-loop threads
+    live on until the interpreter tears the module down at exit, and a gloo thread that
+    then waits for the GIL is ended by the finalising interpreter (``pthread_exit`` unwinding
+    through a ``noexcept`` frame): "terminate called without an active exception" and a
+    SIGABRT, now and then, after all work was done. Imported first, the defaults are
+    ``None``. ``tests/test_distributed.py`` checks that no gloo thread outlives
+    :func:`shutdown`.
+    """
+    import torch.distributed.nn.functional  # noqa: F401
 
 
 def shutdown() -> None:
