@@ -22,6 +22,22 @@ def test_single_exp_against_hand_computed_trace():
     assert sched.last == 25
 
 
+def test_single_exp_on_an_objective_that_falls_from_the_start():
+    # Progress last - l0 is negative here, so the sign of r = change / progress flips:
+    # w1 = 10 -> baseline; w2 = 5 -> last (progress -5)
+    # w3 = 4.6: r = -0.4 / -5 = 0.08 >= delta -> no reduction; last = 4.6 (progress -5.4)
+    # w4 = 4.4: r = -0.2 / -5.4 = 0.037 -> reduce; last = 4.4 (progress -5.6)
+    # w5 = 5.0: r = 0.6 / -5.6 = -0.107 <= -2 delta -> no reduction; last = 5.0 (progress -5)
+    # w6 = 5.4: r = 0.4 / -5 = -0.08 -> reduce
+    cfg = AnnealingConfig(lr_start=0.02, lr_floor=0.01, window=10, delta=0.05, gamma=0.9)
+    sched = SingleExpSchedule.start(cfg, sigma_start=1.0)
+    trace = [sched.end_window(v) for v in (10.0, 5.0, 4.6, 4.4, 5.0, 5.4)]
+    assert trace == [False, False, False, True, False, True]
+    assert sched.lr == pytest.approx(0.02 * 0.9**2)
+    assert sched.sigma == pytest.approx(0.9**2)
+    assert sched.n_windows == 6
+
+
 def test_sigma_is_floored():
     sched = SingleExpSchedule.start(AnnealingConfig(sigma_floor=0.5), sigma_start=0.6)
     for _ in range(10):

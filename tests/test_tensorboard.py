@@ -68,7 +68,6 @@ def test_train_with_tensorboard_writes_scalars_and_image_grids(tmp_path):
     assert scalars(events, "classifier/loss") == [
         (r["step"], pytest.approx(r["layers"][2]["loss"], rel=1e-6)) for r in records
     ]
-    assert all(0.0 <= r["classifier_accuracy"] <= 1.0 for r in records)
     assert [s for s, _ in scalars(events, "train/epoch")] == [5, 10, 15, 20, 25, 30]
 
     # Image grids at every checkpoint (10, 20, 30): real PNGs of the expected grid sizes.

@@ -46,6 +46,23 @@ def test_annealing_reduces_sigma_and_reaches_layers(mnist_small):
     assert float(gmm.sigma_som) < 0.25 * (2 * 9) ** 0.5
 
 
+def test_training_keeps_every_precision_inside_its_bounds(mnist_small):
+    """Real digits push the precisions of the constant background past the upper bound at
+    once (those pixels have no variance), so the clip after each step must act."""
+    from dcgmm._numerics import SQRT_PRECISION_LOWER_BOUND, SQRT_PRECISION_UPPER_BOUND
+
+    train, _ = mnist_small
+    model = DCGMM.from_spec("F(7,7)-G(4)-F(4,1)-G(9,indep)", (28, 28, 1),
+                            generator=torch.Generator().manual_seed(0))  # fmt: skip
+    Trainer(model, TrainConfig(steps=60, annealing_window=20, layer_delay=0.0), train.images).run()
+    for _, gmm in model.gmm_layers():
+        s = gmm.sqrt_precisions.detach()
+        assert float(s.max()) == pytest.approx(SQRT_PRECISION_UPPER_BOUND, rel=1e-7)
+        assert float(s.min()) >= SQRT_PRECISION_LOWER_BOUND
+        assert int((s == s.max()).sum()) > 0.1 * s.numel()  # many sit at the bound
+        assert float(s.min()) < SQRT_PRECISION_UPPER_BOUND * (1 - 1e-4)  # others moved inside
+
+
 def test_layer_delay_keeps_upper_layers_still_at_first():
     model = DCGMM.from_spec("F(4,2)-G(4)-F(3,1)-G(4)", (8, 8, 1))
     upper_before = model.layers[3].means.detach().clone()

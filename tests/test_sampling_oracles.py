@@ -1,0 +1,210 @@
+"""Value oracles for top-down sampling: what each knob does, against counts and closed forms.
+
+Noise-free draws emit a component's mean exactly, so the component behind every output can
+be read back by matching it to the means; the counts are then compared with the
+probabilities the spec prescribes by a chi-square test. Every generator is seeded, so each
+check is one deterministic draw; the p-value floor of 1e-4 states how unlikely a correct
+sampler is to land there. The bugs these guard against move whole components to probability
+0 (or back), which puts the p-value below 1e-100.
+"""
+
+import math
+
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from dcgmm import DCGMM
+from dcgmm._numerics import SQRT_PRECISION_UPPER_BOUND
+from dcgmm.layers import GMM, LinearClassifier
+from dcgmm.sampling import SamplingConfig, class_control, sample
+
+N_DRAWS = 20_000
+P_FLOOR = 1e-4
+
+
+def drawn_components(means: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Return the index of the component whose mean each output row is (exactly)."""
+    rows = out.detach().reshape(-1, means.shape[-1])
+    distance = ((rows[:, None, :] - means[None]) ** 2).sum(-1)
+    nearest = distance.min(-1)
+    assert float(nearest.values.max()) == 0.0, "a noise-free draw must be a component mean"
+    return nearest.indices
+
+
+def assert_frequencies(index: torch.Tensor, probabilities: list[float]) -> None:
+    """Components of probability 0 never drawn; the others at their rates (chi-square)."""
+    k = len(probabilities)
+    counts = torch.bincount(index, minlength=k).double()
+    p = torch.tensor(probabilities, dtype=torch.float64)
+    p = p / p.sum()
+    assert counts[p == 0].sum() == 0, f"drawn although excluded: {counts.tolist()}"
+    kept = p > 0
+    if int(kept.sum()) == 1:
+        return  # one component left: the zero counts above are the whole check
+    expected = p[kept] * counts.sum()
+    result = chisquare(counts[kept].numpy(), expected.numpy())
+    assert result.pvalue > P_FLOOR, f"counts {counts.tolist()} vs expected {expected.tolist()}"
+
+
+def random_gmm(shape, k, generator, *, independent=False):
+    """A float64 layer with distinct random parameters (any K: no annealing torus needed)."""
+    layer = GMM(shape, k, independent=independent, objective="max_component").double()
+    with torch.no_grad():
+        layer.logits.normal_(generator=generator)
+        layer.means.uniform_(0, 1, generator=generator)
+        layer.sqrt_precisions.uniform_(0.5, 4.0, generator=generator)
+    return layer
+
+
+def one_position_layer(k: int, generator: torch.Generator):
+    return random_gmm((1, 1, 3), k, generator)
+
+
+def control_rows(values: list[float], n: int = N_DRAWS) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float64).expand(n, 1, 1, len(values))
+
+
+@pytest.mark.parametrize(
+    ("control", "top_s", "expected"),
+    [
+        # All tied (the top layer's uniform start): top-S keeps every component.
+        ([1.0] * 6, 2, [1.0] * 6),
+        # Ties at the S-th largest value are kept: 5 and all three 3s.
+        ([5.0, 3.0, 3.0, 3.0, 1.0, 0.0], 2, [5.0, 3.0, 3.0, 3.0, 0.0, 0.0]),
+        # No ties: exactly the S largest, drawn in proportion to their scores.
+        ([0.5, 4.0, 1.0, 3.0, 2.0, 0.25], 3, [0.0, 4.0, 0.0, 3.0, 2.0, 0.0]),
+        ([0.5, 4.0, 1.0, 3.0, 2.0, 0.25], 1, [0.0, 1.0, 0.0, 0.0, 0.0, 0.0]),
+        # No top-S: every component in proportion; negative scores count as 0.
+        ([0.5, 4.0, -1.0, 3.0, 2.0, 0.0], None, [0.5, 4.0, 0.0, 3.0, 2.0, 0.0]),
+    ],
+)
+def test_top_s_draws_the_kept_components_in_proportion_to_their_scores(
+    generator, control, top_s, expected
+):
+    layer = one_position_layer(len(control), generator)
+    out = layer.sample(control_rows(control), generator=generator, top_s=top_s)
+    assert_frequencies(drawn_components(layer.means.detach(), out), expected)
+
+
+def test_top_s_applies_per_position_of_an_independent_layer(generator):
+    layer = random_gmm((1, 2, 3), 4, generator, independent=True)
+    control = torch.tensor([[3.0, 3.0, 2.0, 1.0], [1.0, 0.0, 1.0, 1.0]], dtype=torch.float64)
+    out = layer.sample(control.expand(N_DRAWS, 1, 2, 4), generator=generator, top_s=1)
+    assert_frequencies(drawn_components(layer.means.detach()[0, 0], out[:, :, 0]), [1, 1, 0, 0])
+    assert_frequencies(drawn_components(layer.means.detach()[0, 1], out[:, :, 1]), [1, 0, 1, 1])
+
+
+@pytest.mark.parametrize("divisor", [0.5, 4.0])
+def test_noise_has_standard_deviation_one_over_sqrt_precision_times_divisor(generator, divisor):
+    layer = random_gmm((1, 1, 4), 3, generator)
+    with torch.no_grad():  # dimension 3 sits at the precision bound (a constant pixel)
+        layer.sqrt_precisions.copy_(torch.tensor([[1.0, 2.5, 0.8, SQRT_PRECISION_UPPER_BOUND]] * 3))
+    n = 40_000
+    control = control_rows([0.0, 1.0, 0.0], n)  # always component 1
+    mean = layer.means.detach()[1]
+    noise = layer.sample(control, generator=generator, noise_divisor=divisor)[:, 0, 0] - mean
+    expected_std = 1.0 / (layer.sqrt_precisions.detach()[1] * divisor)
+    std = noise.std(0)
+    # The sample std of n normal draws has standard error std / sqrt(2n): five of them.
+    assert (noise[:, :3].mean(0).abs() <= 5 * expected_std[:3] / math.sqrt(n)).all()
+    torch.testing.assert_close(std[:3], expected_std[:3], rtol=5 / math.sqrt(2 * n), atol=0)
+    assert torch.equal(noise[:, 3], torch.zeros(n, dtype=noise.dtype))  # no speckle there
+    at_bound = layer.sample(control, generator=generator, noise_divisor=divisor,
+                            noise_at_bound=True)[:, 0, 0, 3] - mean[3]  # fmt: skip
+    torch.testing.assert_close(at_bound.std(), expected_std[3], rtol=5 / math.sqrt(2 * n), atol=0)
+
+
+def test_expected_mode_emits_the_control_weighted_mean_after_top_s(generator):
+    layer = random_gmm((2, 1, 3), 5, generator)
+    control = torch.rand(4, 2, 1, 5, generator=generator, dtype=torch.float64)
+    control[0, 0] = torch.tensor([2.0, 2.0, 1.0, 0.0, 0.0], dtype=torch.float64)  # a tie
+    out = layer.sample(control, top_s=2, expected=True)
+    means = layer.means.detach()
+    for n in range(4):
+        for h in range(2):
+            scores = control[n, h, 0].tolist()
+            threshold = sorted(scores, reverse=True)[1]
+            weights = [s if s >= threshold else 0.0 for s in scores]
+            total = sum(weights)
+            expected = sum(w / total * means[k] for k, w in enumerate(weights))
+            torch.testing.assert_close(out[n, h, 0], expected, rtol=1e-12, atol=1e-12)
+
+
+def flat_model(logits: list[float], generator: torch.Generator) -> DCGMM:
+    """A one-position model ``F(2,2)-G(K)`` on 2x2 images with the given mixing logits."""
+    model = DCGMM.from_spec(f"F(2,2)-G({len(logits)})", (2, 2, 1), generator=generator)
+    gmm = model.layers[1]
+    with torch.no_grad():
+        gmm.logits.copy_(torch.tensor(logits))
+        gmm.means.uniform_(0.05, 0.95, generator=generator)
+    return model
+
+
+@pytest.mark.parametrize("start", ["uniform", "weights"])
+def test_the_top_layer_starts_uniform_or_from_its_mixing_weights(generator, start):
+    logits = [2.0, 0.0, -1.0, 1.0]
+    model = flat_model(logits, generator)
+    images = sample(model, N_DRAWS, config=SamplingConfig(start=start), generator=generator)
+    index = drawn_components(model.layers[1].means.detach(), images.reshape(N_DRAWS, 4))
+    expected = torch.softmax(torch.tensor(logits), 0).tolist() if start == "weights" else [1] * 4
+    assert_frequencies(index, expected)
+
+
+def test_per_layer_knobs_reach_the_layer_they_name(generator):
+    model = flat_model([0.0] * 4, generator)
+    # GMM layer 2 (as `dcgmm info` numbers it) gets top-S 1; a mapping for a layer that does
+    # not exist would leave it unrestricted.
+    config = SamplingConfig(top_s={2: 1}, start="weights")
+    images = sample(model, 200, config=config, generator=generator)
+    index = drawn_components(model.layers[1].means.detach(), images.reshape(200, 4))
+    assert index.unique().numel() == 4  # all weights tie at 1/4: all kept, as top-S keeps ties
+    with torch.no_grad():
+        model.layers[1].logits.copy_(torch.tensor([0.0, 1.0, 0.0, 0.0]))
+    images = sample(model, 200, config=config, generator=generator)
+    index = drawn_components(model.layers[1].means.detach(), images.reshape(200, 4))
+    assert index.unique().tolist() == [1]
+
+
+def test_classifier_inversion_points_at_the_requested_class():
+    """With orthonormal weight columns that sum to zero over the inputs, the inversion is exact.
+
+    ``control = (log t - b) W^T - m`` gives logits ``control W + b = log t - m 1^T W = log t``,
+    so the classifier reads back exactly the soft one-hot target it was asked for.
+    """
+    g = torch.Generator().manual_seed(0)
+    k, s = 12, 5
+    classifier = LinearClassifier((1, 1, k), s, generator=g).double()
+    raw = torch.randn(k, s, generator=g, dtype=torch.float64)
+    columns, _ = torch.linalg.qr(raw - raw.mean(0))  # orthonormal, each orthogonal to 1
+    with torch.no_grad():
+        classifier.weight.copy_(columns)
+        classifier.bias.copy_(torch.randn(s, generator=g, dtype=torch.float64))
+    labels = torch.tensor([0, 3, 4, 1])
+    target = LinearClassifier.soft_one_hot(labels, s, dtype=torch.float64)
+    with torch.no_grad():
+        control = classifier.sample(target)
+        read_back = classifier(control)
+    assert float(control.min()) == 0.0  # shifted to be non-negative, as a control must be
+    torch.testing.assert_close(read_back, target, rtol=1e-10, atol=1e-12)
+
+
+def nearest_class_mean(train_images, train_labels, images) -> torch.Tensor:
+    """An independent judge: the class whose mean training digit is nearest (Euclidean)."""
+    centroids = torch.stack([train_images[train_labels == c].mean(0) for c in range(10)])
+    return torch.cdist(images.reshape(len(images), -1), centroids.reshape(10, -1)).argmin(1)
+
+
+def test_class_conditional_samples_show_the_requested_classes(annealed_flat_model, mnist_small):
+    train, _ = mnist_small
+    classes = torch.arange(10).repeat_interleave(20)
+    images = sample(annealed_flat_model, 200, classes=classes, config=SamplingConfig(top_s=1),
+                    generator=torch.Generator().manual_seed(0))  # fmt: skip
+    own = (annealed_flat_model.predict_proba(images).argmax(1) == classes).double().mean()
+    judged = (nearest_class_mean(train.images, train.labels, images) == classes).double().mean()
+    # Measured: 1.00 and 1.00; chance is 0.10, and ignoring the classes gives about that.
+    assert own > 0.8
+    assert judged > 0.8
+    control = class_control(annealed_flat_model, classes, 200).reshape(200, -1)
+    read_back = annealed_flat_model.classifier(control.reshape(200, 1, 1, -1)).reshape(200, 10)
+    assert (read_back.argmax(1) == classes).double().mean() > 0.8

@@ -1,0 +1,82 @@
+"""Outlier scores of every kind and layer against a float64 brute force built from the spec.
+
+The model's own path (fused folding + GMM stages, the matmul density) is compared with
+loop-based folding, a broadcast density and a loop-built torus kernel (``tests/reference.py``),
+with each layer mid-annealing so that the three kinds all differ.
+"""
+
+import pytest
+import torch
+
+from dcgmm import DCGMM
+from dcgmm.outliers import SCORE_KINDS, position_scores, sample_scores
+
+from .reference import naive_fold, naive_log_joint, naive_torus_kernel
+
+SPEC = "F(7,7)-G(4)-F(4,1)-G(9)"
+SIGMAS = {1: 0.9, 3: 1.3}  # layer index (0-based) -> annealing radius, both above the floor
+
+
+@pytest.fixture(scope="module")
+def model():
+    g = torch.Generator().manual_seed(0)
+    net = DCGMM.from_spec(SPEC, (28, 28, 1), generator=g).double()
+    for index, gmm in net.gmm_layers():
+        with torch.no_grad():
+            gmm.logits.normal_(generator=g)
+            gmm.means.uniform_(0, 1, generator=g)
+            gmm.sqrt_precisions.uniform_(0.5, 2.0, generator=g)
+        gmm.set_sigma_som(SIGMAS[index])
+    return net
+
+
+def brute_force_scores(net: DCGMM, x: torch.Tensor) -> dict[int, dict[str, torch.Tensor]]:
+    """{1-based layer: {kind: (N, H, W)}} from loops and broadcasts, float64."""
+    out = {}
+    h = x
+    for index, layer in enumerate(net.layers):
+        if index in SIGMAS:  # a GMM layer on the folded map h
+            n, hh, ww, c = h.shape
+            log_joint = naive_log_joint(
+                h.reshape(-1, c), layer.logits, layer.means, layer.sqrt_precisions
+            ).detach()  # (M, K)
+            kernel = naive_torus_kernel(layer.n_components, SIGMAS[index])
+            annealed = (log_joint[:, None, :] * kernel[None]).sum(-1).amax(-1)
+            kinds = {
+                "loglik": torch.logsumexp(log_joint, -1),
+                "max_component": log_joint.amax(-1),
+                "loss": annealed,
+            }
+            out[index + 1] = {k: v.reshape(n, hh, ww) for k, v in kinds.items()}
+            h = torch.softmax(log_joint, -1).reshape(n, hh, ww, -1)
+        else:
+            fy, fx = layer.patch_size
+            sy, sx = layer.stride
+            h = naive_fold(h, fy, fx, sy, sx)
+    return out
+
+
+@pytest.mark.parametrize("kind", SCORE_KINDS)
+def test_position_scores_of_every_kind_and_layer_match_the_brute_force(model, kind):
+    x = torch.rand(5, 28, 28, 1, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    expected = brute_force_scores(model, x)
+    got = position_scores(model, x, kind=kind, batch_size=2)  # batches of 2, 2 and 1
+    assert set(got) == {2, 4}
+    for layer in (2, 4):
+        torch.testing.assert_close(got[layer], expected[layer][kind], rtol=1e-9, atol=1e-9)
+        per_image = sample_scores(model, x, layer=layer, kind=kind)
+        torch.testing.assert_close(
+            per_image, expected[layer][kind].flatten(1).mean(1), rtol=1e-9, atol=1e-9
+        )
+    top = sample_scores(model, x, kind=kind)  # default: the top GMM layer
+    torch.testing.assert_close(top, expected[4][kind].flatten(1).mean(1), rtol=1e-9, atol=1e-9)
+
+
+def test_the_three_kinds_differ_here_so_a_swap_would_show(model):
+    x = torch.rand(3, 28, 28, 1, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    expected = brute_force_scores(model, x)
+    for layer in (2, 4):
+        values = [expected[layer][kind] for kind in SCORE_KINDS]
+        for i in range(3):
+            for j in range(i + 1, 3):
+                assert float((values[i] - values[j]).abs().min()) > 1e-3
