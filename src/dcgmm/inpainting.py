@@ -148,7 +148,6 @@ def read_and_resample(
     return walk_down(layers, index, control, config or SamplingConfig(), generator).clamp(0, 1)
 
 
-@torch.no_grad()
 def inpaint(
     model: DCGMM,
     images: Tensor,
@@ -183,36 +182,36 @@ def inpaint(
         The images with missing pixels sampled (clipped to [0, 1]) and every known pixel
         bit-identical to the input.
     """
-    check_nhwc(images, model.input_shape, "images")  # NaN allowed here: it marks missing
-    if missing is None:
-        missing = torch.isnan(images)
-        if not bool(missing.any()):
-            raise ValueError(
-                "nothing to in-paint: pass a boolean mask as missing= or mark the missing "
-                "pixels NaN"
+    with torch.no_grad():
+        check_nhwc(images, model.input_shape, "images")  # NaN allowed here: it marks missing
+        if missing is None:
+            missing = torch.isnan(images)
+            if not bool(missing.any()):
+                raise ValueError(
+                    "nothing to in-paint: pass a boolean mask as missing= or mark the missing "
+                    "pixels NaN"
+                )
+        if not isinstance(missing, Tensor) or missing.dtype != torch.bool:
+            got = missing.dtype if isinstance(missing, Tensor) else type(missing).__name__
+            raise TypeError(
+                f"missing must be a bool tensor, True where a pixel is missing; got {got}. Use "
+                "make_mask(...) or a comparison such as mask > 0"
             )
-    if not isinstance(missing, Tensor) or missing.dtype != torch.bool:
-        got = missing.dtype if isinstance(missing, Tensor) else type(missing).__name__
-        raise TypeError(
-            f"missing must be a bool tensor, True where a pixel is missing; got {got}. Use "
-            "make_mask(...) or a comparison such as mask > 0"
-        )
-    if missing.shape != images.shape:
-        try:
-            missing = missing.expand_as(images)
-        except RuntimeError:
-            raise ValueError(
-                f"missing has shape {tuple(missing.shape)}; expected the images' shape "
-                f"{tuple(images.shape)} or one that broadcasts to it, e.g. (N, H, W, 1)"
-            ) from None
-    known = images.masked_fill(missing, fill)
-    model.check_input(known, "images")
-    hidden = missing if marginalize else None
-    completed = read_and_resample(model, known, hidden, layer, config, generator)
-    return torch.where(missing, completed, images)
+        if missing.shape != images.shape:
+            try:
+                missing = missing.expand_as(images)
+            except RuntimeError:
+                raise ValueError(
+                    f"missing has shape {tuple(missing.shape)}; expected the images' shape "
+                    f"{tuple(images.shape)} or one that broadcasts to it, e.g. (N, H, W, 1)"
+                ) from None
+        known = images.masked_fill(missing, fill)
+        model.check_input(known, "images")
+        hidden = missing if marginalize else None
+        completed = read_and_resample(model, known, hidden, layer, config, generator)
+        return torch.where(missing, completed, images)
 
 
-@torch.no_grad()
 def variants(
     model: DCGMM,
     images: Tensor,
@@ -222,5 +221,6 @@ def variants(
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Return new images sampled from ``layer``'s responsibilities for ``images``."""
-    model.check_input(images, "images")
-    return read_and_resample(model, images, None, layer, config, generator)
+    with torch.no_grad():
+        model.check_input(images, "images")
+        return read_and_resample(model, images, None, layer, config, generator)

@@ -61,7 +61,6 @@ def resolve_layer(model: DCGMM, layer: int | str | None) -> int:
     return layer
 
 
-@torch.no_grad()
 def position_scores(
     model: DCGMM,
     images: Tensor,
@@ -76,20 +75,21 @@ def position_scores(
     log-likelihood (default), the max-component log-likelihood or the annealed training
     objective; all in nats.
     """
-    if kind not in SCORE_KINDS:
-        raise ValueError(f"kind must be one of {SCORE_KINDS}; got {kind!r}")
-    model.check_input(images, "images")
-    device = next(model.parameters()).device
-    column = SCORE_KINDS.index(kind)
-    numbers = gmm_layer_numbers(model)
-    parts: dict[int, list[Tensor]] = {n: [] for n in numbers}
-    for start in range(0, images.shape[0], batch_size):
-        batch = images[start : start + batch_size].to(device)
-        # GMMScores is (loss, max_component, loglik): reorder to SCORE_KINDS' order.
-        for number, scores in zip(numbers, model.scores(batch), strict=True):
-            value = (scores.loglik, scores.max_component, scores.loss)[column]
-            parts[number].append(value.cpu())
-    return {n: torch.cat(chunks) for n, chunks in parts.items()}
+    with torch.no_grad():
+        if kind not in SCORE_KINDS:
+            raise ValueError(f"kind must be one of {SCORE_KINDS}; got {kind!r}")
+        model.check_input(images, "images")
+        device = next(model.parameters()).device
+        column = SCORE_KINDS.index(kind)
+        numbers = gmm_layer_numbers(model)
+        parts: dict[int, list[Tensor]] = {n: [] for n in numbers}
+        for start in range(0, images.shape[0], batch_size):
+            batch = images[start : start + batch_size].to(device)
+            # GMMScores is (loss, max_component, loglik): reorder to SCORE_KINDS' order.
+            for number, scores in zip(numbers, model.scores(batch), strict=True):
+                value = (scores.loglik, scores.max_component, scores.loss)[column]
+                parts[number].append(value.cpu())
+        return {n: torch.cat(chunks) for n, chunks in parts.items()}
 
 
 def sample_scores(
@@ -267,7 +267,6 @@ def load_position_statistics(run_dir: str | Path) -> tuple[dict[int, PositionSta
     return stats, metadata.get("source", "")
 
 
-@torch.no_grad()
 def to_pixels(model: DCGMM, layer: int, values: Float[Tensor, "N Hl Wl"]) -> Tensor:
     """Spread a per-position map of GMM layer ``layer`` onto the image grid, (N, H, W).
 
@@ -275,14 +274,15 @@ def to_pixels(model: DCGMM, layer: int, values: Float[Tensor, "N Hl Wl"]) -> Ten
     over its window and averages overlaps, pooling repeats it over its window. A pixel's value
     is then the mean over the positions whose receptive field covers it.
     """
-    device = next(model.parameters()).device
-    h = values.to(device, torch.float64)[..., None]  # (N, Hl, Wl, 1)
-    for lay in reversed(list(model.layers)[: layer - 1]):
-        if isinstance(lay, Folding):
-            expanded = h.expand(*h.shape[:3], lay.out_shape[2])
-            h = lay.sample(expanded)[..., :1]
-        elif isinstance(lay, MaxPooling):
-            h = lay.sample(h.expand(*h.shape[:3], lay.out_shape[2]))[..., :1]
-        elif not isinstance(lay, GMM):  # GMM layers keep the grid
-            raise TypeError(f"cannot map positions through {lay.spec}")
-    return h[..., 0].cpu()
+    with torch.no_grad():
+        device = next(model.parameters()).device
+        h = values.to(device, torch.float64)[..., None]  # (N, Hl, Wl, 1)
+        for lay in reversed(list(model.layers)[: layer - 1]):
+            if isinstance(lay, Folding):
+                expanded = h.expand(*h.shape[:3], lay.out_shape[2])
+                h = lay.sample(expanded)[..., :1]
+            elif isinstance(lay, MaxPooling):
+                h = lay.sample(h.expand(*h.shape[:3], lay.out_shape[2]))[..., :1]
+            elif not isinstance(lay, GMM):  # GMM layers keep the grid
+                raise TypeError(f"cannot map positions through {lay.spec}")
+        return h[..., 0].cpu()

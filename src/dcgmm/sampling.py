@@ -149,7 +149,6 @@ def sampling_layers(model: DCGMM) -> list[Layer]:
     return layers
 
 
-@torch.no_grad()
 def sample(
     model: DCGMM,
     n: int,
@@ -185,47 +184,48 @@ def sample(
     -------
     Tensor, shape (n, H, W, C)
     """
-    if n <= 0:
-        raise ValueError(f"n must be a positive number of samples; got {n}")
-    config = config or SamplingConfig()
-    layers = sampling_layers(model)
-    top = layers[-1]
-    assert isinstance(top, GMM)
-    h, w, k = top.out_shape
-    param = top.logits
-    if classes is not None:
-        control = class_control(model, classes, n)
-    elif config.start == "weights":
-        control = top.weights.expand(n, h, w, k).to(param.dtype)
-    else:
-        control = param.new_ones(n, h, w, k)
-    x = walk_down(layers, len(layers) - 1, control, config, generator)
-    return x.clamp(0.0, 1.0) if clip else x
+    with torch.no_grad():
+        if n <= 0:
+            raise ValueError(f"n must be a positive number of samples; got {n}")
+        config = config or SamplingConfig()
+        layers = sampling_layers(model)
+        top = layers[-1]
+        assert isinstance(top, GMM)
+        h, w, k = top.out_shape
+        param = top.logits
+        if classes is not None:
+            control = class_control(model, classes, n)
+        elif config.start == "weights":
+            control = top.weights.expand(n, h, w, k).to(param.dtype)
+        else:
+            control = param.new_ones(n, h, w, k)
+        x = walk_down(layers, len(layers) - 1, control, config, generator)
+        return x.clamp(0.0, 1.0) if clip else x
 
 
-@torch.no_grad()
 def class_control(model: DCGMM, classes: Tensor | Sequence[int], n: int) -> Tensor:
     """Return the classifier inversion of soft one-hot targets: the top GMM layer's control."""
-    classifier = model.classifier
-    if classifier is None:
-        raise ValueError(
-            f"class-conditional sampling needs a classifier layer; model {model.spec!r} has "
-            "none (train a spec ending in C(n_classes) with labels)"
+    with torch.no_grad():
+        classifier = model.classifier
+        if classifier is None:
+            raise ValueError(
+                f"class-conditional sampling needs a classifier layer; model {model.spec!r} has "
+                "none (train a spec ending in C(n_classes) with labels)"
+            )
+        device = classifier.weight.device
+        labels = torch.as_tensor(classes, dtype=torch.long, device=device).reshape(-1)
+        if labels.shape[0] != n:
+            raise ValueError(f"need one class per sample: n={n}, got {labels.shape[0]} classes")
+        bad = labels[(labels < 0) | (labels >= classifier.n_classes)]
+        if bad.numel():
+            raise ValueError(
+                f"classes must lie in [0, {classifier.n_classes - 1}] (the classifier layer of "
+                f"{model.spec} has {classifier.n_classes} classes); got {sorted(set(bad.tolist()))}"
+            )
+        target = LinearClassifier.soft_one_hot(
+            labels, classifier.n_classes, dtype=classifier.weight.dtype
         )
-    device = classifier.weight.device
-    labels = torch.as_tensor(classes, dtype=torch.long, device=device).reshape(-1)
-    if labels.shape[0] != n:
-        raise ValueError(f"need one class per sample: n={n}, got {labels.shape[0]} classes")
-    bad = labels[(labels < 0) | (labels >= classifier.n_classes)]
-    if bad.numel():
-        raise ValueError(
-            f"classes must lie in [0, {classifier.n_classes - 1}] (the classifier layer of "
-            f"{model.spec} has {classifier.n_classes} classes); got {sorted(set(bad.tolist()))}"
-        )
-    target = LinearClassifier.soft_one_hot(
-        labels, classifier.n_classes, dtype=classifier.weight.dtype
-    )
-    return classifier.sample(target)
+        return classifier.sample(target)
 
 
 def walk_down(

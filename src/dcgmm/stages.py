@@ -142,10 +142,10 @@ class FoldedGMMStage:
             out = F.conv2d(features, weight, bias, stride=self.folding.stride)
         return out.permute(0, 2, 3, 1)  # (N, Ho, Wo, K); contiguous when oneDNN kept NHWC
 
-    @torch.no_grad()
     def log_joint(self, h: Tensor) -> Tensor:
         """Return the GMM layer's log-joints for the un-folded input ``h``."""
-        return self._log_joint(self._features(h), *self._weight_and_bias())
+        with torch.no_grad():
+            return self._log_joint(self._features(h), *self._weight_and_bias())
 
     def forward(self, h: Tensor) -> Tensor:
         """Return the responsibilities (the GMM layer's output)."""
@@ -156,40 +156,40 @@ class FoldedGMMStage:
         log_joint = self.log_joint(h)
         return torch.softmax(log_joint, -1), self.layer.scores_from_log_joint(log_joint)
 
-    @torch.no_grad()
     def train_step(self, h: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Return (responsibilities, mean objective) and set the GMM parameters' grads."""
-        gmm = self.layer
-        features = self._features(h)
-        weight, bias = self._weight_and_bias()
-        log_joint = self._log_joint(features, weight, bias)
-        resp = torch.softmax(log_joint, dim=-1)
-        kernel = gmm.annealing_kernel(log_joint.dtype, log_joint.device)
-        objective = grads.objective_gradient(log_joint, gmm.objective, kernel, resp)
-        d_log_joint = objective.d_log_joint
-        # The weight gradient of the convolution is sum_m R_mk [x^2, x]_m: both statistics.
-        with full_float32_convolutions(features.device):
-            _, d_weight, _ = torch.ops.aten.convolution_backward(
-                d_log_joint.permute(0, 3, 1, 2),
-                features,
-                weight,
-                None,
-                list(self.folding.stride),
-                [0, 0],
-                [1, 1],
-                False,
-                [0, 0],
-                1,
-                [False, True, False],
-            )
-        k, dim = gmm.means.shape
-        halves = d_weight.permute(0, 2, 3, 1)  # (K, fy, fx, 2C)
-        c = halves.shape[-1] // 2
-        second = halves[..., :c].reshape(k, dim)
-        first = halves[..., c:].reshape(k, dim)
-        stats = grads.Statistics(objective.weight, first, second)
-        grads.set_descent_gradients(gmm.means, gmm.sqrt_precisions, gmm.logits, stats)
-        return resp, objective.values.mean()
+        with torch.no_grad():
+            gmm = self.layer
+            features = self._features(h)
+            weight, bias = self._weight_and_bias()
+            log_joint = self._log_joint(features, weight, bias)
+            resp = torch.softmax(log_joint, dim=-1)
+            kernel = gmm.annealing_kernel(log_joint.dtype, log_joint.device)
+            objective = grads.objective_gradient(log_joint, gmm.objective, kernel, resp)
+            d_log_joint = objective.d_log_joint
+            # The weight gradient of the convolution is sum_m R_mk [x^2, x]_m: both statistics.
+            with full_float32_convolutions(features.device):
+                _, d_weight, _ = torch.ops.aten.convolution_backward(
+                    d_log_joint.permute(0, 3, 1, 2),
+                    features,
+                    weight,
+                    None,
+                    list(self.folding.stride),
+                    [0, 0],
+                    [1, 1],
+                    False,
+                    [0, 0],
+                    1,
+                    [False, True, False],
+                )
+            k, dim = gmm.means.shape
+            halves = d_weight.permute(0, 2, 3, 1)  # (K, fy, fx, 2C)
+            c = halves.shape[-1] // 2
+            second = halves[..., :c].reshape(k, dim)
+            first = halves[..., c:].reshape(k, dim)
+            stats = grads.Statistics(objective.weight, first, second)
+            grads.set_descent_gradients(gmm.means, gmm.sqrt_precisions, gmm.logits, stats)
+            return resp, objective.values.mean()
 
 
 Stage = LayerStage | FoldedGMMStage

@@ -53,12 +53,12 @@ class LinearClassifier(TrainableLayer):
         self.bias = nn.Parameter(torch.zeros(n_classes))
         self.reset_parameters(generator=generator)
 
-    @torch.no_grad()
     def reset_parameters(self, *, generator: torch.Generator | None = None) -> None:
         """Draw ``W`` from a truncated normal of std ``1/sqrt(D_in)``; zero ``b``."""
-        std = 1.0 / math.sqrt(self.weight.shape[0])
-        nn.init.trunc_normal_(self.weight, std=std, a=-2 * std, b=2 * std, generator=generator)
-        self.bias.zero_()
+        with torch.no_grad():
+            std = 1.0 / math.sqrt(self.weight.shape[0])
+            nn.init.trunc_normal_(self.weight, std=std, a=-2 * std, b=2 * std, generator=generator)
+            self.bias.zero_()
 
     def output_shape(self, input_shape: Shape) -> Shape:
         """Return ``(1, 1, S)``."""

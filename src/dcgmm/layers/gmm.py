@@ -234,12 +234,12 @@ class GMM(TrainableLayer):
         self.register_load_state_dict_post_hook(_refresh_sigma_host)  # type: ignore[no-untyped-call]
         self.reset_parameters(generator=generator)
 
-    @torch.no_grad()
     def reset_parameters(self, *, generator: torch.Generator | None = None) -> None:
         """Initialise as the spec: uniform weights, small uniform means, precisions at 20."""
-        self.logits.zero_()
-        self.means.uniform_(-MEAN_INIT_RANGE, MEAN_INIT_RANGE, generator=generator)
-        self.sqrt_precisions.fill_(SQRT_PRECISION_UPPER_BOUND)
+        with torch.no_grad():
+            self.logits.zero_()
+            self.means.uniform_(-MEAN_INIT_RANGE, MEAN_INIT_RANGE, generator=generator)
+            self.sqrt_precisions.fill_(SQRT_PRECISION_UPPER_BOUND)
 
     sigma_som: Tensor  # registered buffer: the annealing radius, saved with the parameters
 
@@ -248,11 +248,11 @@ class GMM(TrainableLayer):
         """The annealing radius as a Python float."""
         return self._sigma_host
 
-    @torch.no_grad()
     def set_sigma_som(self, value: float) -> None:
         """Set the annealing radius (the buffer that is saved, and its host-side copy)."""
-        self.sigma_som.fill_(value)
-        self._sigma_host = float(value)
+        with torch.no_grad():
+            self.sigma_som.fill_(value)
+            self._sigma_host = float(value)
 
     def annealing_kernel(self, dtype: torch.dtype, device: torch.device) -> Tensor | None:
         """Return the toroidal kernel the objective uses now, or ``None`` for the identity.
@@ -280,10 +280,10 @@ class GMM(TrainableLayer):
         """Mixing weights ``pi = softmax(logits)``."""
         return torch.softmax(self.logits, dim=-1)
 
-    @torch.no_grad()
     def project_(self) -> None:
         """Clip square-root precisions into ``[sqrt(1e-4), sqrt(20)]`` (called after a step)."""
-        self.sqrt_precisions.clamp_(SQRT_PRECISION_LOWER_BOUND, SQRT_PRECISION_UPPER_BOUND)
+        with torch.no_grad():
+            self.sqrt_precisions.clamp_(SQRT_PRECISION_LOWER_BOUND, SQRT_PRECISION_UPPER_BOUND)
 
     def output_shape(self, input_shape: Shape) -> Shape:
         """Return ``(H, W, K)``."""
