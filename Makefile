@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # torch first, pinned: here 2.13.0 is a local CPU wheel, while a bare `torch` pulls CUDA packages.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test test-all lint fmt type bench reproduce ci clean
+.PHONY: install demo test test-all lint fmt type bench reproduce mutants ci clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,7 +46,17 @@ bench: $(STAMP)
 reproduce: $(STAMP)
 	$(PY) -m benchmarks.reproduce all
 
+# Mutation testing of the core and generation modules ([tool.mutmut] in pyproject.toml; cost and
+# results in docs/mutation.md). Hours on 2 cores, so not part of `make test`. MUTANT_JOBS workers,
+# one thread each; `mutmut browse` or `mutmut show NAME` in this folder afterwards.
+MUTANT_JOBS ?= 2
+mutants: $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,mutation]'
+	rm -rf mutants
+	OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children $(MUTANT_JOBS)
+	$(PY) tools/mutation_report.py mutants --out docs/mutation_results.json
+
 ci: lint type test-all
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache mutants
