@@ -5,7 +5,7 @@ import torch
 
 from dcgmm import DCGMM
 from dcgmm.layers import GMM, Folding
-from dcgmm.stages import FoldedGMMStage, LayerStage, build_stages
+from dcgmm.stages import FoldedGMMStage, IndependentGMMStage, build_stages
 
 from .test_gmm import random_gmm
 
@@ -71,14 +71,50 @@ def test_folded_stage_equals_folding_then_gmm(generator, input_shape, patch, str
     torch.testing.assert_close(objective, -ref_loss.detach())
 
 
-def test_build_stages_fuses_folding_with_shared_gmm_only():
-    model = DCGMM.from_spec("F(3,1)-G(4)-P(2,2)-F(2,1)-G(4,indep)-C(3)", (10, 10, 1))
+@pytest.mark.parametrize("objective", ["annealed", "max_component", "loglik"])
+@pytest.mark.parametrize(
+    ("input_shape", "patch", "stride"),
+    [((9, 9, 1), (3, 3), (1, 1)), ((8, 10, 3), (4, 2), (2, 3)), ((6, 6, 2), (6, 6), (1, 1)),
+     ((4, 5, 3), None, None)],
+)  # fmt: skip
+def test_independent_stage_equals_folding_then_gmm(
+    generator, input_shape, patch, stride, objective
+):
+    folding = Folding(input_shape, patch, stride) if patch else None
+    gmm = random_gmm(folding.out_shape if folding else input_shape, 4, generator, independent=True)
+    gmm.objective = objective
+    gmm.set_sigma_som(0.9)
+    stage = IndependentGMMStage(folding, gmm, 1)
+    h = torch.rand(5, *input_shape, generator=generator, dtype=torch.float64)
+    x = folding(h) if folding else h
+    torch.testing.assert_close(stage.log_joint(h), gmm.log_joint(x), rtol=1e-10, atol=1e-9)
+    for a, b in zip(stage.scores(h)[1], gmm.scores(x), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-9)
+    torch.testing.assert_close(stage.forward(h), gmm(x), rtol=1e-10, atol=1e-12)
+    expected = autograd_grads(gmm, x)
+    resp, value = stage.train_step(h)
+    for name in PARAMS:
+        torch.testing.assert_close(getattr(gmm, name).grad, expected[name], rtol=1e-9, atol=1e-10)
+    ref_resp, ref_loss = gmm.forward_and_loss(x)
+    torch.testing.assert_close(resp, ref_resp.detach())
+    torch.testing.assert_close(value, -ref_loss.detach())
+    assert resp.is_contiguous()
+
+
+def test_build_stages_fuses_folding_with_the_gmm_above():
+    model = DCGMM.from_spec("F(3,1)-G(4)-P(2,2)-F(2,1)-G(4,indep)-G(4,indep)-C(3)", (10, 10, 1))
     kinds = [type(s).__name__ for s in build_stages(list(model.layers))]
-    assert kinds == ["FoldedGMMStage", "LayerStage", "LayerStage", "LayerStage", "LayerStage"]
-    assert all(isinstance(s, LayerStage | FoldedGMMStage) for s in model.stages)
+    assert kinds == ["FoldedGMMStage", "LayerStage", "IndependentGMMStage",
+                     "IndependentGMMStage", "LayerStage"]  # fmt: skip
+    assert [s.index for s in model.stages] == [1, 2, 4, 5, 6]
+    flat = DCGMM.from_spec("F(10,1)-G(4)", (10, 10, 1))  # one window: a reshape, no convolution
+    assert [type(s).__name__ for s in flat.stages] == ["LayerStage", "LayerStage"]
 
 
-@pytest.mark.parametrize("preset", ["A", "C", "E", "G"])
+INDEPENDENT_E = "F(3,1)-G(25,indep)-F(4,2)-G(25,indep)-F(12,1)-G(49)"  # the recipes' E
+
+
+@pytest.mark.parametrize("preset", ["A", "C", "E", "G", INDEPENDENT_E])
 def test_model_fast_path_matches_layer_by_layer(preset, mnist_small):
     train, _ = mnist_small
     model = DCGMM.from_spec(preset, (28, 28, 1), generator=torch.Generator().manual_seed(0))

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm import tqdm  # type: ignore[import-untyped]
 
 from dcgmm._cli_common import CLIError, check_writable, load_data
 from dcgmm.baselines.nsn import NSN
@@ -29,6 +30,43 @@ logger = logging.getLogger("dcgmm")
 # 2000 digits they grew 142 / 318 / 90 filters for the paper's 96 / 130 / 131, on 2000
 # Fashion-MNIST images 184 / 400 (the cap) / 193 for 140 / 238 / 256 (baselines_nsn.md).
 DEFAULT_TAUS = {"28x28": (-0.93, 0.75, 0.65), "64x64": (-0.93, 0.75, 0.75, 0.75, 0.65)}
+
+
+NSN_IMAGES = 5000  # images the NSN fits on unless --nsn-images says otherwise
+NSN_MAX_ITERS = 300  # hard-EM iterations per layer at most, unless --steps says otherwise
+
+
+class NSNProgress:
+    """A progress bar per NSN layer over its iterations (the bound, --steps), with filters.
+
+    The bar's total is the iteration bound, so its time estimate is an upper bound: a layer
+    stops earlier once every patch is explained and the assignments settle.
+    """
+
+    def __init__(self, n_layers: int, max_iters: int) -> None:
+        self.n_layers, self.max_iters = n_layers, max_iters
+        self.bar: Any = None
+        self.layer = -1
+
+    def __enter__(self) -> "NSNProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def __call__(self, layer: int, iteration: int, n_filters: int, n_unexplained: int) -> None:
+        """Report one finished iteration of ``layer`` (0-based), as ``NSN.fit`` calls it."""
+        if layer != self.layer:
+            if self.bar is not None:
+                self.bar.close()
+            self.layer = layer
+            desc = f"NSN layer {layer + 1}/{self.n_layers}"
+            self.bar = tqdm(total=self.max_iters, desc=desc, unit="iter", disable=None)
+        self.bar.update(iteration + 1 - self.bar.n)
+        self.bar.set_postfix_str(f"{n_filters} filters, {n_unexplained} patches unexplained")
+        logger.debug("layer %d iteration %d: %d filters, %d unexplained",
+                     layer + 1, iteration, n_filters, n_unexplained)  # fmt: skip
 
 
 def binarize(images: Tensor, mode: str, seed: int) -> Tensor:
@@ -54,7 +92,8 @@ def train_baseline(args: argparse.Namespace) -> int:
     info: dict[str, Any] = {"source": args.data, "classes": args.classes, "n_samples": len(data)}
     start = time.perf_counter()
     if args.model in VAE_MODELS:
-        x = binarize(data.images, args.binarize, seed)
+        mode = getattr(args, "binarize", None) or "stochastic"
+        x = binarize(data.images, mode, seed)
         n_val = min(10_000, x.shape[0] // 6)
         builders: dict[str, Callable[..., DeepLatentGMM]] = {
             "dlgmm": dlgmm,
@@ -70,12 +109,12 @@ def train_baseline(args: argparse.Namespace) -> int:
             max_epochs=epochs,
             batch_size=getattr(args, "batch_size", 100),
             seed=seed,
-            max_seconds=60 * args.max_minutes if args.max_minutes else None,
+            max_seconds=60 * args.max_minutes if getattr(args, "max_minutes", None) else None,
             callback=lambda e, r: logger.info(
                 "epoch %d: train %.2f, validation %.2f", e, r["train_elbo"], r["val_elbo"]
             ),
         )
-        info["binarize"] = {"mode": args.binarize, "seed": seed}
+        info["binarize"] = {"mode": mode, "seed": seed}
         fit: dict[str, Any] = {"epochs": len(history.train_elbo), "best_epoch": history.best_epoch}
         model: DeepLatentGMM | NSN = vae
     else:
@@ -84,21 +123,31 @@ def train_baseline(args: argparse.Namespace) -> int:
         if arch is None:
             raise CLIError(f"NSN has architectures for 28x28 and 64x64 images; got {h}x{w}")
         taus = [float(t) for t in args.taus.split(",")] if args.taus else list(DEFAULT_TAUS[arch])
+        n_images = getattr(args, "nsn_images", None) or NSN_IMAGES
+        max_iters = getattr(args, "steps", None) or NSN_MAX_ITERS
+        max_minutes = getattr(args, "max_minutes", None)
         nsn = NSN(data.image_shape, arch)
-        try:
-            records = nsn.fit(
-                data.images[: args.nsn_images],
-                taus=taus,
-                new_filters_per_iter=8,
-                generator=torch.Generator().manual_seed(seed),
-                progress=lambda layer, it, k, u: logger.info(
-                    "layer %d iteration %d: %d filters, %d patches unexplained", layer + 1, it, k, u
-                ),
-            )
-        except ValueError as err:
-            raise CLIError(str(err)) from None
-        info["n_fit_images"] = min(args.nsn_images, len(data))
-        fit = {"taus": taus, "iterations": [len(r.n_filters) for r in records]}
+        with NSNProgress(len(taus), max_iters) as progress:
+            try:
+                records = nsn.fit(
+                    data.images[:n_images],
+                    taus=taus,
+                    max_iters=max_iters,
+                    new_filters_per_iter=8,
+                    generator=torch.Generator().manual_seed(seed),
+                    progress=progress,
+                    max_seconds=None if max_minutes is None else 60 * max_minutes,
+                )
+            except ValueError as err:
+                raise CLIError(str(err)) from None
+        info["n_fit_images"] = min(n_images, len(data))
+        fit = {
+            "taus": taus,
+            "max_iters": max_iters,
+            "iterations": [len(r.n_filters) for r in records],
+            "converged": [r.converged for r in records],
+            "out_of_time": [r.out_of_time for r in records],
+        }
         model = nsn
     fit["seconds"] = round(time.perf_counter() - start, 1)
     save_baseline(out, args.model, model, data=info, extra={"fit": fit})

@@ -25,6 +25,7 @@ from dcgmm.evaluation import evaluate, format_scores
 from dcgmm.exceptions import CheckpointError
 from dcgmm.images import save_grid
 from dcgmm.inpainting import inpaint, make_mask
+from dcgmm.layers.gmm import Objective
 from dcgmm.model import DCGMM
 from dcgmm.monitoring import INSTALL_HINT, TensorBoardMonitor, summary_writer_class
 from dcgmm.sampling import SamplingConfig, sample
@@ -126,11 +127,51 @@ def _progress(total: int, initial: int, *, show: bool = True) -> tuple[Any, Any]
     return bar, callback
 
 
+# What each kind of model does with `dcgmm train`'s flags, besides the data flags every kind
+# takes. A flag given for a kind that does not use it is refused: none is accepted and ignored.
+DATA_FLAGS = {"model", "data", "classes", "limit_per_class", "limit", "out", "resume"}
+TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+FLAGS_BY_KIND = {
+    "DCGMM": TRAIN_FIELDS
+    | {"objective", "stop_at", "config", "tensorboard", "tensorboard_image_every", "max_minutes"},
+    "VAE": {"epochs", "batch_size", "seed", "max_minutes", "binarize"},
+    "NSN": {"seed", "steps", "taus", "nsn_images", "max_minutes"},
+}
+
+
+def model_kind(model: str | None) -> str:
+    """Return ``"NSN"``, ``"VAE"`` or ``"DCGMM"`` for a ``--model`` value."""
+    if model == "nsn":
+        return "NSN"
+    return "VAE" if model in BASELINES else "DCGMM"
+
+
+def given_flags(args: argparse.Namespace) -> set[str]:
+    """Return the train options set on the command line (flags not given are None or False)."""
+    not_options = ("func", "command", "verbose")
+    return {
+        k
+        for k, v in vars(args).items()
+        if k not in not_options and v is not None and v is not False
+    }
+
+
+def refuse_unused_flags(args: argparse.Namespace, kind: str) -> None:
+    """Raise a one-line :class:`CLIError` naming any flag that ``kind`` would ignore."""
+    unused = sorted(given_flags(args) - DATA_FLAGS - FLAGS_BY_KIND[kind])
+    if unused:
+        flags = ", ".join("--" + f.replace("_", "-") for f in unused)
+        takes = ", ".join("--" + f.replace("_", "-") for f in sorted(FLAGS_BY_KIND[kind]))
+        name = args.model if kind != "DCGMM" else "a DCGMM"
+        raise CLIError(f"{flags} {'does' if len(unused) == 1 else 'do'} not apply to {name}; "
+                       f"it takes {takes}")  # fmt: skip
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model (or resume a run); under ``torchrun`` every process runs this."""
+    if not args.resume:
+        refuse_unused_flags(args, model_kind(args.model))
     if args.model in BASELINES and not args.resume:
-        if getattr(args, "tensorboard", False):
-            raise CLIError(f"--tensorboard watches DCGMM training; not available for {args.model}")
         return train_baseline(args)
     if getattr(args, "tensorboard", False):  # checked before anything is written
         try:
@@ -196,9 +237,10 @@ def _train(
         logger.info("resuming %s at step %d of %d", run_dir, trainer.step, trainer.n_steps)
     else:
         dataset = load_data(args.data, "train", args.classes, args.limit_per_class, args.limit)
+        objective: Objective = getattr(args, "objective", None) or "annealed"
         generator = torch.Generator().manual_seed(train_cfg.seed)
         model = DCGMM.from_spec(
-            args.model, dataset.image_shape, objective=args.objective, generator=generator
+            args.model, dataset.image_shape, objective=objective, generator=generator
         )
         try:  # validates data against model and config before anything is written
             trainer = Trainer(
@@ -213,7 +255,7 @@ def _train(
                     "spec": model.spec,
                     "preset": args.model if args.model in PRESETS else None,
                     "input_shape": list(dataset.image_shape),
-                    "objective": args.objective,
+                    "objective": objective,
                     "train": train_cfg.to_dict(),
                     "data": {
                         "source": args.data,
@@ -249,20 +291,32 @@ def _train(
         if monitor is not None:
             monitor(step, n_steps, record)
 
-    start = time.perf_counter()
+    start, first_step = time.perf_counter(), trainer.step
+    max_minutes = getattr(args, "max_minutes", None)
     try:
         with bar:
-            trainer.run(callback=progress_and_monitor, stop_at=args.stop_at)
+            trainer.run(
+                callback=progress_and_monitor,
+                stop_at=args.stop_at,
+                max_seconds=None if max_minutes is None else 60 * max_minutes,
+            )
     finally:
         if monitor is not None:
             monitor.close()
     if ctx.is_main:
-        logger.info(
-            "trained %d steps in %.1f s; run directory %s",
-            trainer.n_steps,
-            time.perf_counter() - start,
-            run_dir,
-        )
+        seconds = time.perf_counter() - start
+        if trainer.step < trainer.n_steps:
+            why = "--stop-at" if trainer.stopped_by == "stop_at" else "--max-minutes"
+            logger.info(
+                "stopped at step %d of %d (%s) after %d steps in %.1f s; continue with "
+                "dcgmm train --resume %s",
+                trainer.step, trainer.n_steps, why, trainer.step - first_step, seconds, run_dir,
+            )  # fmt: skip
+        else:
+            logger.info(
+                "trained steps %d-%d of %d in %.1f s; run directory %s",
+                first_step + 1, trainer.n_steps, trainer.n_steps, seconds, run_dir,
+            )  # fmt: skip
     return 0
 
 
@@ -348,7 +402,7 @@ def add_training_commands(sub: Any) -> None:
     train.add_argument("--limit-per-class", type=int, help="first N samples of every class")
     train.add_argument("--limit", type=int, help="then the first N samples (file order)")
     train.add_argument(
-        "--objective", default="annealed", choices=("annealed", "max_component", "loglik")
+        "--objective", choices=("annealed", "max_component", "loglik"), help="default annealed"
     )
     train.add_argument("--out", help="run directory")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run")
@@ -373,14 +427,21 @@ def add_training_commands(sub: Any) -> None:
         help="steps between TensorBoard image grids (default: --checkpoint-every)",
     )
     add_train_config_flags(train)
-    base = train.add_argument_group("baselines (--model dlgmm|dldpmm|gauss-vae|nsn)")
+    train.add_argument(
+        "--max-minutes",
+        type=float,
+        help="stop after this long: a DCGMM checkpoints and exits (continue with --resume); a "
+        "VAE keeps its best epoch; an NSN keeps the filters it has",
+    )
+    base = train.add_argument_group(
+        "baselines (--model dlgmm|dldpmm|gauss-vae|nsn); a flag a model does not use is refused"
+    )
     base.add_argument(
-        "--binarize", default="stochastic", choices=("stochastic", "threshold"),
-        help="VAEs: one Bernoulli draw per pixel (seeded) or a threshold at 0.5",
+        "--binarize", choices=("stochastic", "threshold"),
+        help="VAEs: one Bernoulli draw per pixel (seeded, the default) or a threshold at 0.5",
     )  # fmt: skip
-    base.add_argument("--max-minutes", type=float, help="VAEs: stop training after this long")
     base.add_argument("--taus", help="NSN: thresholds per layer, e.g. -0.93,0.75,0.65")
-    base.add_argument("--nsn-images", type=int, default=5000, help="NSN: images to fit on")
+    base.add_argument("--nsn-images", type=int, help="NSN: images to fit on (default 5000)")
     train.set_defaults(func=cmd_train)
 
     demo = sub.add_parser("demo", help="train a small model on the built-in MNIST")

@@ -25,7 +25,7 @@ import torch
 
 from dcgmm.layers import GMM, Folding, LinearClassifier, MaxPooling
 from dcgmm.model import DCGMM
-from dcgmm.stages import FoldedGMMStage, Stage
+from dcgmm.stages import FoldedGMMStage, IndependentGMMStage, Stage
 
 FLOAT_BYTES = 4
 
@@ -76,7 +76,7 @@ def _gmm_costs(gmm: GMM, batch: int, in_elems: int, annealing: bool) -> tuple[Co
 
 def stage_cost(stage: Stage, batch: int, *, annealing: bool = True) -> StageCost:
     """Return the cost of one stage for a batch of ``batch`` images."""
-    if isinstance(stage, FoldedGMMStage):
+    if isinstance(stage, FoldedGMMStage | IndependentGMMStage) and stage.folding is not None:
         in_elems = batch * _numel(stage.folding.input_shape)
         train, evaluate, sample = _gmm_costs(stage.gmm, batch, in_elems, annealing)
         # Top-down through the folding: scatter-add the windows back (reads what GMM wrote).

@@ -77,6 +77,11 @@ class DistContext:
         for tensor in [*module.parameters(), *module.buffers()]:
             dist.broadcast(tensor.data, src=0)
 
+    def broadcast_tensor_(self, tensor: Tensor) -> None:
+        """Copy rank 0's ``tensor`` to every rank, in place (no-op alone)."""
+        if self.active:
+            dist.broadcast(tensor, src=0)
+
     def barrier(self) -> None:
         """Wait for all ranks (no-op alone)."""
         if self.active:

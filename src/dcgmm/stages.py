@@ -11,7 +11,8 @@ and the sufficient statistics of the closed-form gradient (:mod:`dcgmm.layers.gm
 are that convolution's weight gradient. So :class:`FoldedGMMStage` never builds the folded
 tensor (the biggest tensor of a training step, e.g. 100x12x12x400 in preset E's second
 layer): on the CPU oneDNN reads the small (N, H, W, 2C) map directly, in channels-last
-layout. Every other layer runs as its own :class:`LayerStage`.
+layout. An independent GMM layer (and the folding below it) is a batched matrix product over
+positions, :class:`IndependentGMMStage`. Every other layer runs as its own :class:`LayerStage`.
 
 The layers' own ``forward`` / ``forward_and_loss`` stay the readable reference; the tests
 check that both paths agree (float64) for every preset.
@@ -192,18 +193,133 @@ class FoldedGMMStage:
             return resp, objective.values.mean()
 
 
-Stage = LayerStage | FoldedGMMStage
+class IndependentGMMStage:
+    r"""An independent GMM layer (one mixture per position), with the folding below it if any.
+
+    Every position :math:`l` has its own filters, so the log-joints are one batched matrix
+    product over positions, in a (positions, batch, K) layout:
+
+    .. math::
+        \ell_{l,n,:} = [x_{ln}^2, x_{ln}] \, [-\tfrac12 P_l ; \mu_l P_l]^\top + b_l ,
+
+    and the sufficient statistics of the gradient are one more, :math:`R_l^\top [x^2, x]`.
+    The features :math:`[x^2, x]` are squared on the small unfolded map and cut into windows
+    with one copy, straight into that layout; the responsibilities are permuted back to NHWC
+    once. Without a folding below, the windows are single positions.
+    """
+
+    def __init__(self, folding: Folding | None, gmm: GMM, index: int) -> None:
+        if not gmm.independent:
+            raise ValueError("IndependentGMMStage runs an independent GMM layer")
+        self.folding = folding
+        self.layer = gmm
+        self.index = index
+
+    @property
+    def gmm(self) -> GMM:
+        """The stage's GMM layer."""
+        return self.layer
+
+    @property
+    def trainable(self) -> GMM:
+        """The stage's trainable layer."""
+        return self.layer
+
+    def _windows(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        if self.folding is None:
+            return (1, 1), (1, 1)
+        return self.folding.patch_size, self.folding.stride
+
+    def _features(self, h: Tensor) -> Tensor:
+        """Return ``[x^2, x]`` of every position's window, shape (L, N, 2D)."""
+        (fy, fx), (sy, sx) = self._windows()
+        n, _, _, c = h.shape
+        both = h.new_empty(*h.shape[:-1], 2 * c)  # [h^2, h] on the unfolded map
+        torch.mul(h, h, out=both[..., :c])
+        both[..., c:] = h
+        windows = both.unfold(1, fy, sy).unfold(2, fx, sx)  # (N, Ho, Wo, 2C, fy, fx), a view
+        ho, wo = windows.shape[1], windows.shape[2]
+        windows = windows.reshape(n, ho, wo, 2, c, fy, fx)
+        # (Ho, Wo, N, half, dy, dx, c): the folding's (dy, dx, c) order within each half.
+        return windows.permute(1, 2, 0, 3, 5, 6, 4).reshape(ho * wo, n, 2 * fy * fx * c)
+
+    def _weight_and_bias(self) -> tuple[Tensor, Tensor]:
+        gmm = self.layer
+        ho, wo, k, dim = gmm.means.shape
+        means, sqrt_prec = gmm.means.detach(), gmm.sqrt_precisions.detach()
+        precisions = sqrt_prec * sqrt_prec
+        weight = torch.cat([-0.5 * precisions, means * precisions], dim=-1)  # (Ho, Wo, K, 2D)
+        bias = (
+            sqrt_prec.log().sum(-1)
+            - 0.5 * (means * means * precisions).sum(-1)
+            - 0.5 * dim * LOG_2PI
+            + torch.log_softmax(gmm.logits.detach(), dim=-1)
+        )  # (Ho, Wo, K)
+        return weight.reshape(ho * wo, k, 2 * dim), bias.reshape(ho * wo, 1, k)
+
+    def _log_joint(self, features: Tensor) -> Tensor:
+        weight, bias = self._weight_and_bias()
+        return torch.baddbmm(bias, features, weight.transpose(1, 2))  # (L, N, K)
+
+    def _to_nhwc(self, per_position: Tensor) -> Tensor:
+        """(L, N, ...) -> (N, Ho, Wo, ...), contiguous (one copy)."""
+        ho, wo = self.layer.input_shape[:2]
+        rest = per_position.shape[2:]
+        out = per_position.reshape(ho, wo, *per_position.shape[1:]).movedim(2, 0)
+        return out.contiguous().reshape(out.shape[0], ho, wo, *rest)
+
+    def log_joint(self, h: Tensor) -> Tensor:
+        """Return the GMM layer's log-joints (N, Ho, Wo, K) for the stage's input ``h``."""
+        with torch.no_grad():
+            return self._to_nhwc(self._log_joint(self._features(h)))
+
+    def forward(self, h: Tensor) -> Tensor:
+        """Return the responsibilities (the GMM layer's output)."""
+        with torch.no_grad():
+            return self._to_nhwc(torch.softmax(self._log_joint(self._features(h)), dim=-1))
+
+    def scores(self, h: Tensor) -> tuple[Tensor, GMMScores]:
+        """Return the responsibilities and the GMM layer's density scores (one pass)."""
+        with torch.no_grad():
+            log_joint = self._log_joint(self._features(h))
+            scores = self.layer.scores_from_log_joint(log_joint)  # maps of shape (L, N)
+            maps = GMMScores(*(self._to_nhwc(m) for m in scores))
+            return self._to_nhwc(torch.softmax(log_joint, dim=-1)), maps
+
+    def train_step(self, h: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Return (responsibilities, mean objective) and set the GMM parameters' grads."""
+        with torch.no_grad():
+            gmm = self.layer
+            features = self._features(h)
+            log_joint = self._log_joint(features)  # (L, N, K)
+            resp = torch.softmax(log_joint, dim=-1)
+            kernel = gmm.annealing_kernel(log_joint.dtype, log_joint.device)
+            objective = grads.objective_gradient(log_joint, gmm.objective, kernel, resp)
+            d_log_joint = objective.d_log_joint  # (L, N, K)
+            both = torch.bmm(d_log_joint.transpose(1, 2), features)  # (L, K, 2D): [B, A]
+            ho, wo, k, dim = gmm.means.shape
+            stats = grads.Statistics(
+                d_log_joint.sum(1).reshape(ho, wo, k),
+                both[..., dim:].reshape(ho, wo, k, dim),
+                both[..., :dim].reshape(ho, wo, k, dim),
+            )
+            grads.set_descent_gradients(gmm.means, gmm.sqrt_precisions, gmm.logits, stats)
+            return self._to_nhwc(resp), objective.values.mean()
+
+
+Stage = LayerStage | FoldedGMMStage | IndependentGMMStage
 
 
 def fuses(folding: Folding, gmm: GMM) -> bool:
-    """Return whether ``layer`` and ``above`` run as one :class:`FoldedGMMStage`.
+    """Return whether a folding and the GMM layer above it run as one stage.
 
-    A folding fuses with a shared GMM layer above it, unless it cuts a single window (e.g.
-    preset A's ``F(28,1)``): then folding is a reshape and one matrix product beats a
-    convolution whose kernel covers the whole image.
+    A folding fuses with a shared GMM layer above it (a :class:`FoldedGMMStage`), unless it
+    cuts a single window (e.g. preset A's ``F(28,1)``): then folding is a reshape and one
+    matrix product beats a convolution whose kernel covers the whole image. It always fuses
+    with an independent GMM layer (an :class:`IndependentGMMStage`).
     """
     if gmm.independent:
-        return False
+        return True
     out_h, out_w, _ = folding.out_shape
     return out_h * out_w > 1
 
@@ -216,8 +332,16 @@ def build_stages(layers: list[Layer]) -> list[Stage]:
         layer = layers[i]
         above = layers[i + 1] if i + 1 < len(layers) else None
         if isinstance(layer, Folding) and isinstance(above, GMM) and fuses(layer, above):
-            stages.append(FoldedGMMStage(layer, above, i + 1))
+            stage: Stage = (
+                IndependentGMMStage(layer, above, i + 1)
+                if above.independent
+                else FoldedGMMStage(layer, above, i + 1)
+            )
+            stages.append(stage)
             i += 2
+        elif isinstance(layer, GMM) and layer.independent:
+            stages.append(IndependentGMMStage(None, layer, i))
+            i += 1
         else:
             stages.append(LayerStage(layer, i))
             i += 1

@@ -10,9 +10,10 @@ at most the steps since the last checkpoint.
 import json
 import logging
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -138,6 +139,7 @@ class Trainer:
         self._lr_scale: dict[int, float] = {}
         self._skipped: set[int] = set()
         self._saved_step: int | None = None  # step of the checkpoint on disk, once known
+        self.stopped_by: Literal["end", "stop_at", "time"] = "end"  # why run() last returned
 
     def _param_groups(self) -> list[dict[str, Any]]:
         cfg = self.config
@@ -439,8 +441,13 @@ class Trainer:
         *,
         callback: Callable[[int, int, dict[str, Any] | None], None] | None = None,
         stop_at: int | None = None,
+        max_seconds: float | None = None,
     ) -> None:
-        """Train until the last step (or ``stop_at``), checkpointing and logging on the way.
+        """Train until the last step, ``stop_at``, or ``max_seconds``; checkpoint on the way.
+
+        A run stopped early saves a checkpoint at the step it stopped (``--resume`` goes on
+        from there); :attr:`stopped_by` says why it stopped: ``"end"``, ``"stop_at"`` or
+        ``"time"``.
 
         ``callback(step, n_steps, metrics_or_None)`` is called after every step, with the
         metrics dict every ``log_every`` steps (progress bars hook in here). After a rollback
@@ -455,6 +462,8 @@ class Trainer:
         if self.run_dir is not None and self._saved_step is None:
             self.save()  # the starting point: a rollback or --resume always has a checkpoint
         end = min(self.n_steps, stop_at) if stop_at is not None else self.n_steps
+        self.stopped_by = "end" if end == self.n_steps else "stop_at"
+        deadline = None if max_seconds is None else time.perf_counter() + max_seconds
         while self.step < end:
             try:
                 self.train_step()
@@ -463,13 +472,26 @@ class Trainer:
                 if self.step % self.config.log_every == 0 or self.step == self.n_steps:
                     record = self.metrics()
                     self._log(record)
+                out_of_time = deadline is not None and self._all_ranks(
+                    time.perf_counter() >= deadline
+                )
+                if out_of_time and self.step < end:
+                    end, self.stopped_by = self.step, "time"
                 if self.step % self.config.checkpoint_every == 0 or self.step == end:
-                    self.save()  # also when stopping early at stop_at, so --resume can continue
+                    self.save()  # also when stopping early, so --resume can continue
             except NumericalError as err:
                 self._roll_back(err)  # or re-raise
                 continue
             if callback is not None:
                 callback(self.step, self.n_steps, record)
+
+    def _all_ranks(self, flag: bool) -> bool:
+        """Return ``flag`` of rank 0 on every rank (clocks differ; the decision must not)."""
+        if not self.dist.active:
+            return flag
+        value = torch.tensor([float(flag)], device=self.device)
+        self.dist.broadcast_tensor_(value)
+        return bool(value.item())
 
     def _roll_back(self, err: NumericalError) -> None:
         """Reload the last checkpoint after ``err`` (see ``TrainConfig``), or re-raise it."""

@@ -24,6 +24,7 @@ Images are NHWC in [0, 1], as everywhere in dcgmm. Patches are cut by our foldin
 """
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -72,6 +73,7 @@ class LayerFit:
     n_unexplained: list[int] = field(default_factory=list)
     changed_fraction: list[float] = field(default_factory=list)
     converged: bool = False
+    out_of_time: bool = False  # stopped by the time budget
 
 
 class NSNLayer(nn.Module):
@@ -180,12 +182,14 @@ class NSNLayer(nn.Module):
         batch_size: int = 256,
         generator: torch.Generator | None = None,
         progress: Callable[[int, int, int], None] | None = None,
+        deadline: float | None = None,
     ) -> LayerFit:
         """Grow and fit the filter bank on the patches of ``inputs`` (N, H, W, C) by hard EM.
 
         Streams over batches of images (the patch matrix is never built whole); sufficient
         statistics in float64. Stops when no patch is left unexplained and fewer than ``tol``
-        of the assignments changed, or after ``max_iters``; never exceeds ``max_filters``.
+        of the assignments changed, after ``max_iters``, or after the first iteration that
+        ends past ``deadline`` (a ``time.perf_counter()`` value); never exceeds ``max_filters``.
         """
         n_images = inputs.shape[0]
         n_pos = self.folding.out_shape[0] * self.folding.out_shape[1]
@@ -263,6 +267,9 @@ class NSNLayer(nn.Module):
                 break
             if n_unexplained and room <= 0 and changed / assignment.numel() < tol:
                 break  # at the cap: more iterations cannot add what tau asks for
+            if deadline is not None and time.perf_counter() >= deadline:
+                record.out_of_time = True
+                break
         return record
 
     def _sigma_cap(self, tau: float) -> float:
@@ -423,17 +430,26 @@ class NSN(nn.Module):
         new_filters_per_iter: int = 1,
         generator: torch.Generator | None = None,
         progress: Callable[[int, int, int, int], None] | None = None,
+        max_seconds: float | None = None,
     ) -> list[LayerFit]:
-        """Fit every layer in turn on the maps of the one below (greedy, layer-wise)."""
+        """Fit every layer in turn on the maps of the one below (greedy, layer-wise).
+
+        ``max_seconds`` bounds the whole fit: each layer gets an equal share of the time left
+        when it starts, and stops after the iteration that uses it up (keeping its filters).
+        """
         if len(taus) != len(self.architecture):
             raise ValueError(f"need one tau per layer ({len(self.architecture)}); got {len(taus)}")
         caps = [max_filters] * len(taus) if isinstance(max_filters, int) else list(max_filters)
         self.layers = nn.ModuleList()
         maps, records = images, []
+        end = None if max_seconds is None else time.perf_counter() + max_seconds
         for i, (f, s) in enumerate(self.architecture):
             layer = NSNLayer(
                 self._next_input_shape(), f, s, similarity=self.similarity, sigma_min=self.sigma_min
             )
+            layers_left = len(self.architecture) - i
+            now = time.perf_counter()
+            deadline = None if end is None else now + max(end - now, 0.0) / layers_left
             record = layer.fit(
                 maps,
                 tau=taus[i],
@@ -442,6 +458,7 @@ class NSN(nn.Module):
                 new_filters_per_iter=new_filters_per_iter,
                 generator=generator,
                 progress=_layer_progress(progress, i),
+                deadline=deadline,
             )
             self.layers.append(layer)
             records.append(record)

@@ -362,8 +362,8 @@ class GMM(TrainableLayer):
         """Return the per-position annealed loss, max-component and exact log-likelihoods."""
         return self.scores_from_log_joint(self._checked(self.log_joint(x)))
 
-    def scores_from_log_joint(self, log_joint: Float[Tensor, "N H W K"]) -> GMMScores:
-        """Return :meth:`scores` given the log-joints (lets fused stages reuse them)."""
+    def scores_from_log_joint(self, log_joint: Float[Tensor, "*B K"]) -> GMMScores:
+        """Return :meth:`scores` given the log-joints, any leading shape (for fused stages)."""
         annealed = self._annealed_map(log_joint)
         return GMMScores(annealed, log_joint.amax(dim=-1), torch.logsumexp(log_joint, dim=-1))
 

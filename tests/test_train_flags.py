@@ -1,0 +1,86 @@
+"""`dcgmm train` accepts no flag it would ignore: each one acts on the model kind or is refused."""
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from dcgmm import DCGMM, TrainConfig, Trainer
+from dcgmm.cli import build_parser, main
+from dcgmm.cli_training import DATA_FLAGS, FLAGS_BY_KIND
+
+KINDS = {"DCGMM": "F(28,1)-G(4)", "VAE": "gauss-vae", "NSN": "nsn"}
+
+
+def train_options() -> dict[str, list[str]]:
+    """Every option of `dcgmm train` with a value that parses, by destination."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    train = sub.choices["train"]
+    options = {}
+    for action in train._actions:
+        if not action.option_strings or action.dest in ("help",):
+            continue
+        flag = action.option_strings[0]
+        if action.nargs == 0:
+            options[action.dest] = [flag]
+        elif action.choices:
+            options[action.dest] = [flag, str(next(iter(action.choices)))]
+        elif action.type in (int, float):
+            options[action.dest] = [flag, "3"]
+        else:
+            options[action.dest] = [flag, "x"]
+    return options
+
+
+OPTIONS = train_options()
+REFUSED = [
+    (kind, dest)
+    for kind in KINDS
+    for dest in sorted(OPTIONS)
+    if dest not in DATA_FLAGS | FLAGS_BY_KIND[kind]
+]
+
+
+def test_every_option_belongs_somewhere():
+    used = set().union(*FLAGS_BY_KIND.values()) | DATA_FLAGS
+    assert set(OPTIONS) <= used, set(OPTIONS) - used  # a new flag must be given a home
+
+
+@pytest.mark.parametrize(("kind", "dest"), REFUSED, ids=[f"{k}-{d}" for k, d in REFUSED])
+def test_a_flag_the_model_does_not_use_is_refused_in_one_line(kind, dest, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--model", KINDS[kind], "--data", "mnist", "--limit", "200",
+            "--out", str(out), *OPTIONS[dest]]  # fmt: skip
+    if kind == "DCGMM" and dest != "steps":
+        argv += ["--steps", "2"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert f"{OPTIONS[dest][0]} does not apply to" in err[0]
+    assert "it takes" in err[0]
+    assert not out.exists()  # refused before anything is written
+
+
+def test_nsn_steps_bound_the_hard_em_iterations_per_layer(tmp_path):
+    run = tmp_path / "nsn"
+    assert main(["train", "--model", "nsn", "--data", "mnist", "--limit", "200",
+                 "--nsn-images", "60", "--steps", "2", "--out", str(run)]) == 0  # fmt: skip
+    fit = json.loads((run / "config.json").read_text())["fit"]
+    assert fit["max_iters"] == 2
+    assert fit["iterations"] == [2, 2, 2]  # none converges in 2 iterations on real digits
+
+
+def test_max_minutes_stops_a_dcgmm_with_a_checkpoint_that_resumes(mnist_small, tmp_path):
+    train, _ = mnist_small
+    model = DCGMM.from_spec("F(28,1)-G(4)", (28, 28, 1))
+    trainer = Trainer(model, TrainConfig(steps=50), train.images, run_dir=tmp_path)
+    trainer.run(max_seconds=0.0)  # the budget is spent after the first step
+    assert (trainer.step, trainer.stopped_by) == (1, "time")
+    from dcgmm.checkpoint import load_trainer_state
+
+    assert load_trainer_state(tmp_path)["step"] == 1
+    trainer.run()
+    assert (trainer.step, trainer.stopped_by) == (50, "end")
+    assert torch.isfinite(model.layers[1].means).all()
