@@ -3,6 +3,7 @@ real digits against a trivial baseline, and the NSN's occlusion filling against 
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -191,3 +192,54 @@ def test_nsn_occlusion_filling_matches_a_naive_loop():
     torch.testing.assert_close(out[0, :, :, 0], expected, rtol=1e-10, atol=1e-12)
     # The hidden pixels' values are never read.
     torch.testing.assert_close(model.inpaint(x.masked_fill(missing, 1.0), missing, settings), out)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".PNG", ".npy", ".NPY"])
+def test_mask_files_mark_their_non_zero_pixels(tmp_path, suffix):
+    from dcgmm.images import encode_png
+
+    hidden = torch.tensor([[ch == "#" for ch in row] for row in MASKS["center"]])
+    rgb = np.zeros((5, 7, 3), np.uint8)
+    rgb[..., 0] = hidden.numpy() * 255  # the first channel marks the missing pixels
+    rgb[..., 1] = 255 - rgb[..., 0]  # and the others must not be read
+    path = tmp_path / f"mask{suffix}"
+    if suffix.lower() == ".npy":
+        np.save(tmp_path / "mask.npy", rgb)
+        (tmp_path / "mask.npy").rename(path)
+    else:
+        path.write_bytes(encode_png(rgb))
+    mask = make_mask(str(path), (2, 5, 7, 1))
+    assert torch.equal(mask[1, :, :, 0], hidden)
+
+
+def test_mask_file_errors_name_the_file_and_the_sizes(tmp_path):
+    from dcgmm.exceptions import DataError
+
+    with pytest.raises(DataError, match=r"mask file .*nothere.png does not exist"):
+        make_mask(str(tmp_path / "nothere.png"), (1, 5, 7, 1))
+    np.save(tmp_path / "small.npy", np.ones((4, 6), np.uint8))
+    with pytest.raises(DataError, match=r"small.npy is 4x6; images are \(5, 7\)"):
+        make_mask(str(tmp_path / "small.npy"), (1, 5, 7, 1))
+
+
+def test_variants_redraw_from_the_chosen_layers_reading(generator):
+    from dcgmm.inpainting import variants
+
+    model = DCGMM.from_spec("F(2,1)-G(4)-F(2,1)-G(4)", (3, 3, 1), generator=generator).double()
+    x = torch.rand(5, 3, 3, 1, generator=generator, dtype=F64)
+    fold1, gmm1, fold2, gmm2 = model.layers
+    mean = SamplingConfig(mode="mean")
+    with torch.no_grad():
+        # From layer 2 (the first GMM): its responsibilities, their expected means, unfolded.
+        resp1 = gmm1(fold1(x))
+        expected_low = fold1.sample(gmm1.sample(resp1, expected=True)).clamp(0, 1)
+        # From layer 4 (the top): up through both, then down through both.
+        resp2 = gmm2(fold2(resp1))
+        down = fold2.sample(gmm2.sample(resp2, expected=True))
+        expected_top = fold1.sample(gmm1.sample(down, expected=True)).clamp(0, 1)
+    torch.testing.assert_close(variants(model, x, layer=2, config=mean), expected_low)
+    torch.testing.assert_close(variants(model, x, config=mean), expected_top)
+    drawn = [variants(model, x, generator=torch.Generator().manual_seed(3)) for _ in range(2)]
+    assert torch.equal(drawn[0], drawn[1])  # the generator is the only randomness
+    with pytest.raises(ValueError, match="values in images; expected finite pixels"):
+        variants(model, x.masked_fill(x > 0.5, float("nan")))

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -147,3 +148,45 @@ def test_classifier_needs_labels():
     layer = LinearClassifier((1, 1, 4), 3)
     with pytest.raises(ValueError, match="needs labels"):
         layer.forward_and_loss(torch.rand(2, 1, 1, 4))
+
+
+@pytest.mark.parametrize("ceil", [False, True])
+def test_pooled_sizes_are_torchs_for_every_small_geometry(ceil):
+    for size in range(1, 13):
+        for kernel in range(1, min(size, 4) + 1):
+            for stride in range(1, 5):
+                x = torch.zeros(1, 1, size, size)
+                expected = F.max_pool2d(x, kernel, stride, ceil_mode=ceil).shape[-1]
+                assert pooled_size(size, kernel, stride, ceil) == expected, (size, kernel, stride)
+
+
+@pytest.mark.parametrize("ceil", [False, True])
+def test_pooling_sample_float64_matches_a_loop_over_windows(ceil):
+    layer = MaxPooling((7, 5, 2), 3, 2, ceil_mode=ceil)
+    ho, wo, _ = layer.out_shape
+    control = torch.rand(2, ho, wo, 2, dtype=torch.float64, generator=torch.Generator())
+    expected = torch.zeros(2, 7, 5, 2, dtype=torch.float64)
+    for y in range(7):
+        for x in range(5):
+            rows = [o for o in range(ho) if o * 2 <= y < o * 2 + 3] or [min(y // 2, ho - 1)]
+            cols = [p for p in range(wo) if p * 2 <= x < p * 2 + 3] or [min(x // 2, wo - 1)]
+            expected[:, y, x] = sum(control[:, o, p] for o in rows for p in cols) / (
+                len(rows) * len(cols)
+            )
+    out = layer.sample(control)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    # Shape-derived helpers are not saved with the model: checkpoints hold parameters only.
+    assert list(layer.state_dict()) == []
+
+
+def test_layer_spec_tokens():
+    assert MaxPooling((8, 8, 1), 2, 2).spec == "P(2,2)"
+    assert MaxPooling((8, 8, 1), 2, 2, ceil_mode=True).spec == "P(2,2,ceil)"
+    assert Folding((9, 9, 1), (3, 3), (1, 1)).spec == "F(3,1)"
+    assert Folding((9, 9, 1), (3, 3), (1, 2)).spec == "F(3,3,1,2)"
+    assert Folding((9, 9, 1), (3, 2), (2, 2)).spec == "F(3,2,2,2)"
+    with pytest.raises(ValueError, match="kernel 4 does not fit a 3x8 input"):
+        MaxPooling((3, 8, 1), 4, 1)
+    with pytest.raises(ValueError, match="kernel 4 does not fit a 8x3 input"):
+        MaxPooling((8, 3, 1), 4, 1)
