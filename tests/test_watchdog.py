@@ -133,7 +133,11 @@ def test_rollback_recovers_lowers_the_learning_rate_and_skips_the_batch(tmp_path
         (8, 2, "parameters", 5)
     ]
     assert run.state_dict()["skipped_steps"] == [7]
-    assert "Rolled back to the checkpoint of step 5 (rollback 1 of at most 3)" in caplog.text
+    assert [r.getMessage() for r in caplog.records] == [
+        "layer 2 (G(4)): parameters means are not finite at step 8 (found by the objective "
+        "check). Lower the learning rate. Rolled back to the checkpoint of step 5 (rollback 1 of "
+        "at most 3); layer 2's learning rates are now x0.5, and the batch of step 7 is skipped"
+    ]
     gmm_groups = [g for g in run.optimizer.param_groups if g["layer"] == 1]
     for group in gmm_groups:
         assert group["lr"] == run.schedules[1].lr * group["scale"] * 0.5
@@ -171,10 +175,13 @@ def test_rollback_recovers_lowers_the_learning_rate_and_skips_the_batch(tmp_path
 def test_rollback_gives_up_after_max_rollbacks(tmp_path):
     run = trainer(tmp_path, on_nonfinite="rollback", max_rollbacks=2)
     callback = poison(run.model.layers[1], "logits", float("nan"), at_steps=set(range(6, 21)))
-    with pytest.raises(NumericalError, match=r"Gave up after 2 rollbacks \(steps 7, 7\)") as e:
+    message = r"Gave up after 2 rollbacks \(steps 7, 7\); raise max_rollbacks or lower the lea"
+    with pytest.raises(NumericalError, match=message) as e:
         run.run(callback=callback)
     assert "let the run roll back" not in str(e.value)
+    assert (e.value.event.layer, e.value.event.cause) == (2, "parameters")  # the event travels
     assert len(run.rollbacks) == 2
+    assert run.state_dict()["lr_scale"] == {"1": 0.25}  # each rollback halves it again
     assert load_trainer_state(tmp_path)["step"] == 5
     assert all(torch.isfinite(p).all() for p in saved(tmp_path).values())
 
@@ -183,8 +190,9 @@ def test_rollback_does_not_retry_bad_data(tmp_path):
     data = images()
     data[0, 0, 0, 0] = float("inf")
     run = trainer(tmp_path, data, on_nonfinite="rollback")
-    with pytest.raises(NumericalError, match="not rolling back: the same images come back"):
+    with pytest.raises(NumericalError, match="not rolling back: the same images come back") as e:
         run.run()
+    assert e.value.event.cause == "data"
     assert run.rollbacks == []
 
 

@@ -23,6 +23,7 @@ VERDICT = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests
 
 
 def verdict(code: int | None) -> str:
+    """Return the verdict of one exit code."""
     if code is None:
         return "not checked"
     return VERDICT.get(code, "suspicious")
@@ -39,11 +40,13 @@ def collect(mutants: Path) -> dict[str, dict[str, str]]:
 
 
 def score(counts: Counter) -> float | None:
+    """Return the fraction of judged mutants that were killed."""
     judged = counts["killed"] + counts["survived"] + counts["no tests"] + counts["timeout"]
     return counts["killed"] / judged if judged else None
 
 
 def table(results: dict[str, dict[str, str]]) -> str:
+    """Return the markdown table of verdicts per module."""
     kinds = ["killed", "survived", "no tests", "timeout", "suspicious", "not checked"]
     lines = ["| module | mutants | " + " | ".join(kinds) + " | score |",
              "|---|---:|" + "---:|" * len(kinds) + "---:|"]  # fmt: skip
@@ -63,6 +66,7 @@ def table(results: dict[str, dict[str, str]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Print the table and the survivors; write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("mutants", type=Path, help="the mutants/ folder of a finished run")
     parser.add_argument("--out", type=Path, help="also write the numbers as JSON here")

@@ -283,6 +283,6 @@ def to_pixels(model: DCGMM, layer: int, values: Float[Tensor, "N Hl Wl"]) -> Ten
                 h = lay.sample(expanded)[..., :1]
             elif isinstance(lay, MaxPooling):
                 h = lay.sample(h.expand(*h.shape[:3], lay.out_shape[2]))[..., :1]
-            elif not isinstance(lay, GMM):  # GMM layers keep the grid
-                raise TypeError(f"cannot map positions through {lay.spec}")
+            else:  # below a GMM layer only foldings, poolings and GMM layers (grid kept)
+                assert isinstance(lay, GMM), lay.spec
         return h[..., 0].cpu()
