@@ -40,6 +40,7 @@ class Folding(Layer):
     """
 
     _coverage: Tensor  # buffer (H, W): how many windows cover each input position
+    _inverse_coverage: Tensor  # buffer (H, W): 1 / max(coverage, 1)
 
     def __init__(self, input_shape: Shape, patch_size: tuple[int, int], stride: tuple[int, int]):
         super().__init__(input_shape)
@@ -49,6 +50,10 @@ class Folding(Layer):
         # How many windows cover each input position; depends only on shapes, so compute once.
         h, w, _ = input_shape
         self.register_buffer("_coverage", self._count_coverage(h, w), persistent=False)
+        # Whether any input position is covered twice (then sample() divides by the counts).
+        self._overlaps = bool((self._coverage > 1).any())
+        inverse = 1.0 / self._coverage.clamp_min(1.0)  # uncovered positions: 0 * 1
+        self.register_buffer("_inverse_coverage", inverse, persistent=False)
 
     def output_shape(self, input_shape: Shape) -> Shape:
         """Return ``((H-fy)//sy+1, (W-fx)//sx+1, fy*fx*C)``."""
@@ -75,15 +80,30 @@ class Folding(Layer):
     def sample(
         self, control: Float[Tensor, "N Ho Wo P"], *, generator: torch.Generator | None = None
     ) -> Float[Tensor, "N H W C"]:
-        """Scatter windows back to the input grid, averaging where windows overlap."""
+        """Scatter windows back to the input grid, averaging where windows overlap.
+
+        Summed in NHWC by strided slices, one add per window offset or one per window,
+        whichever is fewer (``F.fold`` wants NCHW columns: two permuted copies and a slow
+        col2im on the CPU; ``benchmarks/bench_preset.py`` times sampling).
+        """
         (fy, fx), (sy, sx) = self.patch_size, self.stride
         h, w, c = self.input_shape
         n, ho, wo, _ = control.shape
-        # F.fold is NCHW-only: it wants (N, C*fy*fx, L) with the channel slowest.
-        cols = control.reshape(n, ho, wo, fy, fx, c).permute(0, 5, 3, 4, 1, 2)
-        summed = F.fold(cols.reshape(n, c * fy * fx, ho * wo), (h, w), (fy, fx), stride=(sy, sx))
-        coverage = self._coverage.to(control.dtype).clamp_min(1.0)  # uncovered -> 0 / 1
-        return (summed / coverage).permute(0, 2, 3, 1)  # (N, H, W, C)
+        windows = control.reshape(n, ho, wo, fy, fx, c)
+        summed = control.new_zeros(n, h, w, c)
+        if fy * fx <= ho * wo:  # every offset (dy, dx) adds one strided slice of the grid
+            for dy in range(fy):
+                for dx in range(fx):
+                    rows = slice(dy, dy + sy * (ho - 1) + 1, sy)
+                    cols = slice(dx, dx + sx * (wo - 1) + 1, sx)
+                    summed[:, rows, cols] += windows[:, :, :, dy, dx]
+        else:  # few windows, each a block
+            for i in range(ho):
+                for j in range(wo):
+                    summed[:, i * sy : i * sy + fy, j * sx : j * sx + fx] += windows[:, i, j]
+        if self._overlaps:  # a host bool, computed at build time
+            summed.mul_(self._inverse_coverage.to(control.dtype)[:, :, None])
+        return summed
 
     def extra_repr(self) -> str:
         """Return the spec token, short form when the window and stride are square."""

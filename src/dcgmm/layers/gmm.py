@@ -142,13 +142,32 @@ def draw_categorical(
     (``torch.multinomial`` draws K exponentials per row, ten times slower for K = 25).
     """
     k = weights.shape[-1]
-    empty = weights.sum(-1, keepdim=True) <= 0
-    weights = torch.where(empty, torch.ones_like(weights), weights)
     cdf = weights.cumsum(-1)
+    total = cdf[:, -1:]
     u = torch.rand((weights.shape[0], 1), generator=generator, dtype=cdf.dtype, device=cdf.device)
     # The first index whose cumulative weight exceeds u * total; zero-weight entries never
     # exceed their predecessor, so they are never drawn.
-    return torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(-1).clamp_max(k - 1)
+    chosen = torch.searchsorted(cdf, u * total, right=True)
+    # An all-zero row draws uniformly: floor(u K), what the search gives on a cdf of 1..K.
+    chosen = torch.where(total > 0, chosen, (u * k).long())
+    return chosen.squeeze(-1).clamp_max(k - 1)
+
+
+def draw_best(scores: Float[Tensor, "R K"], *, generator: torch.Generator | None = None) -> Tensor:
+    """Draw one index per row among the row's largest entries (top-S with S = 1, ties kept).
+
+    A row with one maximum takes it; only rows with tied maxima draw, uniformly among the
+    tied entries (the top layer's uniform start ties every component). The same distribution
+    as :func:`draw_categorical` after keeping the maxima, in two passes instead of five.
+    """
+    best, chosen = scores.max(-1)
+    is_best = scores == best[:, None]
+    tied = is_best.sum(-1) > 1
+    if bool(tied.any()):
+        rows = tied.nonzero().squeeze(-1)
+        picked = draw_categorical(is_best[rows].to(scores.dtype), generator=generator)
+        chosen = chosen.index_put((rows,), picked)
+    return chosen
 
 
 def _refresh_sigma_host(module: nn.Module, _keys: object) -> None:
@@ -399,29 +418,23 @@ class GMM(TrainableLayer):
             of a completion.
         """
         n, h, w, k = control.shape
-        scores = control.clamp_min(0.0)
-        if top_s is not None and top_s < k:
+        flat = control.reshape(-1, k).clamp_min(0.0)  # a new tensor: edited in place below
+        best_only = top_s == 1 and not expected  # draw_best keeps the maxima itself
+        if top_s is not None and top_s < k and not best_only:
             # The S-th largest value per position; entries tied with it are kept.
-            kth = scores.amax(-1, keepdim=True) if top_s == 1 else scores.topk(top_s).values
-            scores = torch.where(scores >= kth[..., -1:], scores, torch.zeros_like(scores))
-        flat = scores.reshape(-1, k)
+            kth = flat.amax(-1, keepdim=True) if top_s == 1 else flat.topk(top_s).values[:, -1:]
+            flat.masked_fill_(flat < kth, 0.0)
         if expected:
             weights = torch.where(flat.sum(-1, keepdim=True) > 0, flat, torch.ones_like(flat))
             weights = (weights / weights.sum(-1, keepdim=True)).reshape(n, h, w, k)
             spec = "nhwk,hwkc->nhwc" if self.independent else "nhwk,kc->nhwc"
             return torch.einsum(spec, weights.to(self.means.dtype), self.means).to(control.dtype)
-        chosen = draw_categorical(flat, generator=generator).reshape(n, h, w)
-        if self.independent:
-            pos_h = torch.arange(h, device=control.device)[None, :, None]
-            pos_w = torch.arange(w, device=control.device)[None, None, :]
-            means = self.means[pos_h, pos_w, chosen]  # (N, H, W, C)
-            sqrt_prec = self.sqrt_precisions[pos_h, pos_w, chosen]
-        else:
-            rows = chosen.reshape(-1)
-            means = self.means.index_select(0, rows).reshape(n, h, w, -1)
-            sqrt_prec = self.sqrt_precisions.index_select(0, rows).reshape(n, h, w, -1)
+        draw = draw_best if best_only else draw_categorical
+        chosen = draw(flat, generator=generator).reshape(n, h, w)
+        means = self._pick(self.means, chosen)  # (N, H, W, C)
         if noise_divisor is None:
             return means.to(control.dtype)
+        sqrt_prec = self._pick(self.sqrt_precisions, chosen)  # only when there is noise
         noise = torch.randn(
             means.shape, generator=generator, dtype=means.dtype, device=means.device
         )
@@ -430,6 +443,15 @@ class GMM(TrainableLayer):
             at_bound = sqrt_prec >= SQRT_PRECISION_UPPER_BOUND * (1 - 1e-6)
             noise = torch.where(at_bound, torch.zeros_like(noise), noise)
         return (means + noise).to(control.dtype)
+
+    def _pick(self, param: Tensor, chosen: Tensor) -> Tensor:
+        """Return ``param``'s row of the chosen component at every position, (N, H, W, C)."""
+        n, h, w = chosen.shape
+        if self.independent:
+            pos_h = torch.arange(h, device=chosen.device)[None, :, None]
+            pos_w = torch.arange(w, device=chosen.device)[None, None, :]
+            return param[pos_h, pos_w, chosen]
+        return param.index_select(0, chosen.reshape(-1)).reshape(n, h, w, -1)
 
     def _checked(self, log_joint: Tensor) -> Tensor:
         # A position where every component has -inf (or NaN) log-joint has no responsibilities.
