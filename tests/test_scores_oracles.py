@@ -112,7 +112,9 @@ def test_a_position_at_the_threshold_is_an_inlier():
     scores = torch.tensor([[[-2.0, -2.5]], [[-1.5, 0.0]]], dtype=torch.float64)
     # Inlier when L >= mean - c * std (2021 paper): -2.0 sits on the threshold.
     assert stats.outlier_map(scores, c=2.0).tolist() == [[[False, True]], [[False, False]]]
-    with pytest.raises(ValueError, match=r"scores of layer 2 have positions \(1, 2\); got \(2, 1\)"):
+    with pytest.raises(
+        ValueError, match=r"scores of layer 2 have positions \(1, 2\); got \(2, 1\)"
+    ):
         stats.outlier_map(torch.zeros(3, 2, 1))
 
 
@@ -121,6 +123,7 @@ def test_to_pixels_averages_the_positions_that_cover_each_pixel():
 
     net = DCGMM.from_spec("F(2,1)-G(4)-P(2,1)-F(2,1)-G(4)", (5, 5, 1))
     values = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]])  # layer 5 works on a 2x2 grid
+
     # Pixel (y, x) of the 3x3 pooled grid is covered by the 2x2 windows of F(2,1) (layer 4)
     # that contain it; pooling P(2,1) spreads each of its 3x3 cells over a 2x2 block of the
     # 4x4 map below with overlaps averaged, and F(2,1) (layer 1) does so onto 5x5 pixels.

@@ -164,9 +164,9 @@ def test_tensorboard_image_interval_is_checked(tmp_path, capsys):
 
 
 def test_tensorboard_is_refused_for_baselines(tmp_path, capsys):
-    args = ["train", "--model", "gauss-vae", "--data", "mnist", "--steps", "1", "--tensorboard"]
+    args = ["train", "--model", "gauss-vae", "--data", "mnist", "--epochs", "1", "--tensorboard"]
     assert main([*args, "--out", str(tmp_path / "r")]) == 2
-    assert "--tensorboard watches DCGMM training" in capsys.readouterr().err
+    assert "--tensorboard does not apply to gauss-vae; it takes" in capsys.readouterr().err
 
 
 def test_env_reports_versions_threads_and_tensorboard(capsys, monkeypatch):

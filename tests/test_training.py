@@ -169,3 +169,17 @@ def test_train_config_validation():
             TrainConfig(epochs=1),
             torch.rand(10, 6, 6, 1),
         )
+
+
+def test_freed_memory_is_retained_once_unless_switched_off():
+    import os
+    import subprocess
+    import sys
+
+    code = "from dcgmm._allocator import retain_freed_memory as r; print(r(), r())"
+    on = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "DCGMM_RETAIN_FREED_MEMORY": "0"})  # fmt: skip
+    expected = "True False" if sys.platform.startswith("linux") else "False False"
+    assert on.stdout.split() == expected.split()
+    assert off.stdout.split() == ["False", "False"]

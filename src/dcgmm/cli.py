@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from dcgmm import __version__
+from dcgmm._allocator import retain_freed_memory
 from dcgmm._cli_common import CLIError, Parser, load_data
 from dcgmm.baselines.runs import is_baseline_run
 from dcgmm.checkpoint import CONFIG_FILE, load_model, load_trainer_state, read_config
@@ -196,6 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ``-v`` to see it as well. Unknown flags exit with status 2 through argparse. A training run
     stopped by the numerical watchdog returns status 1 (its checkpoints are intact).
     """
+    retain_freed_memory()  # see dcgmm._allocator: no page faults on every batch's temporaries
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:

@@ -29,7 +29,7 @@ from dcgmm.layers.gmm import Objective
 from dcgmm.model import DCGMM
 from dcgmm.monitoring import INSTALL_HINT, TensorBoardMonitor, summary_writer_class
 from dcgmm.sampling import SamplingConfig, sample
-from dcgmm.spec import PRESETS
+from dcgmm.spec import PRESETS, preset_of
 from dcgmm.training import TrainConfig, Trainer, preset_config
 
 logger = logging.getLogger("dcgmm")
@@ -200,7 +200,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"{run_dir} already holds a run; continue it with --resume {run_dir} or "
                 "choose another --out"
             )
-        preset = args.model if args.model in PRESETS else None
+        preset = preset_of(args.model) if args.model else None
         train_cfg = train_config_from_args(args, preset)
     ctx, device = init_from_env(train_cfg.device)
     try:
@@ -253,7 +253,7 @@ def _train(
                 run_dir,
                 {
                     "spec": model.spec,
-                    "preset": args.model if args.model in PRESETS else None,
+                    "preset": preset_of(args.model),
                     "input_shape": list(dataset.image_shape),
                     "objective": objective,
                     "train": train_cfg.to_dict(),
@@ -395,7 +395,8 @@ def add_training_commands(sub: Any) -> None:
     train = sub.add_parser("train", help="train a DCGMM")
     train.add_argument(
         "--model",
-        help=f"spec string, preset {sorted(PRESETS)}, or a baseline: {', '.join(BASELINES)}",
+        help=f"spec string, preset {sorted(PRESETS)} (or its recipes' independent variant, "
+        f"e.g. E-indep), or a baseline: {', '.join(BASELINES)}",
     )
     train.add_argument("--data", help="mnist, fashion-mnist, an IDX folder or a .npz file")
     train.add_argument("--classes", help="keep only these classes, e.g. 1,2,3 or 1-9")

@@ -65,6 +65,26 @@ PRESETS: dict[str, str] = {
     "G": "F(3,1)-G(25)-P(2,2,ceil)-F(3,1)-G(25)-P(2,2,ceil)-F(3,1)-G(25)-P(2,2,ceil)-F(2,1)-G(49)",
 }
 
+# The layer modes of the authors' experiment scripts (spec §9): the same chains with the lower
+# GMM layers independent (one mixture per position). Their other recipe settings (K, delays,
+# epochs) are training options, not spec strings.
+INDEPENDENT_PRESETS: dict[str, str] = {
+    "B-indep": "F(8,2)-G(49,indep)-F(11,1)-G(49)",
+    "C-indep": "F(8,1)-G(49,indep)-P(2,2,ceil)-F(11,1)-G(49)",
+    "D-indep": "F(3,1)-G(25,indep)-P(2,2)-F(4,1)-G(25,indep)-P(2,2)-F(5,5)-G(49)",
+    "E-indep": "F(3,1)-G(25,indep)-F(4,2)-G(25,indep)-F(12,1)-G(49)",
+    "F-indep": "F(3,1)-G(25,indep)-F(4,2)-G(25,indep)-F(4,2)-G(25,indep)-F(5,1)-G(49)",
+    "G-indep": "F(3,1)-G(25,indep)-P(2,2,ceil)-F(3,1)-G(25,indep)-P(2,2,ceil)-F(3,1)-"
+    "G(25,indep)-P(2,2,ceil)-F(2,1)-G(49)",
+}
+
+
+def preset_of(name: str) -> str | None:
+    """Return the Table V preset a model name stands for (``E`` for ``E-indep``), or None."""
+    base = name.strip().removesuffix("-indep")
+    return base if base in PRESETS and name.strip() in (base, f"{base}-indep") else None
+
+
 _TOKEN = re.compile(r"\s*([A-Za-z])\s*\(([^()]*)\)\s*")
 
 
@@ -148,6 +168,8 @@ def parse_spec(spec: str) -> tuple[LayerSpec, ...]:
         raise TypeError(f"spec must be a str such as 'F(3,1)-G(25)'; got {type(spec).__name__}")
     if spec.strip() in PRESETS:
         spec = PRESETS[spec.strip()]
+    elif spec.strip() in INDEPENDENT_PRESETS:
+        spec = INDEPENDENT_PRESETS[spec.strip()]
     if not spec.strip():
         raise SpecError("spec is empty; expected layers such as 'F(28,1)-G(49)' or a preset A-G")
     layers: list[LayerSpec] = []

@@ -200,12 +200,12 @@ class IndependentGMMStage:
     product over positions, in a (positions, batch, K) layout:
 
     .. math::
-        \ell_{l,n,:} = [x_{ln}^2, x_{ln}] \, [-\tfrac12 P_l ; \mu_l P_l]^\top + b_l ,
+        \ell_{l,n,:} = x_{ln}^2 (-\tfrac12 P_l)^\top + x_{ln} (\mu_l P_l)^\top + b_l ,
 
     and the sufficient statistics of the gradient are one more, :math:`R_l^\top [x^2, x]`.
-    The features :math:`[x^2, x]` are squared on the small unfolded map and cut into windows
-    with one copy, straight into that layout; the responsibilities are permuted back to NHWC
-    once. Without a folding below, the windows are single positions.
+    The windows :math:`x` are cut with one copy straight into that layout and squared once;
+    ``[x^2, x] W`` is two products, one per half. The responsibilities are permuted back to
+    NHWC once. Without a folding below, the windows are single positions.
     """
 
     def __init__(self, folding: Folding | None, gmm: GMM, index: int) -> None:
@@ -230,36 +230,47 @@ class IndependentGMMStage:
             return (1, 1), (1, 1)
         return self.folding.patch_size, self.folding.stride
 
-    def _features(self, h: Tensor) -> Tensor:
-        """Return ``[x^2, x]`` of every position's window, shape (L, N, 2D)."""
+    def _features(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        """Return ``(x^2, x)`` of every position's window, each of shape (L, N, D).
+
+        One copy cuts the windows straight into the position-major layout (measured 1.1 ms
+        for preset E's second layer at batch 100, where cutting an interleaved [h^2, h] map
+        took 20 ms); the square is one more pass.
+        """
         (fy, fx), (sy, sx) = self._windows()
         n, _, _, c = h.shape
-        both = h.new_empty(*h.shape[:-1], 2 * c)  # [h^2, h] on the unfolded map
-        torch.mul(h, h, out=both[..., :c])
-        both[..., c:] = h
-        windows = both.unfold(1, fy, sy).unfold(2, fx, sx)  # (N, Ho, Wo, 2C, fy, fx), a view
+        windows = h.unfold(1, fy, sy).unfold(2, fx, sx)  # (N, Ho, Wo, C, fy, fx), a view
         ho, wo = windows.shape[1], windows.shape[2]
-        windows = windows.reshape(n, ho, wo, 2, c, fy, fx)
-        # (Ho, Wo, N, half, dy, dx, c): the folding's (dy, dx, c) order within each half.
-        return windows.permute(1, 2, 0, 3, 5, 6, 4).reshape(ho * wo, n, 2 * fy * fx * c)
+        # (Ho, Wo, N, dy, dx, c): the folding's (dy, dx, c) channel order.
+        x = windows.permute(1, 2, 0, 4, 5, 3).reshape(ho * wo, n, fy * fx * c)
+        return x * x, x
 
-    def _weight_and_bias(self) -> tuple[Tensor, Tensor]:
+    def _weights_and_bias(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Return ``-P/2`` and ``mu P`` as (L, D, K) and the bias (L, 1, K)."""
         gmm = self.layer
         ho, wo, k, dim = gmm.means.shape
         means, sqrt_prec = gmm.means.detach(), gmm.sqrt_precisions.detach()
         precisions = sqrt_prec * sqrt_prec
-        weight = torch.cat([-0.5 * precisions, means * precisions], dim=-1)  # (Ho, Wo, K, 2D)
+        linear = means * precisions  # (Ho, Wo, K, D)
         bias = (
             sqrt_prec.log().sum(-1)
-            - 0.5 * (means * means * precisions).sum(-1)
+            - 0.5 * (means * linear).sum(-1)
             - 0.5 * dim * LOG_2PI
             + torch.log_softmax(gmm.logits.detach(), dim=-1)
         )  # (Ho, Wo, K)
-        return weight.reshape(ho * wo, k, 2 * dim), bias.reshape(ho * wo, 1, k)
+        square = precisions.mul_(-0.5)  # in place: precisions is not needed any more
+        rows = ho * wo
+        return (
+            square.reshape(rows, k, dim).transpose(1, 2),
+            linear.reshape(rows, k, dim).transpose(1, 2),
+            bias.reshape(rows, 1, k),
+        )
 
-    def _log_joint(self, features: Tensor) -> Tensor:
-        weight, bias = self._weight_and_bias()
-        return torch.baddbmm(bias, features, weight.transpose(1, 2))  # (L, N, K)
+    def _log_joint(self, features: tuple[Tensor, Tensor]) -> Tensor:
+        squares, x = features
+        square_weight, linear_weight, bias = self._weights_and_bias()
+        log_joint = torch.baddbmm(bias, squares, square_weight)  # (L, N, K)
+        return log_joint.baddbmm_(x, linear_weight)
 
     def _to_nhwc(self, per_position: Tensor) -> Tensor:
         """(L, N, ...) -> (N, Ho, Wo, ...), contiguous (one copy)."""
@@ -295,13 +306,13 @@ class IndependentGMMStage:
             resp = torch.softmax(log_joint, dim=-1)
             kernel = gmm.annealing_kernel(log_joint.dtype, log_joint.device)
             objective = grads.objective_gradient(log_joint, gmm.objective, kernel, resp)
-            d_log_joint = objective.d_log_joint  # (L, N, K)
-            both = torch.bmm(d_log_joint.transpose(1, 2), features)  # (L, K, 2D): [B, A]
+            d_log_joint = objective.d_log_joint.transpose(1, 2)  # (L, K, N)
+            squares, x = features
             ho, wo, k, dim = gmm.means.shape
             stats = grads.Statistics(
-                d_log_joint.sum(1).reshape(ho, wo, k),
-                both[..., dim:].reshape(ho, wo, k, dim),
-                both[..., :dim].reshape(ho, wo, k, dim),
+                d_log_joint.sum(2).reshape(ho, wo, k),
+                torch.bmm(d_log_joint, x).reshape(ho, wo, k, dim),  # A = R^T x
+                torch.bmm(d_log_joint, squares).reshape(ho, wo, k, dim),  # B = R^T x^2
             )
             grads.set_descent_gradients(gmm.means, gmm.sqrt_precisions, gmm.logits, stats)
             return self._to_nhwc(resp), objective.values.mean()

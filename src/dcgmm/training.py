@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dcgmm._allocator import retain_freed_memory
 from dcgmm.annealing import SingleExpSchedule
 from dcgmm.checkpoint import (
     MODEL_FILE,
@@ -87,6 +88,7 @@ class Trainer:
         dist: DistContext | None = None,
     ) -> None:
         model.check_input(images, "images")
+        retain_freed_memory()  # no page faults on every step's temporaries (dcgmm._allocator)
         self.dist = dist if dist is not None else DistContext()
         self.dist.check_batch_size(config.batch_size)
         if model.classifier is not None and labels is None:

@@ -124,13 +124,19 @@ def set_descent_gradients(
     ``torch.optim.SGD`` minimises, so the stored gradient is that of the loss ``-objective``;
     ``.grad`` is overwritten, not accumulated.
     """
-    mu, sqrt_prec = means.detach(), sqrt_precisions.detach()
-    precisions = sqrt_prec * sqrt_prec
+    mu, s = means.detach(), sqrt_precisions.detach()
     weight = stats.weight.unsqueeze(-1)
-    d_means = precisions * (stats.first - weight * mu)
-    spread = stats.second - 2.0 * mu * stats.first + weight * mu * mu
-    d_sqrt_prec = weight / sqrt_prec - sqrt_prec * spread
+    # Few passes over the parameters (an independent layer has one set per position):
+    # t = A - r mu; spread = B - 2 mu A + r mu^2 = B - mu (A + t).
+    t = torch.addcmul(stats.first, weight, mu, value=-1.0)
+    spread = torch.addcmul(stats.second, mu, stats.first + t, value=-1.0)
+    loss_means = t.mul_(s).mul_(s).neg_()  # -P (A - r mu)
+    loss_sqrt_prec = torch.addcmul(torch.div(weight, s).neg_(), s, spread)  # -(r/s - s spread)
     pi = torch.softmax(logits.detach(), dim=-1)
-    d_logits = stats.weight - pi * stats.weight.sum(-1, keepdim=True)
-    for param, grad in ((means, d_means), (sqrt_precisions, d_sqrt_prec), (logits, d_logits)):
-        param.grad = (-grad).to(param.dtype)
+    loss_logits = pi * stats.weight.sum(-1, keepdim=True) - stats.weight
+    for param, grad in (
+        (means, loss_means),
+        (sqrt_precisions, loss_sqrt_prec),
+        (logits, loss_logits),
+    ):
+        param.grad = grad.to(param.dtype)
