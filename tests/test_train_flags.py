@@ -84,3 +84,27 @@ def test_max_minutes_stops_a_dcgmm_with_a_checkpoint_that_resumes(mnist_small, t
     trainer.run()
     assert (trainer.step, trainer.stopped_by) == (50, "end")
     assert torch.isfinite(model.layers[1].means).all()
+
+
+def test_threads_default_to_the_usable_cpus_and_can_be_set(monkeypatch, tmp_path, capsys):
+    from dcgmm._threads import CGROUP_CPU_MAX, apply_threads, usable_cpus
+
+    before = torch.get_num_threads()
+    try:
+        assert apply_threads(1) == 1
+        with pytest.raises(ValueError, match="--threads must be a positive number of threads"):
+            apply_threads(0)
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        torch.set_num_threads(64)  # as torch starts on a big host inside a small container
+        assert apply_threads(None) == min(64, usable_cpus())
+        quota = tmp_path / "cpu.max"
+        quota.write_text("150000 100000\n")  # one and a half CPUs: two threads at most
+        monkeypatch.setattr("dcgmm._threads.CGROUP_CPU_MAX", quota)
+        assert usable_cpus() == min(2, len(__import__("os").sched_getaffinity(0)))
+        quota.write_text("max 100000\n")
+        assert usable_cpus() == len(__import__("os").sched_getaffinity(0))
+        assert CGROUP_CPU_MAX.name == "cpu.max"
+        assert main(["--threads", "0", "info", "A"]) == 2
+        assert "--threads must be a positive number" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)

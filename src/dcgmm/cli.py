@@ -19,6 +19,7 @@ import torch
 from dcgmm import __version__
 from dcgmm._allocator import retain_freed_memory
 from dcgmm._cli_common import CLIError, Parser, load_data
+from dcgmm._threads import apply_threads
 from dcgmm.baselines.runs import is_baseline_run
 from dcgmm.checkpoint import CONFIG_FILE, load_model, load_trainer_state, read_config
 from dcgmm.cli_baselines import baseline_eval
@@ -141,6 +142,12 @@ def build_parser() -> Parser:
     )
     parser.add_argument("--version", action="version", version=f"dcgmm {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads (default: OMP_NUM_THREADS, else the CPUs this process may use); "
+        "give jobs that run side by side 1 each, e.g. dcgmm --threads 1 train ...",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     add_training_commands(sub)  # train, demo
 
@@ -207,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
+        threads = apply_threads(args.threads)
+        logger.debug("torch threads: %d", threads)
         return int(args.func(args))
     except (CLIError, ValueError, OSError) as err:
         logger.debug("traceback of the error below", exc_info=True)  # shown with -v

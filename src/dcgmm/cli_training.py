@@ -148,7 +148,7 @@ def model_kind(model: str | None) -> str:
 
 def given_flags(args: argparse.Namespace) -> set[str]:
     """Return the train options set on the command line (flags not given are None or False)."""
-    not_options = ("func", "command", "verbose")
+    not_options = ("func", "command", "verbose", "threads")  # the last two: every command's
     return {
         k
         for k, v in vars(args).items()
