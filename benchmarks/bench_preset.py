@@ -1,6 +1,6 @@
-"""Time one preset in a fresh process: training step, evaluation and sampling throughput.
+"""Time one preset in a fresh process: training step, evaluation, sampling and in-painting.
 
-    python -m benchmarks.bench_preset E [--quick] [--sharpen 300]
+    python -m benchmarks.bench_preset E [--quick] [--sharpen 300]   # or E-indep, or a spec
 
 Prints one JSON object. A fresh process per preset keeps the peak-memory figure (maximum
 resident set size while training) about this preset alone.
@@ -16,6 +16,7 @@ import torch
 from torch.utils.benchmark import Timer
 
 from dcgmm import DCGMM, TrainConfig, Trainer, load_dataset
+from dcgmm.inpainting import inpaint, make_mask
 from dcgmm.sampling import SamplingConfig, Sharpening, sample
 
 BATCH = 100
@@ -66,6 +67,20 @@ def time_sampling(model: DCGMM, config: SamplingConfig, repeats: int) -> dict[st
     return {"sample_batch_s": median, "sample_images_per_s": BATCH / median}
 
 
+def time_inpainting(model: DCGMM, images: torch.Tensor, repeats: int) -> dict[str, float]:
+    """Images per second of in-painting the centre (top layer, conditional expectation)."""
+    batch = images[:BATCH]
+    missing = make_mask("center", tuple(batch.shape))
+    config = SamplingConfig(mode="mean")
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        inpaint(model, batch, missing, config=config)
+        times.append(time.perf_counter() - start)
+    median = sorted(times)[len(times) // 2]
+    return {"inpaint_batch_s": median, "inpaint_images_per_s": BATCH / median}
+
+
 def measure(preset: str, *, quick: bool, sharpen: int) -> dict[str, object]:
     """Return every measurement of one preset (see the module docstring)."""
     images = load_dataset("mnist").images
@@ -78,6 +93,7 @@ def measure(preset: str, *, quick: bool, sharpen: int) -> dict[str, object]:
     row["train_rss_growth_mb"] = max_rss_mb() - rss_before
     row |= time_evaluation(model, images, min_run_time)
     row |= time_sampling(model, SamplingConfig(top_s=1), 3 if quick else 10)
+    row |= time_inpainting(model, images, 3 if quick else 10)
     if sharpen:
         config = SamplingConfig(top_s=1, sharpening=Sharpening(iterations=sharpen))
         sharpened = time_sampling(model, config, 1)

@@ -25,13 +25,14 @@ Images are NHWC in [0, 1], as everywhere in dcgmm. Patches are cut by our foldin
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
+from dcgmm._allocator import retain_freed_memory
 from dcgmm.layers.folding import Folding, windows_along
 
 Similarity = Literal["logpdf_per_dim", "logpdf", "rbf"]
@@ -155,6 +156,23 @@ class NSNLayer(nn.Module):
         """Return the similarity map ``sigmoid(score)`` (N, H_out, W_out, K)."""
         return torch.sigmoid(self.patch_scores(self.folding(x)))
 
+    def best_filters(self, patches: Tensor, norms: Tensor) -> tuple[Tensor, Tensor]:
+        """Return the best score and filter of every patch (M, D), given ``|x|^2`` (M,).
+
+        Bit for bit ``patch_scores(patches).max(-1)``: the same operations in the same order,
+        on one (M, K) buffer edited in place instead of a new tensor per term.
+        """
+        if self.similarity == "rbf":
+            return self.patch_scores(patches).max(-1)
+        d = patches.shape[-1]
+        scores = patches @ self.means.T
+        scores.mul_(-2).add_(norms[:, None]).add_(self.means.square().sum(-1)).clamp_min_(0.0)
+        scores.div_(2 * d * self.sigmas.square()).neg_()
+        scores.sub_(torch.log(self.sigmas)).sub_(HALF_LOG_2PI)
+        if self.similarity == "logpdf":
+            scores.mul_(d)
+        return scores.max(-1)
+
     def max_component_log_likelihood(self, x: Tensor) -> Tensor:
         """Return ``max_k log pi_k N(x_ij; mu_k, sigma_k^2 I)`` per position (N, H_out, W_out).
 
@@ -186,14 +204,17 @@ class NSNLayer(nn.Module):
     ) -> LayerFit:
         """Grow and fit the filter bank on the patches of ``inputs`` (N, H, W, C) by hard EM.
 
-        Streams over batches of images (the patch matrix is never built whole); sufficient
-        statistics in float64. Stops when no patch is left unexplained and fewer than ``tol``
-        of the assignments changed, after ``max_iters``, or after the first iteration that
-        ends past ``deadline`` (a ``time.perf_counter()`` value); never exceeds ``max_filters``.
+        Goes over batches of images (:class:`PatchBatches`: the patches stay in memory when
+        they fit, else they are cut again every iteration); sufficient statistics in float64.
+        Stops when no patch is left unexplained
+        and fewer than ``tol`` of the assignments changed, after ``max_iters``, or after the
+        first iteration that ends past ``deadline`` (a ``time.perf_counter()`` value); never
+        exceeds ``max_filters``.
         """
         n_images = inputs.shape[0]
         n_pos = self.folding.out_shape[0] * self.folding.out_shape[1]
         d = self.folding.out_shape[2]
+        batches = PatchBatches(self.folding, inputs, batch_size)
         first = self.folding(inputs[:batch_size]).reshape(-1, d).double()
         spread = first.var(0).mean().sqrt().clamp_min(self.sigma_min)
         pick = int(torch.randint(first.shape[0], (1,), generator=generator))
@@ -210,22 +231,21 @@ class NSNLayer(nn.Module):
             unexplained_scores: list[Tensor] = []
             changed = 0
             means_before = self.means.clone()
-            for start in range(0, n_images, batch_size):
-                patches = self.folding(inputs[start : start + batch_size]).reshape(-1, d)
-                scores = self.patch_scores(patches)
-                best_score, best = scores.max(-1)
-                best = torch.where(best_score < tau, -1, best)
-                slot = slice(start * n_pos, start * n_pos + patches.shape[0])
-                changed += int((assignment[slot] != best).sum())
-                assignment[slot] = best
-                keep = best >= 0
-                p64 = patches[keep].double()
-                count.index_add_(0, best[keep], torch.ones_like(p64[:, 0]))
-                sum_x.index_add_(0, best[keep], p64)
-                sum_sq.index_add_(0, best[keep], p64.square().sum(-1))
-                if bool((~keep).any()):
-                    unexplained.append(patches[~keep])
-                    unexplained_scores.append(best_score[~keep])
+            for first_row, patches, norms, norms64 in batches:
+                best_score, best = self.best_filters(patches, norms)
+                # Unexplained patches (below tau) go to a spare row k, dropped afterwards.
+                row = torch.where(best_score < tau, k, best)
+                slot = slice(first_row, first_row + patches.shape[0])
+                assigned = torch.where(row == k, -1, row)
+                changed += int((assignment[slot] != assigned).sum())
+                assignment[slot] = assigned
+                count += torch.bincount(row, minlength=k + 1)[:k].double()
+                sum_x += sum_x.new_zeros(k + 1, d).index_add_(0, row, patches.double())[:k]
+                sum_sq += sum_sq.new_zeros(k + 1).index_add_(0, row, norms64)[:k]
+                left = row == k
+                if bool(left.any()):
+                    unexplained.append(patches[left])
+                    unexplained_scores.append(best_score[left])
             alive = count > 0
             means = sum_x[alive] / count[alive, None]
             var = (sum_sq[alive] / count[alive] - means.square().sum(-1)) / d
@@ -439,6 +459,7 @@ class NSN(nn.Module):
         """
         if len(taus) != len(self.architecture):
             raise ValueError(f"need one tau per layer ({len(self.architecture)}); got {len(taus)}")
+        retain_freed_memory()  # every iteration allocates (M, K) scores: see dcgmm._allocator
         caps = [max_filters] * len(taus) if isinstance(max_filters, int) else list(max_filters)
         self.layers = nn.ModuleList()
         maps, records = images, []
@@ -553,6 +574,44 @@ class NSN(nn.Module):
         f1 = torch.where(touched, rebuilt_f1, maps[0])
         pixels = first.generate(f1, settings, generator=generator).clamp(0, 1)
         return torch.where(missing, pixels, x)
+
+
+# Patches kept in memory across hard-EM iterations when they take at most this many floats
+# (1 GiB); bigger layers cut them again every iteration, batch by batch.
+PATCH_CACHE_FLOATS = 1 << 28
+
+
+class PatchBatches:
+    """The patches of a layer's inputs, batch by batch, with their squared norms.
+
+    Yields ``(first row, patches (M, D), |patch|^2 (M,), |patch|^2 in float64 (M,))`` per
+    batch of ``batch_size`` images, the rows numbered over all images. Patches are cut once
+    and kept when all of them take at most :data:`PATCH_CACHE_FLOATS` floats; the norms (a
+    float or two a patch) always are.
+    """
+
+    def __init__(self, folding: Folding, inputs: Tensor, batch_size: int) -> None:
+        self.folding, self.inputs, self.batch_size = folding, inputs, batch_size
+        h, w, d = folding.out_shape
+        self.n_pos, self.d = h * w, d
+        self.keep = inputs.shape[0] * h * w * d <= PATCH_CACHE_FLOATS
+        self._patches: list[Tensor] = []
+        self._norms: list[tuple[Tensor, Tensor]] = []
+
+    def _cut(self, start: int) -> Tensor:
+        return self.folding(self.inputs[start : start + self.batch_size]).reshape(-1, self.d)
+
+    def __iter__(self) -> Iterator[tuple[int, Tensor, Tensor, Tensor]]:
+        for i, start in enumerate(range(0, self.inputs.shape[0], self.batch_size)):
+            if i < len(self._patches):
+                patches = self._patches[i]
+            else:
+                patches = self._cut(start)
+                if self.keep:
+                    self._patches.append(patches)
+            if i == len(self._norms):  # as patch_scores and the float64 statistics had them
+                self._norms.append((patches.square().sum(-1), patches.double().square().sum(-1)))
+            yield start * self.n_pos, patches, *self._norms[i]
 
 
 def _layer_progress(
