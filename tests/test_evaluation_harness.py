@@ -248,3 +248,16 @@ def test_cli_plot_draws_curves_and_centroids(tmp_path):
     first = decode_png((run / "plots" / "centroids_layer2.png").read_bytes())
     assert first.shape[0] >= 2 * 7 * 4  # 4 centroids of 7x7 pixels at scale 4
     assert (run / "plots" / "centroids_layer4.png").exists()
+
+
+def test_auc_takes_tensors_that_track_gradients_and_any_shape():
+    inliers = torch.tensor([[3.0], [2.0], [2.0]], requires_grad=True)  # (N, 1), tracked
+    outliers = np.array([[2.0], [0.5]])
+    # Pairs: 3>2, 3>0.5, 2=2 (half), 2>0.5, twice for the two 2s: (1 + 1 + 2 * 1.5) / 6.
+    assert roc_auc(inliers, outliers) == pytest.approx(5 / 6)
+    fpr, tpr, _ = roc_curve(inliers, outliers)
+    assert (fpr[-1], tpr[-1]) == (1.0, 1.0)
+    with pytest.raises(ValueError, match="inlier_scores is empty"):
+        roc_auc([], [1.0])
+    with pytest.raises(ValueError, match="outlier_scores holds NaN or infinite scores"):
+        roc_curve([1.0], [float("inf")])

@@ -1,6 +1,7 @@
 """Value oracles for in-painting: mask geometry, the exact completion of a flat GMM, quality on
 real digits against a trivial baseline, and the NSN's occlusion filling against a naive loop."""
 
+import inspect
 import math
 
 import numpy as np
@@ -243,3 +244,82 @@ def test_variants_redraw_from_the_chosen_layers_reading(generator):
     assert torch.equal(drawn[0], drawn[1])  # the generator is the only randomness
     with pytest.raises(ValueError, match="values in images; expected finite pixels"):
         variants(model, x.masked_fill(x > 0.5, float("nan")))
+
+
+def test_inpainting_layers_are_named_as_dcgmm_info_numbers_them(generator):
+    # A GMM layer straight on the pixels, then a folding and a second GMM: layers 1 and 3.
+    model = DCGMM.from_spec("G(4)-F(2,1)-G(4)", (3, 3, 1), generator=generator).double()
+    x = torch.rand(2, 3, 3, 1, generator=generator, dtype=F64)
+    missing = make_mask("left-half", tuple(x.shape))
+    for layer in (1, 3, None):
+        out = inpaint(model, x, missing, layer=layer, config=SamplingConfig(mode="mean"))
+        assert torch.equal(out[~missing], x[~missing])
+    low = inpaint(model, x, missing, layer=1, config=SamplingConfig(mode="mean"))
+    gmm = model.layers[0]
+    with torch.no_grad():  # layer 1 alone: its own marginalised reading, its expected means
+        resp = torch.softmax(gmm.log_joint(x.masked_fill(missing, 0.0), missing), -1)
+        expected = gmm.sample(resp, expected=True).clamp(0, 1)
+    torch.testing.assert_close(low[missing], expected[missing])
+    with pytest.raises(ValueError, match=r"layer 2 is not a GMM layer of .*; GMM layers: \[1, 3\]"):
+        inpaint(model, x, missing, layer=2)
+    with pytest.raises(ValueError, match=r"layer 4 is not a GMM layer"):
+        inpaint(model, x, missing, layer=4)
+    with pytest.raises(ValueError, match=r"layer 0 is not a GMM layer"):
+        inpaint(model, x, missing, layer=0)
+
+
+def test_a_gmm_position_is_missing_only_when_all_its_entries_are():
+    from dcgmm.inpainting import propagate_missing
+    from dcgmm.layers import GMM
+
+    missing = torch.zeros(1, 2, 2, 3, dtype=torch.bool)
+    missing[0, 0, 0] = True  # all three entries
+    missing[0, 0, 1, :2] = True  # two of three
+    out = propagate_missing(GMM((2, 2, 3), 4), missing)
+    assert out.shape == (1, 2, 2, 4)
+    assert out[0, :, :, 0].tolist() == [[True, False], [False, False]]
+    assert bool((out == out[..., :1]).all())  # the same for every component
+
+
+def test_completions_are_clipped_to_pixels(generator):
+    from dcgmm.inpainting import gmm_layer_index, upward_with_missing
+    from dcgmm.sampling import sampling_layers, walk_down
+
+    model = flat_gmm(6, 9, seed=5)
+    with torch.no_grad():
+        model.layers[1].sqrt_precisions.fill_(1.0)
+    x = torch.rand(4, 6, 6, 1, generator=generator, dtype=F64)
+    missing = make_mask("center", tuple(x.shape))
+    config = SamplingConfig(noise_divisor=0.5)  # noise far beyond [0, 1]
+    out = inpaint(model, x, missing, config=config, generator=torch.Generator().manual_seed(2))
+    layers = sampling_layers(model)
+    index = gmm_layer_index(model, None)
+    control = upward_with_missing(layers, index, x.masked_fill(missing, 0.0), missing)
+    raw = walk_down(layers, index, control, config, torch.Generator().manual_seed(2))
+    assert float(raw.detach()[missing].min()) < 0.0 < 1.0 < float(raw.detach()[missing].max())
+    torch.testing.assert_close(out, torch.where(missing, raw.clamp(0, 1), x))
+
+
+def test_missing_masks_must_be_bool_and_broadcast():
+    model = flat_gmm(6, 9, seed=6)
+    x = torch.rand(2, 6, 6, 1, dtype=F64)
+    with pytest.raises(TypeError, match=r"missing must be a bool tensor, .*; got torch.float32"):
+        inpaint(model, x, torch.zeros(2, 6, 6, 1))
+    bare = inspect.unwrap(inpaint)  # past the suite's type-check hook, as an untyped caller
+    with pytest.raises(TypeError, match=r"missing must be a bool tensor, .*; got list"):
+        bare(model, x, [[True]])
+    per_pixel = torch.zeros(1, 6, 6, 1, dtype=torch.bool)
+    per_pixel[0, :3] = True
+    out = inpaint(model, x, per_pixel, config=SamplingConfig(mode="mean"))  # broadcast over N
+    assert torch.equal(out[:, 3:], x[:, 3:])
+    with pytest.raises(ValueError, match=r"missing has shape \(1, 5, 6, 1\); expected the images"):
+        inpaint(model, x, torch.zeros(1, 5, 6, 1, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"images must be NHWC with shape \(N, 6, 6, 1\)"):
+        inpaint(model, x[:, :5], per_pixel[:, :5])
+    with pytest.raises(ValueError, match=r"nothing to in-paint: pass a boolean mask as missing="):
+        inpaint(model, x)
+    hidden_inf = x.masked_fill(per_pixel.expand_as(x), float("inf"))
+    inpaint(model, hidden_inf, per_pixel)  # what is hidden is never read
+    known_inf = x.masked_fill(~per_pixel.expand_as(x), float("inf"))
+    with pytest.raises(ValueError, match=r"values in images; expected finite pixels"):
+        inpaint(model, known_inf, per_pixel)

@@ -193,8 +193,12 @@ def test_classifier_inversion_points_at_the_requested_class():
     with torch.no_grad():
         control = classifier.sample(target)
         read_back = classifier(control)
-    assert float(control.min()) == 0.0  # shifted to be non-negative, as a control must be
+    # Each sample's control is shifted to start at 0 (non-negative, as a control must be).
+    assert control.flatten(1).amin(1).tolist() == [0.0] * 4
     torch.testing.assert_close(read_back, target, rtol=1e-10, atol=1e-12)
+    pair = LinearClassifier.soft_one_hot(torch.tensor([1, 0]), 2, dtype=torch.float64)
+    expected = torch.tensor([[0.05, 0.95], [0.95, 0.05]], dtype=torch.float64)
+    torch.testing.assert_close(pair.reshape(2, 2), expected, rtol=0, atol=1e-15)
 
 
 def nearest_class_mean(train_images, train_labels, images) -> torch.Tensor:
@@ -307,3 +311,25 @@ def test_sharpening_settings_are_checked(kwargs, message):
         bare_init(object.__new__(Sharpening), **kwargs)
     for good in ({"target": "top"}, {"target": "next"}, {"iterations": 0}, {"weight": 0.0}):
         Sharpening(**good)
+
+
+def test_sampling_counts_and_clipping(generator):
+    model = flat_model([0.0, 1.0, 2.0, 3.0], generator)
+    with torch.no_grad():
+        model.layers[1].sqrt_precisions.fill_(1.0)  # wide: noise leaves [0, 1]
+    config = SamplingConfig(noise_divisor=1.0)
+    assert sample(model, 1, config=config).shape == (1, 2, 2, 1)  # one image is a batch
+    with pytest.raises(ValueError, match="n must be a positive number of samples; got 0"):
+        sample(model, 0)
+    raw = sample(model, 50, config=config, generator=torch.Generator().manual_seed(1), clip=False)
+    assert float(raw.min()) < 0.0 < 1.0 < float(raw.max())  # so the clip below matters
+    clipped = sample(model, 50, config=config, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(clipped, raw.clamp(0.0, 1.0))
+
+
+def test_class_labels_of_any_integer_type_and_the_upper_bound(annealed_flat_model):
+    for classes in (torch.tensor([3, 7], dtype=torch.int32), torch.tensor([3, 7]), [3, 7]):
+        control = class_control(annealed_flat_model, classes, 2)
+        torch.testing.assert_close(control, class_control(annealed_flat_model, [3, 7], 2))
+    with pytest.raises(ValueError, match=r"classes must lie in \[0, 9\] .*; got \[10\]"):
+        class_control(annealed_flat_model, [0, 10], 2)

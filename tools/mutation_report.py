@@ -9,6 +9,7 @@ timeout): a mutant that no selected test runs counts against the suite.
 """
 
 import argparse
+import ast
 import json
 import platform
 import sys
@@ -37,6 +38,115 @@ def collect(mutants: Path) -> dict[str, dict[str, str]]:
         module = str(meta.relative_to(mutants)).removesuffix(".meta")
         out[module] = {name: verdict(code) for name, code in sorted(codes.items())}
     return out
+
+
+# Calls whose string arguments only ever reach an error message (the name of the checked thing).
+MESSAGE_CALLS = {"check_input", "check_nhwc", "check_images", "check_pixels", "_as_float64",
+                 "check_writable", "OutputError", "from_os_error"}  # fmt: skip
+LOG_CALLS = {"debug", "info", "warning", "error", "warn", "exception"}
+
+
+def _functions(module_source: str) -> dict[str, ast.FunctionDef]:
+    """Every function and method of a mutated module by its mutmut name (``xǁClassǁf``...)."""
+    out = {}
+    for node in ast.walk(ast.parse(module_source)):
+        if isinstance(node, ast.FunctionDef):
+            out[node.name] = node
+    return out
+
+
+def _in_message(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
+    """Whether ``node`` sits in a raise, a warning, a log call or a message-only argument."""
+    while node in parents:
+        node = parents[node]
+        if isinstance(node, ast.Raise):
+            return True
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name in MESSAGE_CALLS or name in LOG_CALLS or name.endswith(("Error", "Warning")):
+                return True
+    return False
+
+
+def _call_name(node: ast.Call) -> str:
+    func = node.func
+    return func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+
+
+def _normalised(fn: ast.FunctionDef, rule: str) -> str:
+    """Return the function's code, with what ``rule`` calls harmless taken out, as an AST dump.
+
+    ``message``: string constants (and None) in raises, warnings and log calls, and string
+    arguments of calls that only name the checked value in their messages; ``device``: every
+    ``device=`` keyword; ``strict``: the ``strict=`` keyword of ``zip``.
+    """
+    tree = ast.parse(ast.unparse(fn))
+    fn2 = tree.body[0]
+    assert isinstance(fn2, ast.FunctionDef)
+    fn2.name = "f"
+    if fn2.body and isinstance(fn2.body[0], ast.Expr):  # the docstring
+        fn2.body = fn2.body[1:] or [ast.Pass()]
+    parents = {c: p for p in ast.walk(fn2) for c in ast.iter_child_nodes(p)}
+    for node in list(ast.walk(fn2)):
+        if isinstance(node, ast.Call):
+            name = _call_name(node)
+            if rule == "message" and name in MESSAGE_CALLS:
+                node.args = [a for a in node.args if not _is_text(a)]
+                node.keywords = [k for k in node.keywords if not _is_text(k.value)]
+            if rule == "device":
+                node.keywords = [k for k in node.keywords if k.arg != "device"]
+            if rule == "strict" and name == "zip":
+                node.keywords = [k for k in node.keywords if k.arg != "strict"]
+        if rule == "message" and _is_text(node) and _in_message(node, parents):
+            _replace(parents[node], node, ast.Constant(value=""))
+    return ast.dump(fn2)
+
+
+def _is_text(node: ast.AST) -> bool:
+    return isinstance(node, ast.JoinedStr) or (
+        isinstance(node, ast.Constant) and (isinstance(node.value, str) or node.value is None)
+    )
+
+
+def _replace(parent: ast.AST, old: ast.AST, new: ast.AST) -> None:
+    for field, value in ast.iter_fields(parent):
+        if value is old:
+            setattr(parent, field, new)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if item is old:
+                    value[i] = new
+
+
+_PARSED: dict[Path, dict[str, ast.FunctionDef]] = {}
+
+
+def classify(mutants: Path, module: str, name: str) -> str:
+    """Return why a surviving mutant may be harmless, or "behaviour" when it may not be.
+
+    "message": only text that reaches an error message, warning or log line differs;
+    "device": only a ``device=`` argument differs (the same on the CPU, where this runs);
+    "strict": only ``zip``'s ``strict=`` differs (equal lengths there by construction);
+    "einsum labels": an einsum equation with other letters for the same indices;
+    "behaviour": anything else (triaged by hand in docs/mutation.md).
+    """
+    path = mutants / module
+    if path not in _PARSED:
+        _PARSED[path] = _functions(path.read_text())
+    functions = _PARSED[path]
+    short = name.rsplit(".", 1)[-1]
+    orig = functions.get(short.rsplit("__mutmut_", 1)[0] + "__mutmut_orig")
+    mutant = functions.get(short)
+    if orig is None or mutant is None:
+        return "behaviour"
+    for rule in ("message", "device", "strict"):
+        if _normalised(orig, rule) == _normalised(mutant, rule):
+            return rule
+    a, b = ast.unparse(orig), ast.unparse(mutant).replace(mutant.name, orig.name)
+    if a.lower() == b.lower() and "einsum" in a:
+        return "einsum labels"
+    return "behaviour"
 
 
 def score(counts: Counter) -> float | None:
@@ -78,10 +188,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no mutmut results under {args.mutants}; run `make mutants` first", file=sys.stderr)
         return 1
     print(table(results))
-    survivors = [name for v in results.values() for name, x in v.items() if x != "killed"]
-    print(f"\n{len(survivors)} not killed:")
-    for name in survivors:
-        print(f"- {name}")
+    kinds: dict[str, str] = {}
+    for module, verdicts in results.items():
+        for name, verdict_ in verdicts.items():
+            if verdict_ != "killed":
+                kinds[name] = classify(args.mutants, module, name)
+    print(f"\n{len(kinds)} not killed: {dict(Counter(kinds.values()))}")
+    for name, kind in kinds.items():
+        print(f"- {kind:<14} {name}")
     if args.out:
         total = Counter(x for v in results.values() for x in v.values())
         record = {
@@ -95,7 +209,12 @@ def main(argv: list[str] | None = None) -> int:
             "counts": dict(total),
             "score": score(total),
             "modules": {m: dict(Counter(v.values())) for m, v in results.items()},
-            "not_killed": {n: x for v in results.values() for n, x in v.items() if x != "killed"},
+            "not_killed": {
+                n: {"verdict": x, "kind": kinds[n]}
+                for v in results.values()
+                for n, x in v.items()
+                if x != "killed"
+            },
         }
         args.out.write_text(json.dumps(record, indent=1) + "\n")
     return 0
