@@ -140,3 +140,22 @@ def test_folded_stage_float32_log_joint_within_stated_tolerance(mnist_small):
     # Stated tolerance: 1e-5 of the largest log-joint magnitude (float32 has ~6e-8 ulps; the
     # expansion sums D = 9 terms of that size).
     assert (got.double() - expected).abs().max() <= 1e-5 * expected.abs().max()
+
+
+@pytest.mark.parametrize("objective", ["annealed", "max_component", "loglik"])
+@pytest.mark.parametrize(
+    ("input_shape", "patch", "stride"),
+    [((9, 9, 1), (3, 3), (1, 1)), ((8, 10, 3), (4, 2), (2, 3))],
+)
+def test_folded_stage_input_gradient_matches_autograd(generator, input_shape, patch, stride,
+                                                      objective):  # fmt: skip
+    folding, gmm = folded_pair(generator, input_shape, patch, stride, 4)
+    gmm.objective = objective
+    gmm.set_sigma_som(0.9)
+    h = torch.rand(3, *input_shape, generator=generator, dtype=torch.float64)
+    value, grad = FoldedGMMStage(folding, gmm, 1).objective_and_input_gradient(h)
+    hg = h.clone().requires_grad_(True)
+    expected = gmm.objective_map(gmm.log_joint(folding(hg))).flatten(1).mean(1)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), hg)
+    torch.testing.assert_close(value, expected.detach(), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-9, atol=1e-12)

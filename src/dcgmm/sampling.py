@@ -14,6 +14,7 @@ from torch import Tensor
 
 from dcgmm.layers import GMM, Folding, Layer, LinearClassifier, MaxPooling
 from dcgmm.model import DCGMM
+from dcgmm.stages import FoldedGMMStage, fuses
 
 PerLayer = int | float | Mapping[int, int | float] | None
 
@@ -307,14 +308,17 @@ def sharpen(chain: Sequence[Layer], x0: Tensor, config: Sharpening) -> Sharpenin
             rate = torch.full_like(best_value, config.rate)
             trace = [best_value]
             for _ in range(config.iterations):
-                candidate = best + rate.view(shape) * best_grad
+                candidate = torch.addcmul(best, rate.view(shape), best_grad)
                 value, grad = _objective_and_grad(chain, candidate, x0, config)
                 better = value >= best_value
-                keep = better.view(shape)
-                best = torch.where(keep, candidate, best)
-                best_grad = torch.where(keep, grad, best_grad)
-                best_value = torch.where(better, value, best_value)
-                rate = torch.where(better, rate, rate / 2)
+                if bool(better.all()):  # the usual case: no pass to merge the old and new
+                    best, best_grad, best_value = candidate, grad, value
+                else:
+                    keep = better.view(shape)
+                    best = torch.where(keep, candidate, best)
+                    best_grad = torch.where(keep, grad, best_grad)
+                    best_value = torch.where(better, value, best_value)
+                    rate = torch.where(better, rate, rate / 2)
                 trace.append(best_value)
     finally:
         for p, flag in zip(params, saved, strict=True):
@@ -325,15 +329,27 @@ def sharpen(chain: Sequence[Layer], x0: Tensor, config: Sharpening) -> Sharpenin
 def _objective_and_grad(
     chain: Sequence[Layer], x: Tensor, x0: Tensor, config: Sharpening
 ) -> tuple[Tensor, Tensor]:
-    """Return the per-sample objective J at ``x`` and its gradient (see Sharpening)."""
+    """Return the per-sample objective J at ``x`` and its gradient (see Sharpening).
+
+    A folding and the shared GMM layer right above it (the usual chain) take the fused
+    convolution and its closed-form input gradient (:meth:`FoldedGMMStage.objective_and_input_
+    gradient`); other chains go through autograd.
+    """
     target = chain[-1]
     assert isinstance(target, GMM)
-    x = x.detach().requires_grad_(True)
-    h = x
-    for layer in chain[:-1]:
-        h = layer(h)
-    objective = target.objective_map(target.log_joint(h)).flatten(1).mean(1)
-    if config.weight:
-        objective = objective - config.weight * ((x - x0) ** 2).flatten(1).mean(1)
-    (grad,) = torch.autograd.grad(objective.sum(), x)
-    return objective.detach(), grad
+    if len(chain) == 2 and isinstance(chain[0], Folding) and fuses(chain[0], target):
+        objective, grad = FoldedGMMStage(chain[0], target, 1).objective_and_input_gradient(x)
+    else:
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            h = xg
+            for layer in chain[:-1]:
+                h = layer(h)
+            value = target.objective_map(target.log_joint(h)).flatten(1).mean(1)
+            (grad,) = torch.autograd.grad(value.sum(), xg)
+        objective = value.detach()
+    if config.weight:  # - w mean((x - x0)^2) per sample, gradient -2 w (x - x0) / elements
+        diff = x.detach() - x0
+        objective = objective - config.weight * diff.square().flatten(1).mean(1)
+        grad = grad - (2 * config.weight / diff[0].numel()) * diff
+    return objective, grad

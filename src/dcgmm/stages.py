@@ -192,6 +192,47 @@ class FoldedGMMStage:
             grads.set_descent_gradients(gmm.means, gmm.sqrt_precisions, gmm.logits, stats)
             return resp, objective.values.mean()
 
+    def objective_and_input_gradient(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        r"""Return each sample's mean objective over positions and its gradient w.r.t. ``h``.
+
+        With :math:`R = \partial J / \partial \ell` from the closed form
+        (:func:`~dcgmm.layers.gmm_gradients.objective_gradient`), the gradient of
+        :math:`\ell = \mathrm{conv}([h^2, h], W)` is the convolution's input gradient
+        :math:`[G_1, G_2]` and :math:`\partial J / \partial h = 2 h G_1 + G_2`: one
+        convolution and one transposed one, what sharpening needs per step (autograd through
+        the folding and the GMM layer took 3x a forward pass).
+        """
+        with torch.no_grad():
+            gmm = self.layer
+            features = self._features(h)
+            weight, bias = self._weight_and_bias()
+            log_joint = self._log_joint(features, weight, bias)
+            resp = torch.softmax(log_joint, dim=-1)
+            kernel = gmm.annealing_kernel(log_joint.dtype, log_joint.device)
+            objective = grads.objective_gradient(log_joint, gmm.objective, kernel, resp)
+            n = h.shape[0]
+            # objective_gradient differentiates the mean over all rows; each sample's own mean
+            # over its positions is n times that.
+            d_log_joint = objective.d_log_joint.mul(n).permute(0, 3, 1, 2)
+            with full_float32_convolutions(features.device):
+                d_features, _, _ = torch.ops.aten.convolution_backward(
+                    d_log_joint,
+                    features,
+                    weight,
+                    None,
+                    list(self.folding.stride),
+                    [0, 0],
+                    [1, 1],
+                    False,
+                    [0, 0],
+                    1,
+                    [True, False, False],
+                )
+            c = h.shape[-1]
+            d_both = d_features.permute(0, 2, 3, 1)  # (N, H, W, 2C): [dJ/d(h^2), dJ/dh]
+            grad = torch.addcmul(d_both[..., c:], h, d_both[..., :c], value=2.0)
+            return objective.values.flatten(1).mean(1), grad
+
 
 class IndependentGMMStage:
     r"""An independent GMM layer (one mixture per position), with the folding below it if any.
