@@ -337,7 +337,8 @@ def _objective_and_grad(
     """
     target = chain[-1]
     assert isinstance(target, GMM)
-    if len(chain) == 2 and isinstance(chain[0], Folding) and fuses(chain[0], target):
+    shared = not target.independent
+    if len(chain) == 2 and isinstance(chain[0], Folding) and shared and fuses(chain[0], target):
         objective, grad = FoldedGMMStage(chain[0], target, 1).objective_and_input_gradient(x)
     else:
         with torch.enable_grad():
