@@ -108,3 +108,19 @@ def test_threads_default_to_the_usable_cpus_and_can_be_set(monkeypatch, tmp_path
         assert "--threads must be a positive number" in capsys.readouterr().err
     finally:
         torch.set_num_threads(before)
+
+
+def test_cli_warns_about_unfinished_annealing_and_stops_once_annealed(tmp_path, caplog):
+    from dcgmm.exceptions import AnnealingWarning
+
+    short = ["train", "--model", "A", "--data", "mnist", "--limit", "1000", "--steps", "50"]
+    with pytest.warns(AnnealingWarning, match=r"did not finish in 50 steps: sigma_som of layer 2"):
+        assert main([*short, "--out", str(tmp_path / "short")]) == 0
+    fast = ["--annealing-window", "20", "--annealing-gamma", "0.6"]
+    with caplog.at_level("INFO", logger="dcgmm"):
+        argv = ["train", "--model", "A", "--data", "mnist", "--limit", "1000", "--steps", "5000"]
+        assert main([*argv, "--until-annealed", *fast, "--out", str(tmp_path / "a")]) == 0
+    assert "every GMM layer is annealed (sigma_som at its floor" in caplog.text
+    record = json.loads((tmp_path / "a" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["layers"][0]["sigma_som"] == pytest.approx(0.01)
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["train"]["until_annealed"]

@@ -183,3 +183,47 @@ def test_freed_memory_is_retained_once_unless_switched_off():
     expected = "True False" if sys.platform.startswith("linux") else "False False"
     assert on.stdout.split() == expected.split()
     assert off.stdout.split() == ["False", "False"]
+
+
+def test_a_run_that_ends_mid_annealing_warns_naming_each_layer(mnist_small):
+    from dcgmm.exceptions import AnnealingWarning
+
+    train, _ = mnist_small
+    model = DCGMM.from_spec("F(7,7)-G(4)-F(4,1)-G(9)", (28, 28, 1))
+    trainer = Trainer(model, TrainConfig(steps=30, annealing_window=10), train.images)
+    with pytest.warns(AnnealingWarning) as caught:
+        trainer.run()
+    message = str(caught[0].message)
+    assert "the annealing did not finish in 30 steps: sigma_som of layer 2 G(4) at" in message
+    assert "layer 4 G(9) at" in message
+    assert "--until-annealed" in message
+    assert [i for i, _, _ in trainer.unannealed_layers()] == [2, 4]
+
+
+def test_until_annealed_stops_once_every_layer_settled_at_its_floor(mnist_small, tmp_path):
+    import warnings
+
+    from dcgmm.checkpoint import load_trainer_state
+    from dcgmm.exceptions import AnnealingWarning
+
+    train, _ = mnist_small
+    model = DCGMM.from_spec("F(28,1)-G(4)", (28, 28, 1))
+    config = TrainConfig(steps=5000, annealing_window=10, annealing_gamma=0.6,
+                         until_annealed=True, annealed_patience=3, layer_delay=0.0)  # fmt: skip
+    trainer = Trainer(model, config, train.images, run_dir=tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AnnealingWarning)  # it did finish: no warning
+        trainer.run()
+    assert trainer.stopped_by == "annealed"
+    assert trainer.step < 5000
+    assert trainer.schedules[1].sigma == pytest.approx(0.01)
+    assert trainer._settled[1] >= 3
+    assert load_trainer_state(tmp_path)["step"] == trainer.step  # checkpointed where it stopped
+    # Without the switch the same run goes on to its last step.
+    model = DCGMM.from_spec("F(28,1)-G(4)", (28, 28, 1))
+    config = TrainConfig(
+        steps=trainer.step + 50, annealing_window=10, annealing_gamma=0.6, layer_delay=0.0
+    )
+    full = Trainer(model, config, train.images)
+    full.run()
+    assert (full.stopped_by, full.step) == ("end", trainer.step + 50)

@@ -11,6 +11,7 @@ import logging
 import os
 import platform
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -212,6 +213,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
+    )
+    # Warnings for people at a terminal: the kind and the message, not our source line.
+    warnings.formatwarning = lambda message, category, *_args, **_kw: (
+        f"WARNING {category.__name__}: {message}\n"
     )
     try:
         threads = apply_threads(args.threads)

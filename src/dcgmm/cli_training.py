@@ -43,6 +43,10 @@ DEMO_EPOCHS = 60
 # Flags whose meaning the field name does not carry; other fields just show their default.
 FLAG_HELP = {
     "checkpoint_every": "steps between checkpoints (one is also written at the start and end)",
+    "until_annealed": "stop once every GMM layer's sigma_som is at its floor and its objective "
+    "has stopped rising (--steps/--epochs are then the upper bound)",
+    "annealed_patience": "annealing windows in a row a layer must be stationary at its floor "
+    "for --until-annealed",
     "on_nonfinite": "what a NaN/Inf in a layer's objective or parameters does: stop, naming "
     "layer and step, or roll back to the last checkpoint, scale that layer's learning rates by "
     "--rollback-lr-factor, skip the batch and go on (at most --max-rollbacks times)",
@@ -52,6 +56,8 @@ FLAG_ALIASES = {"on_nonfinite": ["--on-nan"]}
 
 def _field_kwargs(field: dataclasses.Field[Any]) -> dict[str, Any]:
     hint = typing.get_type_hints(TrainConfig)[field.name]
+    if hint is bool:  # a switch: --until-annealed, not --until-annealed True
+        return {"action": "store_true"}
     if isinstance(hint, types.UnionType):
         return {"type": next(a for a in typing.get_args(hint) if a is not type(None))}
     if typing.get_origin(hint) is typing.Literal:
@@ -305,7 +311,15 @@ def _train(
             monitor.close()
     if ctx.is_main:
         seconds = time.perf_counter() - start
-        if trainer.step < trainer.n_steps:
+        if trainer.stopped_by == "annealed":
+            logger.info(
+                "stopped at step %d of %d: every GMM layer is annealed (sigma_som at its floor, "
+                "its objective stationary for %d windows); trained %d steps in %.1f s; run "
+                "directory %s",
+                trainer.step, trainer.n_steps, train_cfg.annealed_patience,
+                trainer.step - first_step, seconds, run_dir,
+            )  # fmt: skip
+        elif trainer.step < trainer.n_steps:
             why = "--stop-at" if trainer.stopped_by == "stop_at" else "--max-minutes"
             logger.info(
                 "stopped at step %d of %d (%s) after %d steps in %.1f s; continue with "

@@ -15,6 +15,14 @@ class NumericalWarning(RuntimeWarning):
     """A computation produced non-finite values; the message says what to change."""
 
 
+class AnnealingWarning(UserWarning):
+    """A run ended before every GMM layer's annealing radius reached its floor.
+
+    Its numbers describe a model still being annealed (blurred components): train longer,
+    or with ``until_annealed=True`` (``--until-annealed``).
+    """
+
+
 class CheckpointError(ValueError):
     """A run directory or checkpoint is missing, corrupted or incompatible."""
 

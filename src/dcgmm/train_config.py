@@ -21,6 +21,12 @@ class TrainConfig:
     for the rest of the run, skips the batch that produced the value, and continues; after
     ``max_rollbacks`` rollbacks, or when the batch itself holds non-finite pixels (a rollback
     cannot fix data), it stops as ``"stop"`` does.
+
+    ``until_annealed=True`` stops before ``steps`` (or ``epochs``, the upper bound) once every
+    GMM layer's radius is at ``sigma_floor`` and its objective has stopped rising: the
+    annealing schedule found it stationary (:class:`~dcgmm.annealing.SingleExpSchedule`) in
+    ``annealed_patience`` windows in a row at the floor. A run that ends with a layer above
+    its floor warns (:class:`~dcgmm.exceptions.AnnealingWarning`), naming the layer.
     """
 
     batch_size: int = 100
@@ -40,6 +46,8 @@ class TrainConfig:
     layer_delay: float = 0.1
     checkpoint_every: int = 1000
     log_every: int = 100
+    until_annealed: bool = False
+    annealed_patience: int = 3
     on_nonfinite: Literal["stop", "rollback"] = "stop"
     max_rollbacks: int = 3
     rollback_lr_factor: float = 0.5
@@ -57,6 +65,7 @@ class TrainConfig:
             "checkpoint_every",
             "log_every",
             "max_rollbacks",
+            "annealed_patience",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive; got {getattr(self, name)}")

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +31,7 @@ from dcgmm.checkpoint import (
     save_checkpoint,
 )
 from dcgmm.distributed import DistContext
+from dcgmm.exceptions import AnnealingWarning
 from dcgmm.layers import GMM, ClassifierFeed, LinearClassifier
 from dcgmm.layers.base import TrainableLayer
 from dcgmm.model import DCGMM
@@ -141,7 +143,9 @@ class Trainer:
         self._lr_scale: dict[int, float] = {}
         self._skipped: set[int] = set()
         self._saved_step: int | None = None  # step of the checkpoint on disk, once known
-        self.stopped_by: Literal["end", "stop_at", "time"] = "end"  # why run() last returned
+        self.stopped_by: Literal["end", "stop_at", "time", "annealed"] = "end"  # why run() ended
+        # Per GMM layer index: annealing windows in a row found stationary at the radius floor.
+        self._settled = {idx: 0 for idx in self.schedules}
 
     def _param_groups(self) -> list[dict[str, Any]]:
         cfg = self.config
@@ -303,11 +307,41 @@ class Trainer:
         for slot in due:
             idx, layer = self._trainable[slot]
             mean = sums[slot] / self._window_count[slot]  # finite: the watchdog saw each value
-            if isinstance(layer, GMM) and self.schedules[idx].end_window(mean):
-                logger.debug("step %d layer %d: lr/sigma reduced", self.step, idx + 1)
+            if isinstance(layer, GMM):
+                at_floor = self.schedules[idx].sigma <= self.config.sigma_floor
+                stationary = self.schedules[idx].end_window(mean)
+                self._settled[idx] = self._settled[idx] + 1 if stationary and at_floor else 0
+                if stationary:
+                    logger.debug("step %d layer %d: lr/sigma reduced", self.step, idx + 1)
             self._window_sum[slot] = 0.0
             self._window_count[slot] = 0
         self._sync_learning_rates()
+
+    @property
+    def annealed(self) -> bool:
+        """Whether every GMM layer is at its radius floor and settled there (until_annealed)."""
+        return all(n >= self.config.annealed_patience for n in self._settled.values())
+
+    def unannealed_layers(self) -> list[tuple[int, str, float]]:
+        """Return ``(1-based index, spec, sigma_som)`` of annealed GMM layers above the floor."""
+        return [
+            (idx + 1, gmm.spec, self.schedules[idx].sigma)
+            for idx, gmm in self.model.gmm_layers()
+            if gmm.objective == "annealed" and self.schedules[idx].sigma > self.config.sigma_floor
+        ]
+
+    def _warn_if_unannealed(self) -> None:
+        late = self.unannealed_layers()
+        if late:
+            layers = ", ".join(f"layer {i} {spec} at {sigma:.3g}" for i, spec, sigma in late)
+            warnings.warn(
+                f"the annealing did not finish in {self.step} steps: sigma_som of {layers} "
+                f"(floor {self.config.sigma_floor}). Its scores and samples are those of a "
+                "blurred model: train longer (--steps, --epochs) or until annealed "
+                "(--until-annealed, TrainConfig(until_annealed=True))",
+                AnnealingWarning,
+                stacklevel=3,
+            )
 
     def metrics(self) -> dict[str, Any]:
         """Return the mean objective per layer since the last call, with lr and sigma_som.
@@ -362,6 +396,7 @@ class Trainer:
             "rollbacks": self.rollbacks,
             "lr_scale": {str(k): v for k, v in self._lr_scale.items()},
             "skipped_steps": sorted(self._skipped),
+            "settled_windows": {str(k): v for k, v in self._settled.items()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -384,6 +419,8 @@ class Trainer:
         self.rollbacks = list(state.get("rollbacks", []))
         self._lr_scale = {int(k): v for k, v in state.get("lr_scale", {}).items()}
         self._skipped = set(state.get("skipped_steps", []))
+        settled = state.get("settled_windows", {})  # absent before until_annealed existed
+        self._settled = {idx: int(settled.get(str(idx), 0)) for idx in self.schedules}
         self._sync_learning_rates()
 
     def resume(self) -> None:
@@ -479,6 +516,8 @@ class Trainer:
                 )
                 if out_of_time and self.step < end:
                     end, self.stopped_by = self.step, "time"
+                if self.config.until_annealed and self.annealed and self.step < end:
+                    end, self.stopped_by = self.step, "annealed"  # schedules: same on all ranks
                 if self.step % self.config.checkpoint_every == 0 or self.step == end:
                     self.save()  # also when stopping early, so --resume can continue
             except NumericalError as err:
@@ -486,6 +525,8 @@ class Trainer:
                 continue
             if callback is not None:
                 callback(self.step, self.n_steps, record)
+        if self.stopped_by in ("end", "annealed") and self.dist.is_main:
+            self._warn_if_unannealed()
 
     def _all_ranks(self, flag: bool) -> bool:
         """Return ``flag`` of rank 0 on every rank (clocks differ; the decision must not)."""
