@@ -29,6 +29,8 @@ def train_options() -> dict[str, list[str]]:
             options[action.dest] = [flag, str(next(iter(action.choices)))]
         elif action.type in (int, float):
             options[action.dest] = [flag, "3"]
+        elif action.dest == "layer_delays":
+            options[action.dest] = [flag, "0,0.5"]
         else:
             options[action.dest] = [flag, "x"]
     return options
@@ -124,3 +126,21 @@ def test_cli_warns_about_unfinished_annealing_and_stops_once_annealed(tmp_path, 
     record = json.loads((tmp_path / "a" / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["layers"][0]["sigma_som"] == pytest.approx(0.01)
     assert json.loads((tmp_path / "a" / "config.json").read_text())["train"]["until_annealed"]
+
+
+def test_layer_delays_on_the_command_line_act_and_survive_a_resume(tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["train", "--model", "F(7,7)-G(4)-F(4,1)-G(9)", "--data", "mnist", "--limit", "300",
+            "--steps", "20", "--layer-delays", "0,0.5", "--log-every", "5"]  # fmt: skip
+    assert main([*argv, "--out", str(run), "--stop-at", "10"]) == 0
+    assert json.loads((run / "config.json").read_text())["train"]["layer_delays"] == [0.0, 0.5]
+    assert main(["train", "--resume", str(run)]) == 0
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    waiting = [r["step"] for r in records if r["layers"][1]["loss"] is None]
+    assert waiting == [5, 10]  # layer 4 starts at half the run, after step 10
+    with pytest.raises(SystemExit) as bad:  # argparse's own exit for a value it cannot read
+        main([*argv[:-4], "--layer-delays", "0,x", "--out", str(tmp_path / "bad")])
+    assert bad.value.code == 2
+    assert (
+        "expected comma-separated numbers such as 0,0.1,0.2; got '0,x'" in capsys.readouterr().err
+    )

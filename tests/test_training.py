@@ -227,3 +227,19 @@ def test_until_annealed_stops_once_every_layer_settled_at_its_floor(mnist_small,
     full = Trainer(model, config, train.images)
     full.run()
     assert (full.stopped_by, full.step) == ("end", trainer.step + 50)
+
+
+def test_each_gmm_layer_can_start_at_its_own_fraction_of_the_run():
+    model = DCGMM.from_spec("F(4,2)-G(4)-F(2,1)-G(4)-F(2,1)-G(4)", (10, 10, 1))
+    images = torch.rand(40, 10, 10, 1, generator=torch.Generator().manual_seed(0))
+    config = TrainConfig(steps=20, batch_size=10, layer_delays=[0.0, 0.5, 0.15])  # JSON list
+    trainer = Trainer(model, config, images)
+    assert config.layer_delays == (0.0, 0.5, 0.15)
+    assert [trainer.is_active(i, 5) for i in (1, 3, 5)] == [True, False, True]
+    assert trainer._start_step == {1: 0, 3: 10, 5: 3}
+    even = Trainer(model, TrainConfig(steps=20, batch_size=10, layer_delay=0.1), images)
+    assert even._start_step == {1: 0, 3: 2, 5: 4}
+    with pytest.raises(ValueError, match=r"layer_delays has 2 entries; .* has 3 GMM layers"):
+        Trainer(model, TrainConfig(steps=20, batch_size=10, layer_delays=(0.0, 0.1)), images)
+    with pytest.raises(ValueError, match=r"layer_delays must each be in \[0, 1\)"):
+        TrainConfig(steps=20, layer_delays=(0.0, 1.0))

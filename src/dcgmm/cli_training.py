@@ -47,6 +47,8 @@ FLAG_HELP = {
     "has stopped rising (--steps/--epochs are then the upper bound)",
     "annealed_patience": "annealing windows in a row a layer must be stationary at its floor "
     "for --until-annealed",
+    "layer_delays": "start of each GMM layer as a fraction of the run, bottom first (default: "
+    "--layer-delay times the layer's rank)",
     "on_nonfinite": "what a NaN/Inf in a layer's objective or parameters does: stop, naming "
     "layer and step, or roll back to the last checkpoint, scale that layer's learning rates by "
     "--rollback-lr-factor, skip the batch and go on (at most --max-rollbacks times)",
@@ -54,10 +56,23 @@ FLAG_HELP = {
 FLAG_ALIASES = {"on_nonfinite": ["--on-nan"]}
 
 
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers such as 0,0.1,0.2; got {text!r}"
+        ) from None
+
+
 def _field_kwargs(field: dataclasses.Field[Any]) -> dict[str, Any]:
     hint = typing.get_type_hints(TrainConfig)[field.name]
     if hint is bool:  # a switch: --until-annealed, not --until-annealed True
         return {"action": "store_true"}
+    origins = [typing.get_origin(arg) for arg in typing.get_args(hint)]
+    if isinstance(hint, types.UnionType) and tuple in origins:
+        # a list of numbers: --layer-delays 0,0.1,0.15,0.2
+        return {"type": _float_list, "metavar": "F,F,..."}
     if isinstance(hint, types.UnionType):
         return {"type": next(a for a in typing.get_args(hint) if a is not type(None))}
     if typing.get_origin(hint) is typing.Literal:

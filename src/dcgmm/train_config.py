@@ -22,6 +22,11 @@ class TrainConfig:
     ``max_rollbacks`` rollbacks, or when the batch itself holds non-finite pixels (a rollback
     cannot fix data), it stops as ``"stop"`` does.
 
+    GMM layer ``r`` (0-based, bottom first) starts training after ``layer_delay * r`` of the
+    steps, or after ``layer_delays[r]`` of them when that tuple is given (the recipes' delays
+    are not always evenly spaced: preset G's are 0, 0.1, 0.15, 0.2); the classifier trains
+    from the first step.
+
     ``until_annealed=True`` stops before ``steps`` (or ``epochs``, the upper bound) once every
     GMM layer's radius is at ``sigma_floor`` and its objective has stopped rising: the
     annealing schedule found it stationary (:class:`~dcgmm.annealing.SingleExpSchedule`) in
@@ -44,6 +49,7 @@ class TrainConfig:
     annealing_gamma: float = 0.9
     sigma_floor: float = 0.01
     layer_delay: float = 0.1
+    layer_delays: tuple[float, ...] | None = None
     checkpoint_every: int = 1000
     log_every: int = 100
     until_annealed: bool = False
@@ -73,6 +79,13 @@ class TrainConfig:
             raise ValueError("epochs and steps must be positive")
         if not 0 <= self.layer_delay < 1:
             raise ValueError(f"layer_delay must be in [0, 1); got {self.layer_delay}")
+        if self.layer_delays is not None:
+            delays = tuple(float(d) for d in self.layer_delays)  # a JSON list after a resume
+            object.__setattr__(self, "layer_delays", delays)
+            if not all(0 <= d < 1 for d in delays):
+                raise ValueError(
+                    f"layer_delays must each be in [0, 1) (fractions of the run); got {delays}"
+                )
         if self.on_nonfinite not in ("stop", "rollback"):
             raise ValueError(
                 f"on_nonfinite must be 'stop' or 'rollback'; got {self.on_nonfinite!r}"

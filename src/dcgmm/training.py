@@ -120,9 +120,17 @@ class Trainer:
             (i, layer) for i, layer in enumerate(model.layers) if isinstance(layer, TrainableLayer)
         ]
         gmm_indices = [i for i, _ in model.gmm_layers()]
+        delays = config.layer_delays or tuple(
+            config.layer_delay * r for r in range(len(gmm_indices))
+        )
+        if len(delays) != len(gmm_indices):
+            raise ValueError(
+                f"layer_delays has {len(delays)} entries; {model.spec!r} has {len(gmm_indices)} "
+                "GMM layers (one start fraction each, bottom first)"
+            )
         self._start_step = {
-            idx: math.ceil(config.layer_delay * rank * self.n_steps - 1e-9)
-            for rank, idx in enumerate(gmm_indices)
+            idx: math.ceil(delay * self.n_steps - 1e-9)
+            for delay, idx in zip(delays, gmm_indices, strict=True)
         }
         self.schedules = {
             idx: SingleExpSchedule.start(config.annealing, layer.sigma_som_value)
