@@ -20,9 +20,11 @@ def tiny(table: str, tmp_path: Path, *extra: str) -> None:
 
 @needs_data
 def test_table1_tiny_run_writes_auc_clustering_and_pictures(tmp_path):
-    tiny("table1", tmp_path, "--presets", "A,E")
+    tiny("table1", tmp_path, "--presets", "A,E", "--seeds", "0,1")
     result = json.loads((tmp_path / "table1.json").read_text())
-    assert [r["preset"] for r in result["rows"]] == ["A", "E"]
+    assert [(r["model"], r["protocol"]) for r in result["rows"]] == [
+        ("A", "paper"), ("A", "recipes"), ("E", "paper"), ("E", "recipes")
+    ]  # fmt: skip
     from sklearn.metrics import roc_auc_score
 
     from benchmarks.reproduce.table1 import split_test
@@ -30,18 +32,32 @@ def test_table1_tiny_run_writes_auc_clustering_and_pictures(tmp_path):
     from dcgmm.outliers import sample_scores
 
     inliers, outliers = split_test(DATA, "mnist", tiny=True)
-    for row in result["rows"]:
-        # The table's AUC is the one its own cached model gives on its own test split.
-        model = load_model(tmp_path / "runs" / "table1" / "mnist" / f"{row['preset']}-tiny")
+    per_seed = {}
+    for run in result["runs"]:
+        # Every seed's AUC is the one its own cached model gives on its own test split.
+        folder = tmp_path / "runs" / "table1" / "mnist" / run["protocol"]
+        model = load_model(folder / f"{run['preset']}-tiny-s{run['seed']}")
         scores = [sample_scores(model, d.images).double().numpy() for d in (inliers, outliers)]
         labels = [1] * len(scores[0]) + [0] * len(scores[1])
         expected = roc_auc_score(labels, [*scores[0], *scores[1]])
-        assert row["auc"] == pytest.approx(expected, abs=1e-9)
-        assert row["clustering"]["davies_bouldin"] > 0.0
-    assert set(result["rows"][1]["auc_per_layer"]) == {"2", "4", "6"}
+        assert run["auc"] == pytest.approx(expected, abs=1e-9)
+        assert run["clustering"]["davies_bouldin"] > 0.0
+        per_seed.setdefault((run["preset"], run["protocol"]), []).append(100 * run["auc"])
+    for row in result["rows"]:  # and each row is their mean and sample sd
+        values = per_seed[(row["model"], row["protocol"])]
+        assert row["n_seeds"] == 2
+        assert row["mean"] == pytest.approx(sum(values) / 2)
+        assert row["sd"] == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
+    recipe_e = next(r for r in result["rows"] if r["model"] == "E" and r["protocol"] == "recipes")
+    assert recipe_e["spec"] == "F(3,1)-G(25,indep)-F(4,2)-G(25,indep)-F(12,1)-G(49)"
+    assert set(recipe_e["auc_per_layer"]) == {"2", "4", "6"}
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [(r["table"], r["model"], r["protocol"]) for r in summary][:2] == [
+        ("I", "A", "paper"), ("I", "A", "recipes")
+    ]  # fmt: skip
     table = (tmp_path / "table1.md").read_text()
-    assert "| mnist | E |" in table
-    assert "92.8" in table  # the paper's number sits beside ours
+    assert "| mnist | E | recipes |" in table
+    assert "92.8 +- 0.4" in table  # the paper's number sits beside ours
     assert "RAT-SPN" in table
     assert (tmp_path / "table1" / "roc_mnist.png").exists()
     assert (tmp_path / "table1" / "maps_mnist_E.png").exists()

@@ -62,6 +62,9 @@ def train_run(
     if (out / TIMING_FILE).exists():
         seconds = float(json.loads((out / TIMING_FILE).read_text())["seconds"])
         return load_model(out), seconds
+    overrides = dict(overrides)
+    if "layer_delays" in overrides and overrides["layer_delays"] is not None:
+        overrides["layer_delays"] = tuple(overrides["layer_delays"])
     recipe: dict[str, Any] = dict(PRESET_TRAIN_OVERRIDES.get(preset or "", {}))
     recipe.update(overrides)
     config = TrainConfig(epochs=epochs, steps=steps, seed=seed, checkpoint_every=10**9, **recipe)
@@ -83,5 +86,49 @@ def train_run(
     trainer.run()
     seconds = time.perf_counter() - start
     save_checkpoint(out, model, trainer.state_dict())
-    (out / TIMING_FILE).write_text(json.dumps({"seconds": seconds, "steps": trainer.n_steps}))
+    record = {
+        "seconds": seconds,
+        "steps": trainer.step,
+        "max_steps": trainer.n_steps,
+        "stopped_by": trainer.stopped_by,
+        # The annealing at the end: a number is only the method's once every layer got there.
+        "sigma_som": {str(i + 1): g.sigma_som_value for i, g in model.gmm_layers()},
+        "annealed": not trainer.unannealed_layers(),
+    }
+    (out / TIMING_FILE).write_text(json.dumps(record))
     return model, seconds
+
+
+def run_record(out: Path) -> dict[str, Any]:
+    """Return what :func:`train_run` recorded about the run in ``out`` (steps, annealing)."""
+    return dict(json.loads((out / TIMING_FILE).read_text()))
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    """Return the mean and the sample standard deviation (0 for one value), as the paper."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+SUMMARY_FILE = "summary.json"
+
+
+def update_summary(out: Path, table: str, rows: list[dict[str, Any]]) -> None:
+    """Replace ``table``'s rows in ``out/summary.json``, the machine-readable digest.
+
+    Each row: ``{table, dataset, model, protocol, metric, mean, sd, n_seeds, steps,
+    paper_mean, paper_sd}``; rows of other tables are kept.
+    """
+    path = out / SUMMARY_FILE
+    kept = json.loads(path.read_text()) if path.exists() else []
+    kept = [row for row in kept if row.get("table") != table]
+    fields = ("table", "dataset", "model", "protocol", "metric", "mean", "sd", "n_seeds",
+              "steps", "paper_mean", "paper_sd")  # fmt: skip
+    for row in rows:
+        missing = [f for f in fields if f not in row]
+        if missing:
+            raise ValueError(f"summary row of {table} lacks {missing}: {row}")
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(kept + [{f: r[f] for f in fields} for r in rows], indent=1) + "\n")
