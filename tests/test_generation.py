@@ -313,3 +313,25 @@ def test_classifier_score_bounds():
     assert classifier_score(confident)[0] == pytest.approx(10.0, rel=1e-9)
     with pytest.raises(ValueError, match="probabilities"):
         classifier_score(torch.ones(3, 10) / 10)
+
+
+def test_the_papers_judge_has_its_table_vii_layers_and_round_trips(tmp_path, mnist_small):
+    from dcgmm.evaluator import PaperJudge
+
+    train, test = mnist_small
+    judge = train_evaluator(train.images[:200], train.labels[:200], n_classes=10, epochs=1,
+                            architecture="paper")  # fmt: skip
+    assert isinstance(judge, PaperJudge)
+    convs = [m for m in judge.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [
+        (1, 64, (3, 3)), (64, 64, (3, 3)), (64, 64, (3, 3)), (64, 64, (3, 3))
+    ]  # fmt: skip
+    dense = [m.out_features for m in judge.dense]
+    assert dense == [350, 350, 350]
+    assert judge.dense[0].in_features == 64 * 3 * 3  # 28 -> 14 -> 7 -> 3 after three pools
+    save_evaluator(tmp_path, judge, {"note": "paper"})
+    loaded, info = load_evaluator(tmp_path)
+    assert info["architecture"] == "paper"
+    assert torch.equal(loaded.predict(test.images[:20])[0], judge.predict(test.images[:20])[0])
+    with pytest.raises(ValueError, match="architecture must be one of"):
+        train_evaluator(train.images[:10], train.labels[:10], n_classes=10, architecture="big")
