@@ -65,9 +65,11 @@ def test_table1_tiny_run_writes_auc_clustering_and_pictures(tmp_path):
 
 @needs_data
 def test_table3_tiny_run_writes_the_table(tmp_path):
-    tiny("table3", tmp_path, "--presets", "A,E")
+    tiny("table3", tmp_path, "--presets", "E", "--judges", "2")
     result = json.loads((tmp_path / "table3.json").read_text())
-    assert [(r["dataset"], r["preset"]) for r in result["rows"]] == [("mnist", "A"), ("mnist", "E")]
+    assert [(r["dataset"], r["model"], r["protocol"]) for r in result["rows"]] == [
+        ("mnist", "E", "paper"), ("mnist", "E", "recipes")
+    ]  # fmt: skip
     import torch
 
     from benchmarks.reproduce.table3 import sampling_for
@@ -75,21 +77,27 @@ def test_table3_tiny_run_writes_the_table(tmp_path):
     from dcgmm.evaluator import load_evaluator
     from dcgmm.sampling import sample
 
-    judge, info = load_evaluator(tmp_path / "runs" / "mnist" / "evaluator")
-    assert info["test_accuracy"] > 0.5  # the judge reads real digits (measured 0.69; chance 0.1)
-    for row in result["rows"]:
-        # The table's accuracy is what the judge says of the cached class models' samples.
+    judges = [load_evaluator(tmp_path / "runs" / "mnist" / f"judge-small-{j}") for j in (0, 1)]
+    for _, info in judges:
+        assert info["test_accuracy"] > 0.5  # each judge reads real digits (chance 0.1)
+    for run in result["runs"]:
+        # Each accuracy is what that judge says of the cached class models' samples.
+        folder = tmp_path / "runs" / "mnist" / run["protocol"] / run["preset"] / "tiny-seed0"
         votes = []
         for cls in range(10):
-            model = load_model(tmp_path / "runs" / "mnist" / row["preset"] / f"class{cls}")
-            drawn = sample(model, row["samples_per_class"], config=sampling_for(model),
+            model = load_model(folder / f"class{cls}")
+            drawn = sample(model, 20, config=sampling_for(model, run["protocol"]),
                            generator=torch.Generator().manual_seed(1000 + cls))  # fmt: skip
-            votes.append(judge(drawn).argmax(1) == cls)
-        assert row["accuracy"] == pytest.approx(float(torch.cat(votes).double().mean()), abs=1e-12)
+            votes.append(judges[run["judge"]][0](drawn).argmax(1) == cls)
+        assert run["accuracy"] == pytest.approx(float(torch.cat(votes).double().mean()), abs=1e-12)
+    for row in result["rows"]:
+        assert (row["n_seeds"], row["n_judges"], row["steps"]) == (1, 2, 20)
         assert row["frechet_distance"] > 0.0
+    e_recipe = result["rows"][1]
+    assert e_recipe["spec"] == "F(3,1)-G(25,indep)-F(4,2)-G(25,indep)-F(12,1)-G(25)"
     table = (tmp_path / "table3.md").read_text()
-    assert "| mnist | E |" in table
-    assert "98.2" in table
+    assert "| mnist | E | recipes |" in table
+    assert "99.1" in table  # the paper's number beside ours
 
 
 @needs_data
