@@ -101,20 +101,29 @@ def test_table3_tiny_run_writes_the_table(tmp_path):
 
 
 @needs_data
-def test_table4_tiny_run_reports_both_classifier_wirings(tmp_path):
-    tiny("table4", tmp_path, "--probe")
+def test_table4_tiny_run_reports_both_protocols_and_the_rate_search(tmp_path):
+    tiny("table4", tmp_path, "--probe", "--classifier-lrs", "0.1,1.0")
     result = json.loads((tmp_path / "table4.json").read_text())
-    assert [r["head"] for r in result["rows"]] == ["C(10,2)", "C(10)"]
+    assert [(r["protocol"], r["model"], r["classifier_lr"]) for r in result["rows"]] == [
+        ("paper", "B + C(10,2)", 0.1), ("paper", "B + C(10,2)", 1.0),
+        ("paper", "B + C(10)", 0.1), ("paper", "B + C(10)", 1.0), ("recipes", "classifier-B", 0.1),
+    ]  # fmt: skip
     from dcgmm import load_dataset, load_model
 
     test = load_dataset(DATA / "mnist", split="test", limit_per_class=50)
-    for row in result["rows"]:
-        tag = row["head"].replace("(", "").replace(")", "").replace(",", "-")
-        run = tmp_path / "runs" / "table4" / "mnist" / f"B-{tag}-lr{row['classifier_lr']}-tiny"
-        predicted = load_model(run).predict_proba(test.images).argmax(1)
-        assert row["accuracy"] == pytest.approx(
+    for run in result["runs"]:
+        tag = run["model"].replace(" ", "").replace("(", "").replace(")", "")
+        folder = tmp_path / "runs" / "table4" / "mnist" / run["protocol"]
+        model = load_model(folder / f"{tag}-lr{run['lr']}-tiny-s{run['seed']}")
+        predicted = model.predict_proba(test.images).argmax(1)
+        assert run["accuracy"] == pytest.approx(
             float((predicted == test.labels).double().mean()), abs=1e-12
         )
+    assert result["runs"][-1]["spec"] == "F(4,2)-G(121,indep)-C(10)"
+    for group in ("B + C(10,2)", "B + C(10)"):  # one rate per group is marked, the better one
+        rows = [r for r in result["rows"] if r["model"] == group]
+        best = [r for r in rows if r["best_rate"]]
+        assert best == [max(rows, key=lambda r: r["valid_mean"])]
     assert result["rows"][0]["probe_accuracy"] > 0.5  # logistic regression on its features
     assert "98.0" in (tmp_path / "table4.md").read_text()
 
