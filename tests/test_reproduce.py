@@ -210,3 +210,29 @@ def test_nsn_faces_tiny_run_rebuilds_from_every_level_and_samples(tmp_path):
     assert "ZCA" in (tmp_path / "baselines_nsn_faces.md").read_text()
     assert (tmp_path / "baselines" / "nsn_olivetti-zca-tiny_samples.png").exists()
     assert (tmp_path / "baselines" / "nsn_olivetti-zca-tiny_levels.png").exists()
+
+
+def test_duplicated_fraction_counts_pixel_equal_images():
+    import torch
+
+    from benchmarks.reproduce.paper2021 import duplicated_fraction
+
+    a, b = torch.zeros(1, 2, 2, 1), torch.ones(1, 2, 2, 1)
+    assert duplicated_fraction(torch.cat([a, a, a, b])) == 0.5  # 2 distinct of 4
+    assert duplicated_fraction(torch.cat([a, b])) == 0.0
+    assert duplicated_fraction(torch.cat([a, a + 1e-7])) == 0.0  # not equal: not a duplicate
+
+
+@needs_data
+def test_paper2021_tiny_run_measures_diversity_of_every_instance(tmp_path):
+    tiny("paper2021", tmp_path)
+    rows = json.loads((tmp_path / "paper2021.json").read_text())["rows"]
+    from benchmarks.reproduce.paper2021 import INSTANCES, diversity
+    from dcgmm import load_model
+
+    assert [r["instance"] for r in rows] == [name for name, *_ in INSTANCES]
+    flat = load_model(tmp_path / "runs" / "paper2021" / "mnist" / "1L-tiny-s0")
+    assert rows[0]["duplicated"]["1"][0] == diversity(flat, 100, 0)["1"]
+    # Top-1 everywhere: a sample is fixed by the top component, so 25 distinct at most.
+    assert rows[0]["duplicated"]["1"][0] >= 1 - 25 / 100
+    assert "duplicated, top-10" in (tmp_path / "paper2021.md").read_text()
