@@ -1,7 +1,6 @@
 """Value oracles for in-painting: mask geometry, the exact completion of a flat GMM, quality on
 real digits against a trivial baseline, and the NSN's occlusion filling against a naive loop."""
 
-import inspect
 import math
 
 import numpy as np
@@ -12,6 +11,8 @@ from dcgmm import DCGMM
 from dcgmm.baselines.nsn import NSN, GenSettings
 from dcgmm.inpainting import inpaint, make_mask
 from dcgmm.sampling import SamplingConfig
+
+from .untyped import untyped
 
 F64 = torch.float64
 
@@ -24,6 +25,14 @@ MASKS = {
     "bottom-half": [".......", ".......", "#######", "#######", "#######"],
     "center": [".......", ".###...", ".###...", ".......", "......."],
 }
+
+
+def test_the_center_mask_is_the_middle_half_of_each_side():
+    # 9 x 13: a quarter of each side is 2 and 3 (a fifth would be 1 and 2, as on 5 x 7).
+    mask = make_mask("center", (1, 9, 13, 1))[0, :, :, 0]
+    expected = torch.zeros(9, 13, dtype=torch.bool)
+    expected[2:6, 3:9] = True
+    assert torch.equal(mask, expected)
 
 
 @pytest.mark.parametrize("kind", sorted(MASKS))
@@ -51,6 +60,20 @@ def test_random_masks_hide_whole_pixels_independently_at_the_rate_asked():
     assert torch.unique(flat, dim=0).shape[0] == n
     per_position = hidden.mean(0)  # 400 draws each
     assert float((per_position - p).abs().max()) < 5 * math.sqrt(p * (1 - p) / n)
+
+
+def test_random_masks_follow_the_generator_and_refuse_probabilities_outside_0_1():
+    def draw(seed: int) -> torch.Tensor:
+        torch.manual_seed(100)  # the same global state for every seed: it must not matter
+        return make_mask("random:0.5", (4, 6, 6, 1), generator=torch.Generator().manual_seed(seed))
+
+    assert torch.equal(draw(0), draw(0))
+    assert not torch.equal(draw(0), draw(1))
+    for p in ("0", "1", "0.0", "1.0", "-0.5", "2"):
+        with pytest.raises(ValueError, match=r"random mask probability must lie in \(0, 1\)"):
+            make_mask(f"random:{p}", (1, 6, 6, 1))
+    with pytest.raises(ValueError, match=r"random mask needs a probability, e.g. random:0.5"):
+        make_mask("random:half", (1, 6, 6, 1))
 
 
 def flat_gmm(side: int, k: int, seed: int) -> DCGMM:
@@ -305,7 +328,7 @@ def test_missing_masks_must_be_bool_and_broadcast():
     x = torch.rand(2, 6, 6, 1, dtype=F64)
     with pytest.raises(TypeError, match=r"missing must be a bool tensor, .*; got torch.float32"):
         inpaint(model, x, torch.zeros(2, 6, 6, 1))
-    bare = inspect.unwrap(inpaint)  # past the suite's type-check hook, as an untyped caller
+    bare = untyped(inpaint)  # past the suite's type-check hook, as an untyped caller
     with pytest.raises(TypeError, match=r"missing must be a bool tensor, .*; got list"):
         bare(model, x, [[True]])
     per_pixel = torch.zeros(1, 6, 6, 1, dtype=torch.bool)

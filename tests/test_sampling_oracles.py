@@ -8,7 +8,6 @@ sampler is to land there. The bugs these guard against move whole components to 
 0 (or back), which puts the p-value below 1e-100.
 """
 
-import inspect
 import math
 
 import pytest
@@ -26,6 +25,8 @@ from dcgmm.sampling import (
     sharpen,
     sharpening_chain,
 )
+
+from .untyped import untyped
 
 N_DRAWS = 20_000
 P_FLOOR = 1e-4
@@ -93,6 +94,21 @@ def test_top_s_draws_the_kept_components_in_proportion_to_their_scores(
     layer = one_position_layer(len(control), generator)
     out = layer.sample(control_rows(control), generator=generator, top_s=top_s)
     assert_frequencies(drawn_components(layer.means.detach(), out), expected)
+
+
+@pytest.mark.parametrize("top_s", [1, 2, None])
+def test_draws_among_tied_components_follow_the_generator(top_s):
+    # Every component tied (the top layer's uniform start): the draw is a random choice, and
+    # the same generator seed must give the same samples, a different seed different ones.
+    layer = one_position_layer(6, torch.Generator().manual_seed(3))
+    control = control_rows([1.0] * 6, n=200)
+
+    def draw(seed: int) -> torch.Tensor:
+        torch.manual_seed(100)  # the same global state for every seed: it must not matter
+        return layer.sample(control, generator=torch.Generator().manual_seed(seed), top_s=top_s)
+
+    assert torch.equal(draw(0), draw(0))
+    assert not torch.equal(draw(0), draw(1))
 
 
 def test_top_s_applies_per_position_of_an_independent_layer(generator):
@@ -264,6 +280,10 @@ def test_sharpening_steps_by_hand_on_a_quadratic():
     x1 = x0 + 0.1 * grad(x0, w=w)
     x2 = x1 + 0.1 * grad(x1, w=w)
     torch.testing.assert_close(result.values, x2, rtol=0, atol=1e-15)
+    for k, x in enumerate((x0, x1, x2)):  # the trace is J itself, pull back included
+        expected = (log_norm - 0.5 * p * (x - mu) ** 2).flatten(1).mean(1)
+        expected = expected - w * (x - x0).square().flatten(1).mean(1)
+        torch.testing.assert_close(result.trace[k], expected, rtol=0, atol=1e-12)
     for layer in chain:  # parameters keep their own requires_grad
         assert all(param.requires_grad for param in layer.parameters())
 
@@ -306,7 +326,7 @@ def test_sharpening_towards_the_top_climbs_the_top_layer(generator):
 def test_sharpening_settings_are_checked(kwargs, message):
     # The suite's type-check hook refuses a bad Literal first; our own check guards untyped
     # callers, so call the undecorated constructor.
-    bare_init = inspect.unwrap(Sharpening.__init__)
+    bare_init = untyped(Sharpening.__init__)
     with pytest.raises(ValueError, match=message):
         bare_init(object.__new__(Sharpening), **kwargs)
     for good in ({"target": "top"}, {"target": "next"}, {"iterations": 0}, {"weight": 0.0}):

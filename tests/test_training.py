@@ -243,3 +243,33 @@ def test_each_gmm_layer_can_start_at_its_own_fraction_of_the_run():
         Trainer(model, TrainConfig(steps=20, batch_size=10, layer_delays=(0.0, 0.1)), images)
     with pytest.raises(ValueError, match=r"layer_delays must each be in \[0, 1\)"):
         TrainConfig(steps=20, layer_delays=(0.0, 1.0))
+
+
+def test_a_trainer_state_from_before_rollbacks_and_until_annealed_loads():
+    # Checkpoints written before the watchdog's rollbacks (and before until_annealed) lack
+    # four keys; they load with their empty defaults, and the rest of the state is restored.
+    def make():
+        model = DCGMM.from_spec(
+            "F(6,1)-G(4)", (6, 6, 1), generator=torch.Generator().manual_seed(0)
+        )
+        config = TrainConfig(steps=12, annealing_window=3, batch_size=10)
+        return Trainer(
+            model, config, torch.rand(40, 6, 6, 1, generator=torch.Generator().manual_seed(1))
+        )
+
+    old = make()
+    old.run(stop_at=7)
+    state = old.state_dict()
+    for key in ("rollbacks", "lr_scale", "skipped_steps", "settled_windows"):
+        state.pop(key)
+    fresh = make()
+    fresh.rollbacks = [{"step": 99}]
+    fresh._lr_scale = {1: 0.5}
+    fresh._skipped = {5}
+    fresh.load_state_dict(state)
+    assert fresh.step == 7
+    assert fresh.rollbacks == []
+    assert fresh._lr_scale == {}
+    assert fresh._skipped == set()
+    assert fresh._settled == dict.fromkeys(fresh.schedules, 0)
+    assert fresh.schedules == old.schedules

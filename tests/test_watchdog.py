@@ -109,6 +109,17 @@ def test_checkpoint_check_finds_nan_in_a_layer_that_does_not_train_yet(tmp_path)
     assert load_trainer_state(tmp_path)["step"] == 5
 
 
+def test_a_resumed_run_that_stops_names_the_checkpoint_it_resumed_from(tmp_path):
+    # As above: layer 4 starts at step 10, the checkpoint check finds its NaN.
+    trainer(tmp_path, layer_delay=0.5).run(stop_at=7)  # checkpoints at steps 5 and 7
+    run = trainer(tmp_path, layer_delay=0.5)
+    run.resume()
+    callback = poison(run.model.layers[3], "sqrt_precisions", float("nan"), at_steps={8})
+    with pytest.raises(NumericalError, match=r"\(the checkpoint of step 7 is kept\)$"):
+        run.run(callback=callback)
+    assert load_trainer_state(tmp_path)["step"] == 7
+
+
 def test_overflow_with_finite_input_is_named_as_such():
     data = images()
     data[:, 0, 0, 0] = 1e30  # finite, but its square is not in float32
