@@ -333,10 +333,6 @@ class GMM(TrainableLayer):
         """Return the exact log-likelihood ``log sum_k pi_k N_k(x)`` at every position."""
         return torch.logsumexp(self.log_joint(x), dim=-1)
 
-    def smoothing_kernel(self, dtype: torch.dtype, device: torch.device) -> Tensor:
-        """Return the current toroidal kernel ``g`` (K, K)."""
-        return torus_smoothing_kernel(self.n_components, self.sigma_som, dtype=dtype, device=device)
-
     def _annealed_map(self, log_joint: Tensor) -> Tensor:
         kernel = self.annealing_kernel(log_joint.dtype, log_joint.device)
         if kernel is not None:
