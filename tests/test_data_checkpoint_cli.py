@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from dcgmm import DCGMM, CheckpointError, DataError, load_dataset
-from dcgmm.checkpoint import MODEL_FILE, load_model, save_checkpoint, write_config
+from dcgmm.checkpoint import (
+    MODEL_FILE,
+    load_model,
+    read_checkpoint,
+    save_checkpoint,
+    write_config,
+    write_verified_safetensors,
+)
 from dcgmm.cli import main
 from dcgmm.data import parse_classes, read_idx
 from dcgmm.images import encode_png
@@ -138,6 +145,28 @@ def test_truncated_checkpoint_and_wrong_spec(tmp_path):
     write_config(tmp_path, {"spec": "F(4,2)-G(9)", "input_shape": [6, 6, 1]})
     with pytest.raises(CheckpointError, match="different runs"):
         load_model(tmp_path)
+
+
+@pytest.mark.parametrize("objective", ["loglik", "max_component", "annealed"])
+def test_a_checkpoint_loads_with_the_objective_it_was_trained_on(tmp_path, objective):
+    model = DCGMM.from_spec("F(4,2)-G(4)", (6, 6, 1), objective=objective)
+    write_config(tmp_path, {"spec": model.spec, "input_shape": [6, 6, 1], "objective": objective})
+    save_checkpoint(tmp_path, model, {"step": 0})
+    assert load_model(tmp_path).layers[1].objective == objective
+
+
+def test_a_checkpoint_with_missing_or_foreign_tensors_is_refused_naming_them(tmp_path):
+    _saved_model(tmp_path)
+    tensors, metadata = read_checkpoint(tmp_path)
+    body = {k: v for k, v in metadata.items() if k not in ("sha256", "metadata_sha256")}
+    tensors.pop("layers.1.means")
+    tensors["layers.1.extra"] = torch.zeros(2)
+    write_verified_safetensors(tmp_path / MODEL_FILE, tensors, body)
+    with pytest.raises(CheckpointError) as caught:
+        load_model(tmp_path)
+    message = str(caught.value)
+    assert "layers.1.means is missing" in message
+    assert "layers.1.extra is not part of the spec" in message
 
 
 def test_png_encoder_writes_a_valid_header():

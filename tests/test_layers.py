@@ -190,3 +190,15 @@ def test_layer_spec_tokens():
         MaxPooling((3, 8, 1), 4, 1)
     with pytest.raises(ValueError, match="kernel 4 does not fit a 8x3 input"):
         MaxPooling((8, 3, 1), 4, 1)
+
+
+def test_classifier_weights_start_as_a_normal_truncated_at_two_standard_deviations():
+    # std 1/sqrt(D_in), cut at +-2 std: the truncated normal's std is 0.8796 of it (a uniform
+    # on the same interval would be 1.1547 of it, an untruncated normal 1).
+    layer = LinearClassifier((28, 28, 1), 10, generator=torch.Generator().manual_seed(0))
+    w = layer.weight.detach().double().flatten()
+    std = 1 / 784**0.5
+    assert float(w.abs().max()) <= 2 * std
+    assert float(w.std()) == pytest.approx(0.8796 * std, rel=0.03)  # 7,840 draws: 4 sd
+    assert float(w.mean()) == pytest.approx(0.0, abs=4 * 0.88 * std / 7840**0.5)
+    assert torch.equal(layer.bias, torch.zeros_like(layer.bias))

@@ -284,6 +284,8 @@ def test_sharpening_steps_by_hand_on_a_quadratic():
         expected = (log_norm - 0.5 * p * (x - mu) ** 2).flatten(1).mean(1)
         expected = expected - w * (x - x0).square().flatten(1).mean(1)
         torch.testing.assert_close(result.trace[k], expected, rtol=0, atol=1e-12)
+    one = sharpen(chain, x0[:1], Sharpening(iterations=2, rate=0.1, weight=w))  # per sample
+    torch.testing.assert_close(one.values, x2[:1], rtol=0, atol=1e-15)
     for layer in chain:  # parameters keep their own requires_grad
         assert all(param.requires_grad for param in layer.parameters())
 

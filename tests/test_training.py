@@ -273,3 +273,27 @@ def test_a_trainer_state_from_before_rollbacks_and_until_annealed_loads():
     assert fresh._skipped == set()
     assert fresh._settled == dict.fromkeys(fresh.schedules, 0)
     assert fresh.schedules == old.schedules
+
+
+def test_logged_objectives_are_means_of_the_steps_and_windows_have_the_set_length():
+    # The same run logged every step and every 4 steps: each coarse record is the mean of the
+    # four fine ones (float64 sums of the same per-step values), and the annealing window of 3
+    # steps closes exactly every 3 steps.
+    def run(log_every: int) -> tuple[list[dict], Trainer]:
+        model = DCGMM.from_spec(
+            "F(6,1)-G(4)", (6, 6, 1), generator=torch.Generator().manual_seed(0)
+        )
+        config = TrainConfig(steps=12, annealing_window=3, batch_size=10, log_every=log_every)
+        data = torch.rand(40, 6, 6, 1, generator=torch.Generator().manual_seed(1))
+        trainer = Trainer(model, config, data)
+        records = []
+        trainer.run(callback=lambda step, n, record: records.append(record) if record else None)
+        return records, trainer
+
+    fine, fine_trainer = run(1)
+    coarse, _ = run(4)
+    assert [r["step"] for r in coarse] == [4, 8, 12]
+    for k, record in enumerate(coarse):
+        steps = [r["layers"][0]["loss"] for r in fine[4 * k : 4 * k + 4]]
+        assert record["layers"][0]["loss"] == pytest.approx(sum(steps) / 4, rel=1e-12)
+    assert fine_trainer.schedules[1].n_windows == 12 // 3

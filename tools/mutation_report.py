@@ -1,11 +1,14 @@
 """Summarise a mutmut run: mutants per module and verdict, the score, and every survivor.
 
     python tools/mutation_report.py mutants --out docs/mutation_results.json [--label after]
+        [--sample names.txt]
 
 Reads the ``*.meta`` files mutmut writes beside each mutated module (``exit_code_by_key``)
 and prints a markdown table; ``--out`` also writes the numbers and the survivors' names as
 JSON (with the date, machine and versions). Score = killed / (killed + survived + no tests +
-timeout): a mutant that no selected test runs counts against the suite.
+timeout): a mutant that no selected test runs counts against the suite. ``--sample`` counts
+only the mutants named in a file (one per line): a seeded random sample scores a suite in a
+fraction of a full run's time (docs/mutation.md).
 """
 
 import argparse
@@ -30,13 +33,20 @@ def verdict(code: int | None) -> str:
     return VERDICT.get(code, "suspicious")
 
 
-def collect(mutants: Path) -> dict[str, dict[str, str]]:
-    """Return {module path: {mutant name: verdict}}."""
+NOT_KILLED = ("survived", "no tests", "timeout", "suspicious")
+
+
+def collect(mutants: Path, only: set[str] | None = None) -> dict[str, dict[str, str]]:
+    """Return {module path: {mutant name: verdict}}, for the names in ``only`` if given."""
     out = {}
     for meta in sorted(mutants.glob("src/**/*.py.meta")):
         codes = json.loads(meta.read_text())["exit_code_by_key"]
         module = str(meta.relative_to(mutants)).removesuffix(".meta")
-        out[module] = {name: verdict(code) for name, code in sorted(codes.items())}
+        out[module] = {
+            name: verdict(code)
+            for name, code in sorted(codes.items())
+            if only is None or name in only
+        }
     return out
 
 
@@ -182,8 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="also write the numbers as JSON here")
     parser.add_argument("--label", default="", help="a name for this run in the JSON")
     parser.add_argument("--wall-minutes", type=float, help="the run's wall time, to record")
+    parser.add_argument("--sample", type=Path, help="count only the mutants named in this file")
     args = parser.parse_args(argv)
-    results = collect(args.mutants)
+    only = None
+    if args.sample is not None:
+        only = {line.strip() for line in args.sample.read_text().splitlines() if line.strip()}
+    results = collect(args.mutants, only)
     if not results:
         print(f"no mutmut results under {args.mutants}; run `make mutants` first", file=sys.stderr)
         return 1
@@ -191,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     kinds: dict[str, str] = {}
     for module, verdicts in results.items():
         for name, verdict_ in verdicts.items():
-            if verdict_ != "killed":
+            if verdict_ in NOT_KILLED:
                 kinds[name] = classify(args.mutants, module, name)
     print(f"\n{len(kinds)} not killed: {dict(Counter(kinds.values()))}")
     for name, kind in kinds.items():
@@ -200,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         total = Counter(x for v in results.values() for x in v.values())
         record = {
             "label": args.label,
+            "sample": None if args.sample is None else str(args.sample),
             "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": f"{platform.machine()}, {platform.processor() or 'unknown CPU'}",
             "python": platform.python_version(),
@@ -213,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
                 n: {"verdict": x, "kind": kinds[n]}
                 for v in results.values()
                 for n, x in v.items()
-                if x != "killed"
+                if x in NOT_KILLED
             },
         }
         args.out.write_text(json.dumps(record, indent=1) + "\n")
