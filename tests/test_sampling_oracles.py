@@ -139,6 +139,41 @@ def test_noise_has_standard_deviation_one_over_sqrt_precision_times_divisor(gene
     torch.testing.assert_close(at_bound.std(), expected_std[3], rtol=5 / math.sqrt(2 * n), atol=0)
 
 
+def test_sample_passes_noise_at_bound_to_every_gmm_layer(generator):
+    # A flat model whose pixel 0 sits at the precision bound: sample() adds noise there only
+    # with noise_at_bound=True (the other pixels get noise either way).
+    model = DCGMM.from_spec("F(2,1)-G(4)", (2, 2, 1), generator=generator).double()
+    gmm = model.layers[1]
+    with torch.no_grad():
+        gmm.sqrt_precisions.copy_(torch.tensor([[SQRT_PRECISION_UPPER_BOUND, 2.0, 2.0, 2.0]] * 4))
+        gmm.means.fill_(0.5)
+    for at_bound in (False, True):
+        config = SamplingConfig(noise_divisor=4.0, noise_at_bound=at_bound)
+        x = sample(model, 200, config=config, generator=generator).flatten(1)
+        assert bool((x[:, 1:] != 0.5).all())
+        assert bool((x[:, 0] != 0.5).all()) if at_bound else bool((x[:, 0] == 0.5).all())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"top_s": 0}, r"top_s must be positive or None; got 0 for layer all"),
+        ({"top_s": {2: 1, 4: 0}}, r"top_s must be positive or None; got 0 for layer 4"),
+        ({"noise_divisor": 0.0}, r"noise_divisor must be positive or None; got 0.0 for layer all"),
+        ({"noise_divisor": {3: -1.0}}, r"noise_divisor must be .*; got -1.0 for layer 3"),
+    ],
+)
+def test_sampling_settings_refuse_zero_and_negative_values_naming_the_layer(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SamplingConfig(**kwargs)
+
+
+def test_sampling_needs_a_gmm_layer_on_top():
+    for spec in ("F(4,2)-G(4)-F(2,1)", "F(4,2)-G(4)-F(2,1)-C(3)"):
+        with pytest.raises(ValueError, match=r"has no GMM layer on top to start sampling from"):
+            sample(DCGMM.from_spec(spec, (6, 6, 1)), 2)
+
+
 def test_expected_mode_emits_the_control_weighted_mean_after_top_s(generator):
     layer = random_gmm((2, 1, 3), 5, generator)
     control = torch.rand(4, 2, 1, 5, generator=generator, dtype=torch.float64)
