@@ -95,7 +95,12 @@ def test_position_statistics_are_float64_mean_and_std(tiny_model, mnist_small, t
     save_position_statistics(tmp_path, stats, source="unit test")
     loaded, source = load_position_statistics(tmp_path)
     assert source == "unit test"
-    torch.testing.assert_close(loaded[4].std, stats[4].std, rtol=0, atol=0)
+    assert loaded.keys() == stats.keys()
+    for number, saved in stats.items():
+        assert (loaded[number].layer, loaded[number].kind) == (number, "loglik")
+        assert loaded[number].n_samples == saved.n_samples == train.images.shape[0]
+        torch.testing.assert_close(loaded[number].mean, saved.mean, rtol=0, atol=0)
+        torch.testing.assert_close(loaded[number].std, saved.std, rtol=0, atol=0)
     path = tmp_path / STATISTICS_FILE
     data = bytearray(path.read_bytes())
     data[-3] ^= 0xFF

@@ -1,6 +1,7 @@
 """Value oracles for in-painting: mask geometry, the exact completion of a flat GMM, quality on
 real digits against a trivial baseline, and the NSN's occlusion filling against a naive loop."""
 
+import inspect
 import math
 
 import numpy as np
@@ -11,8 +12,6 @@ from dcgmm import DCGMM
 from dcgmm.baselines.nsn import NSN, GenSettings
 from dcgmm.inpainting import inpaint, make_mask
 from dcgmm.sampling import SamplingConfig
-
-from .untyped import untyped
 
 F64 = torch.float64
 
@@ -323,12 +322,26 @@ def test_completions_are_clipped_to_pixels(generator):
     torch.testing.assert_close(out, torch.where(missing, raw.clamp(0, 1), x))
 
 
+def test_without_marginalising_hidden_pixels_read_as_zero_by_default():
+    # The authors' code: hidden pixels enter the bottom-up pass as 0 (fill's default).
+    model = flat_gmm(6, 9, seed=7)
+    x = torch.rand(3, 6, 6, 1, dtype=F64, generator=torch.Generator().manual_seed(8))
+    missing = make_mask("left-half", tuple(x.shape))
+    config = SamplingConfig(mode="mean")
+    default = inpaint(model, x, missing, config=config, marginalize=False)
+    zeros = inpaint(model, x.masked_fill(missing, 0.0), missing, config=config, fill=0.0,
+                    marginalize=False)  # fmt: skip
+    ones = inpaint(model, x, missing, config=config, fill=1.0, marginalize=False)
+    torch.testing.assert_close(default, zeros, rtol=0, atol=0)
+    assert not torch.allclose(default, ones)  # fill acts: it is not a no-op
+
+
 def test_missing_masks_must_be_bool_and_broadcast():
     model = flat_gmm(6, 9, seed=6)
     x = torch.rand(2, 6, 6, 1, dtype=F64)
     with pytest.raises(TypeError, match=r"missing must be a bool tensor, .*; got torch.float32"):
         inpaint(model, x, torch.zeros(2, 6, 6, 1))
-    bare = untyped(inpaint)  # past the suite's type-check hook, as an untyped caller
+    bare = inspect.unwrap(inpaint)  # past the suite's type-check hook, as an untyped caller
     with pytest.raises(TypeError, match=r"missing must be a bool tensor, .*; got list"):
         bare(model, x, [[True]])
     per_pixel = torch.zeros(1, 6, 6, 1, dtype=torch.bool)
