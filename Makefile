@@ -54,7 +54,7 @@ mutants: $(STAMP)
 	$(PY) -m pip install -q -e '.[dev,mutation]'
 	rm -rf mutants
 	OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children $(MUTANT_JOBS)
-	$(PY) tools/mutation_report.py mutants --out docs/mutation_results.json
+	$(PY) tools/mutation_report.py mutants --out docs/mutation/full.json
 
 # The same on a seeded uniform sample of MUTANT_SAMPLE mutants (tens of minutes instead of hours;
 # docs/mutation.md): generate every mutant, test only the sample, score the sample. The first
@@ -67,7 +67,7 @@ mutants-sample: $(STAMP)
 	OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children $(MUTANT_JOBS) generate.only || true
 	$(PY) tools/mutation_sample.py mutants --n $(MUTANT_SAMPLE) > mutants/sample.txt
 	OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children $(MUTANT_JOBS) $$(cat mutants/sample.txt)
-	$(PY) tools/mutation_report.py mutants --sample mutants/sample.txt --out docs/mutation_sample.json
+	$(PY) tools/mutation_report.py mutants --sample mutants/sample.txt --out docs/mutation/sample.json
 
 ci: lint type test-all
 

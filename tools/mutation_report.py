@@ -1,6 +1,6 @@
 """Summarise a mutmut run: mutants per module and verdict, the score, and every survivor.
 
-    python tools/mutation_report.py mutants --out docs/mutation_results.json [--label after]
+    python tools/mutation_report.py mutants --out docs/mutation/full.json [--label after]
         [--sample names.txt]
 
 Reads the ``*.meta`` files mutmut writes beside each mutated module (``exit_code_by_key``)
