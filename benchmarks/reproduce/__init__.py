@@ -18,7 +18,10 @@ TABLE is one of:
 * ``all``     every one of them, in that order (``make reproduce``).
 
 Trained models are cached under ``--runs`` (default ``runs/reproduce``): a second call only
-evaluates. ``--tiny`` runs a few steps on a few hundred images: a smoke run for the tests.
+evaluates. ``--threads N`` sets torch's threads (default: at most the usable CPUs); jobs run side
+by side must take one each (``--threads 1``), or OpenMP threads that outnumber the cores wait
+for each other (``dcgmm._threads``). ``--tiny`` runs a few steps on a few hundred images: a
+smoke run for the tests.
 """
 
 import argparse
@@ -37,6 +40,7 @@ from benchmarks.reproduce import (
     vae,
 )
 from benchmarks.reproduce.common import DEFAULT_DATA, DEFAULT_OUT, DEFAULT_RUNS
+from dcgmm._threads import apply_threads
 
 TABLES: dict[str, ModuleType] = {
     "table1": table1,
@@ -62,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--runs", default=str(DEFAULT_RUNS), help="cache of trained models")
         p.add_argument("--out", default=str(DEFAULT_OUT), help="where the .md/.json go")
         p.add_argument("--tiny", action="store_true", help="seconds: a smoke run for tests")
+        p.add_argument("--threads", type=int, help="torch threads (1 for jobs side by side)")
         if module is not None:
             module.add_arguments(p)
     return parser
@@ -70,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> None:
     """Run the chosen table(s) with the given options."""
     args = build_parser().parse_args(argv)
+    apply_threads(args.threads)
     command = "python -m benchmarks.reproduce " + " ".join(argv)
     if args.table != "all":
         TABLES[args.table].run(args, command)
