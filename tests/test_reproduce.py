@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchmarks import reproduce
 
@@ -236,3 +237,32 @@ def test_paper2021_tiny_run_measures_diversity_of_every_instance(tmp_path):
     # Top-1 everywhere: a sample is fixed by the top component, so 25 distinct at most.
     assert rows[0]["duplicated"]["1"][0] >= 1 - 25 / 100
     assert "duplicated, top-10" in (tmp_path / "paper2021.md").read_text()
+
+
+@needs_data
+def test_peers_tiny_run_scores_ratspn_and_reloads_it_from_its_cache(tmp_path):
+    pytest.importorskip("spflow")  # the bench extra
+    tiny("peers", tmp_path)
+    result = json.loads((tmp_path / "peers.json").read_text())
+    (run,) = result["runs"]
+    assert run["stopped_by"] in ("epochs", "time")
+    assert run["steps"] >= 1
+    # The AUC is the rank statistic of the test set's log p(x), recomputed from the cache.
+    from benchmarks.reproduce.peers import INLIERS, build_ratspn, counts, log_likelihood
+    from dcgmm import load_dataset
+    from dcgmm.outliers import roc_auc
+
+    train = load_dataset(DATA / "mnist", classes=INLIERS, limit_per_class=30)
+    test = load_dataset(DATA / "mnist", split="test", limit_per_class=30)
+    model = build_ratspn(counts(train), 0)
+    saved = torch.load(next((tmp_path / "runs" / "peers").glob("*.pt")), weights_only=True)
+    model.load_state_dict(saved["state"])
+    scores = log_likelihood(model, counts(test))
+    inlier = test.labels != 0
+    assert roc_auc(scores[inlier], scores[~inlier]) == pytest.approx(run["auc"], abs=1e-12)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [(r["table"], r["dataset"], r["paper_mean"]) for r in summary] == [("II", "mnist", 91.8)]
+    tiny("peers", tmp_path)  # cached: the same number without training
+    again = json.loads((tmp_path / "peers.json").read_text())["runs"][0]
+    assert again["auc"] == run["auc"]
+    assert again["train_seconds"] == run["train_seconds"]
