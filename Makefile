@@ -44,6 +44,7 @@ bench: $(STAMP)
 # The papers' tables on ../shared/data (hours on 2 CPU cores; trained models are cached in
 # runs/reproduce). One table: python -m benchmarks.reproduce table1|table3|table4|flatgmm
 reproduce: $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) -m benchmarks.reproduce all
 
 # Mutation testing of the core and generation modules ([tool.mutmut] in pyproject.toml; cost and

@@ -123,7 +123,8 @@ def write_paper2021(result: dict[str, Any], out: Path, command: str, wall: float
         f"- diversity: {result['rows'][0]['n_samples']} samples with top-S = S at every GMM "
         "layer, no noise; duplicates = equal pixel for pixel (without noise a sample is a "
         "function of the components drawn); the number is the duplicated fraction "
-        "1 - distinct / n (lower is more diverse). Mean +- sd over seeds.",
+        "1 - distinct / n (lower is more diverse). Mean +- sd over seeds (the annealed column "
+        "counts them).",
         "- clustering: the top layer's hard assignments of 2,000 test images; Dunn index "
         "(higher is better), Davies-Bouldin (lower is better).",
         "",
@@ -133,8 +134,8 @@ def write_paper2021(result: dict[str, Any], out: Path, command: str, wall: float
         "|---|---|---|---:|---:|---:|---:|" + "---:|" * len(TOP_S),
     ]
     for r in result["rows"]:
-        dup = " | ".join(
-            f"{100 * m:.1f}% +- {100 * sd:.1f}"
+        dup = " | ".join(  # one seed has no spread to show
+            f"{100 * m:.1f}%" + (f" +- {100 * sd:.1f}" if r["n_seeds"] > 1 else "")
             for m, sd in (r["duplicated"][str(s)] for s in TOP_S)
         )
         lines.append(
