@@ -87,13 +87,13 @@ class LayerStage:
         raise TypeError(f"{self.layer.spec} does not train")
 
 
-class FoldedGMMStage:
-    """A folding layer and the shared GMM layer above it, run as one convolution."""
+class _GMMStage:
+    """What the fused GMM stages share: the GMM layer and its index in the chain.
 
-    def __init__(self, folding: Folding, gmm: GMM, index: int) -> None:
-        if gmm.independent:
-            raise ValueError("only a shared GMM layer is a convolution over the folding")
-        self.folding = folding
+    Each stage keeps its own folding, typed as it needs it.
+    """
+
+    def __init__(self, gmm: GMM, index: int) -> None:
         self.layer = gmm
         self.index = index
 
@@ -106,6 +106,16 @@ class FoldedGMMStage:
     def trainable(self) -> GMM:
         """The stage's trainable layer."""
         return self.layer
+
+
+class FoldedGMMStage(_GMMStage):
+    """A folding layer and the shared GMM layer above it, run as one convolution."""
+
+    def __init__(self, folding: Folding, gmm: GMM, index: int) -> None:
+        if gmm.independent:
+            raise ValueError("only a shared GMM layer is a convolution over the folding")
+        super().__init__(gmm, index)
+        self.folding = folding
 
     def _features(self, h: Tensor) -> Tensor:
         # [h^2, h] along channels, written straight into one buffer (no torch.cat), returned
@@ -234,7 +244,7 @@ class FoldedGMMStage:
             return objective.values.flatten(1).mean(1), grad
 
 
-class IndependentGMMStage:
+class IndependentGMMStage(_GMMStage):
     r"""An independent GMM layer (one mixture per position), with the folding below it if any.
 
     Every position :math:`l` has its own filters, so the log-joints are one batched matrix
@@ -252,19 +262,8 @@ class IndependentGMMStage:
     def __init__(self, folding: Folding | None, gmm: GMM, index: int) -> None:
         if not gmm.independent:
             raise ValueError("IndependentGMMStage runs an independent GMM layer")
+        super().__init__(gmm, index)
         self.folding = folding
-        self.layer = gmm
-        self.index = index
-
-    @property
-    def gmm(self) -> GMM:
-        """The stage's GMM layer."""
-        return self.layer
-
-    @property
-    def trainable(self) -> GMM:
-        """The stage's trainable layer."""
-        return self.layer
 
     def _windows(self) -> tuple[tuple[int, int], tuple[int, int]]:
         if self.folding is None:
