@@ -32,9 +32,9 @@ class Bug:
 
 BUGS = [
     Bug("top-s-ties", "layers/gmm.py",
-        "scores = torch.where(scores >= kth[..., -1:], scores, torch.zeros_like(scores))",
-        "scores = torch.zeros_like(scores).scatter(-1, scores.topk(top_s).indices, "
-        "scores.topk(top_s).values)",
+        "flat.masked_fill_(flat < kth, 0.0)",
+        "flat = torch.zeros_like(flat).scatter(-1, flat.topk(top_s).indices, "
+        "flat.topk(top_s).values)",
         "tests/test_sampling_oracles.py::test_top_s_draws_the_kept_components_in_proportion_to_their_scores"),
     Bug("noise-divisor", "layers/gmm.py", "noise = noise / (sqrt_prec * noise_divisor)",
         "noise = noise / sqrt_prec * noise_divisor",
