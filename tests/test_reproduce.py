@@ -266,3 +266,20 @@ def test_peers_tiny_run_scores_ratspn_and_reloads_it_from_its_cache(tmp_path):
     again = json.loads((tmp_path / "peers.json").read_text())["runs"][0]
     assert again["auc"] == run["auc"]
     assert again["train_seconds"] == run["train_seconds"]
+
+
+def test_summary_rows_replace_their_own_kind_and_keep_the_others(tmp_path):
+    from benchmarks.reproduce.common import update_summary
+
+    def row(model, protocol, mean):
+        return {"table": "I", "dataset": "mnist", "model": model, "protocol": protocol,
+                "metric": "AUC %", "mean": mean, "sd": 0.0, "n_seeds": 1, "steps": 10,
+                "paper_mean": None, "paper_sd": None}  # fmt: skip
+
+    update_summary(tmp_path, "I", [row("A", "paper", 1.0), row("E", "paper", 2.0)])
+    update_summary(tmp_path, "I", [row("E", "paper", 3.0), row("E", "recipes", 4.0)])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [(r["model"], r["protocol"], r["mean"]) for r in summary] == [
+        ("A", "paper", 1.0), ("E", "paper", 3.0), ("E", "recipes", 4.0)]  # fmt: skip
+    with pytest.raises(ValueError, match="lacks"):
+        update_summary(tmp_path, "I", [{"table": "I"}])

@@ -116,19 +116,27 @@ SUMMARY_FILE = "summary.json"
 
 
 def update_summary(out: Path, table: str, rows: list[dict[str, Any]]) -> None:
-    """Replace ``table``'s rows in ``out/summary.json``, the machine-readable digest.
+    """Put ``rows`` of ``table`` into ``out/summary.json``, the machine-readable digest.
 
     Each row: ``{table, dataset, model, protocol, metric, mean, sd, n_seeds, steps,
-    paper_mean, paper_sd}``; rows of other tables are kept.
+    paper_mean, paper_sd}``. A row replaces the stored one of the same table, dataset, model,
+    protocol and metric; the others are kept, so runs of different presets accumulate.
     """
     path = out / SUMMARY_FILE
-    kept = json.loads(path.read_text()) if path.exists() else []
-    kept = [row for row in kept if row.get("table") != table]
     fields = ("table", "dataset", "model", "protocol", "metric", "mean", "sd", "n_seeds",
               "steps", "paper_mean", "paper_sd")  # fmt: skip
     for row in rows:
         missing = [f for f in fields if f not in row]
         if missing:
             raise ValueError(f"summary row of {table} lacks {missing}: {row}")
+        if row["table"] != table:
+            raise ValueError(f"a row of table {row['table']} given as one of {table}: {row}")
+
+    def key(row: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(row.get(f) for f in ("table", "dataset", "model", "protocol", "metric"))
+
+    new_keys = {key(row) for row in rows}
+    kept = json.loads(path.read_text()) if path.exists() else []
+    kept = [row for row in kept if key(row) not in new_keys]
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(kept + [{f: r[f] for f in fields} for r in rows], indent=1) + "\n")

@@ -175,7 +175,8 @@ def write_peers(result: dict[str, Any], out: Path, command: str, wall: float) ->
         mean, sd = mean_sd([100 * r["auc"] for r in mine])
         published = PUBLISHED["RAT-SPN"].get(name)
         stops = ", ".join(sorted({r["stopped_by"] for r in mine}))
-        lines.append(f"| RAT-SPN | {name} | {mean:.1f} +- {sd:.1f} | {len(mine)} | "
+        spread = f" +- {sd:.1f}" if len(mine) > 1 else ""  # one seed has no spread to show
+        lines.append(f"| RAT-SPN | {name} | {mean:.1f}{spread} | {len(mine)} | "
                      f"{mine[0]['steps']} | {stops} | {published} |")  # fmt: skip
         rows.append({"table": "II", "dataset": name, "model": "RAT-SPN (SPFlow, Binomial)",
                      "protocol": "paper", "metric": "outlier AUC %", "mean": mean, "sd": sd,
