@@ -153,6 +153,32 @@ class FoldedGMMStage(_GMMStage):
             out = F.conv2d(features, weight, bias, stride=self.folding.stride)
         return out.permute(0, 2, 3, 1)  # (N, Ho, Wo, K); contiguous when oneDNN kept NHWC
 
+    def _objective(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor, grads.ObjectiveGradient]:
+        """Return the features, conv weight, responsibilities and the closed-form objective."""
+        gmm = self.layer
+        features = self._features(h)
+        weight, bias = self._weight_and_bias()
+        log_joint = self._log_joint(features, weight, bias)
+        resp = torch.softmax(log_joint, dim=-1)
+        kernel = gmm.annealing_kernel(log_joint.dtype, log_joint.device)
+        return (
+            features,
+            weight,
+            resp,
+            grads.objective_gradient(log_joint, gmm.objective, kernel, resp),
+        )
+
+    def _convolution_backward(
+        self, d_out: Tensor, features: Tensor, weight: Tensor, *, want_input: bool
+    ) -> Tensor:
+        """Return the convolution's input gradient (``want_input``) or its weight gradient."""
+        with full_float32_convolutions(features.device):
+            d_input, d_weight, _ = torch.ops.aten.convolution_backward(
+                d_out, features, weight, None, list(self.folding.stride), [0, 0], [1, 1],
+                False, [0, 0], 1, [want_input, not want_input, False],
+            )  # fmt: skip
+        return d_input if want_input else d_weight
+
     def log_joint(self, h: Tensor) -> Tensor:
         """Return the GMM layer's log-joints for the un-folded input ``h``."""
         with torch.no_grad():
@@ -171,28 +197,11 @@ class FoldedGMMStage(_GMMStage):
         """Return (responsibilities, mean objective) and set the GMM parameters' grads."""
         with torch.no_grad():
             gmm = self.layer
-            features = self._features(h)
-            weight, bias = self._weight_and_bias()
-            log_joint = self._log_joint(features, weight, bias)
-            resp = torch.softmax(log_joint, dim=-1)
-            kernel = gmm.annealing_kernel(log_joint.dtype, log_joint.device)
-            objective = grads.objective_gradient(log_joint, gmm.objective, kernel, resp)
-            d_log_joint = objective.d_log_joint
+            features, weight, resp, objective = self._objective(h)
             # The weight gradient of the convolution is sum_m R_mk [x^2, x]_m: both statistics.
-            with full_float32_convolutions(features.device):
-                _, d_weight, _ = torch.ops.aten.convolution_backward(
-                    d_log_joint.permute(0, 3, 1, 2),
-                    features,
-                    weight,
-                    None,
-                    list(self.folding.stride),
-                    [0, 0],
-                    [1, 1],
-                    False,
-                    [0, 0],
-                    1,
-                    [False, True, False],
-                )
+            d_weight = self._convolution_backward(
+                objective.d_log_joint.permute(0, 3, 1, 2), features, weight, want_input=False
+            )
             k, dim = gmm.means.shape
             halves = d_weight.permute(0, 2, 3, 1)  # (K, fy, fx, 2C)
             c = halves.shape[-1] // 2
@@ -213,31 +222,12 @@ class FoldedGMMStage(_GMMStage):
         the folding and the GMM layer took 3x a forward pass).
         """
         with torch.no_grad():
-            gmm = self.layer
-            features = self._features(h)
-            weight, bias = self._weight_and_bias()
-            log_joint = self._log_joint(features, weight, bias)
-            resp = torch.softmax(log_joint, dim=-1)
-            kernel = gmm.annealing_kernel(log_joint.dtype, log_joint.device)
-            objective = grads.objective_gradient(log_joint, gmm.objective, kernel, resp)
+            features, weight, _, objective = self._objective(h)
             n = h.shape[0]
             # objective_gradient differentiates the mean over all rows; each sample's own mean
             # over its positions is n times that.
             d_log_joint = objective.d_log_joint.mul(n).permute(0, 3, 1, 2)
-            with full_float32_convolutions(features.device):
-                d_features, _, _ = torch.ops.aten.convolution_backward(
-                    d_log_joint,
-                    features,
-                    weight,
-                    None,
-                    list(self.folding.stride),
-                    [0, 0],
-                    [1, 1],
-                    False,
-                    [0, 0],
-                    1,
-                    [True, False, False],
-                )
+            d_features = self._convolution_backward(d_log_joint, features, weight, want_input=True)
             c = h.shape[-1]
             d_both = d_features.permute(0, 2, 3, 1)  # (N, H, W, 2C): [dJ/d(h^2), dJ/dh]
             grad = torch.addcmul(d_both[..., c:], h, d_both[..., :c], value=2.0)
