@@ -71,19 +71,25 @@ def test_folded_stage_equals_folding_then_gmm(generator, input_shape, patch, str
     torch.testing.assert_close(objective, -ref_loss.detach())
 
 
-@pytest.mark.parametrize("objective", ["annealed", "max_component", "loglik"])
+@pytest.mark.parametrize(
+    ("objective", "sigma"),
+    # annealed at 0.01: the radius floor, where the kernel is the identity (None)
+    [("annealed", 0.9), ("annealed", 0.01), ("max_component", 0.9), ("loglik", 0.9)],
+)
 @pytest.mark.parametrize(
     ("input_shape", "patch", "stride"),
     [((9, 9, 1), (3, 3), (1, 1)), ((8, 10, 3), (4, 2), (2, 3)), ((6, 6, 2), (6, 6), (1, 1)),
      ((4, 5, 3), None, None)],
 )  # fmt: skip
 def test_independent_stage_equals_folding_then_gmm(
-    generator, input_shape, patch, stride, objective
+    generator, input_shape, patch, stride, objective, sigma
 ):
     folding = Folding(input_shape, patch, stride) if patch else None
     gmm = random_gmm(folding.out_shape if folding else input_shape, 4, generator, independent=True)
     gmm.objective = objective
-    gmm.set_sigma_som(0.9)
+    gmm.set_sigma_som(sigma)
+    kernel = gmm.annealing_kernel(torch.float64, torch.device("cpu"))
+    assert (kernel is None) == (objective != "annealed" or sigma < 0.1)
     stage = IndependentGMMStage(folding, gmm, 1)
     h = torch.rand(5, *input_shape, generator=generator, dtype=torch.float64)
     x = folding(h) if folding else h

@@ -328,24 +328,36 @@ class IndependentGMMStage(_GMMStage):
             return self._to_nhwc(torch.softmax(log_joint, dim=-1)), maps
 
     def train_step(self, h: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Return (responsibilities, mean objective) and set the GMM parameters' grads."""
+        """Return (responsibilities, mean objective) and set the GMM parameters' grads.
+
+        The hard objectives (annealed, max-component) take their statistics from segment
+        sums by winner (:func:`~dcgmm.layers.gmm_gradients.winner_statistics`); the exact
+        log-likelihood, whose gradient is dense, from two batched products.
+        """
         with torch.no_grad():
             gmm = self.layer
-            features = self._features(h)
-            log_joint = self._log_joint(features)  # (L, N, K)
+            squares, x = self._features(h)
+            log_joint = self._log_joint((squares, x))  # (L, N, K)
             resp = torch.softmax(log_joint, dim=-1)
             kernel = gmm.annealing_kernel(log_joint.dtype, log_joint.device)
-            objective = grads.objective_gradient(log_joint, gmm.objective, kernel, resp)
-            d_log_joint = objective.d_log_joint.transpose(1, 2)  # (L, K, N)
-            squares, x = features
             ho, wo, k, dim = gmm.means.shape
+            if gmm.objective == "loglik":
+                objective = grads.objective_gradient(log_joint, gmm.objective, kernel, resp)
+                values = objective.values
+                d_log_joint = objective.d_log_joint.transpose(1, 2)  # (L, K, N)
+                stats = grads.Statistics(
+                    d_log_joint.sum(2), torch.bmm(d_log_joint, x), torch.bmm(d_log_joint, squares)
+                )
+            else:
+                values, best = grads.winners(log_joint, gmm.objective, kernel)
+                stats = grads.winner_statistics(squares, x, best, k, kernel, rows=values.numel())
             stats = grads.Statistics(
-                d_log_joint.sum(2).reshape(ho, wo, k),
-                torch.bmm(d_log_joint, x).reshape(ho, wo, k, dim),  # A = R^T x
-                torch.bmm(d_log_joint, squares).reshape(ho, wo, k, dim),  # B = R^T x^2
+                stats.weight.reshape(ho, wo, k),
+                stats.first.reshape(ho, wo, k, dim),  # A = R^T x
+                stats.second.reshape(ho, wo, k, dim),  # B = R^T x^2
             )
             grads.set_descent_gradients(gmm.means, gmm.sqrt_precisions, gmm.logits, stats)
-            return self._to_nhwc(resp), objective.values.mean()
+            return self._to_nhwc(resp), values.mean()
 
 
 Stage = LayerStage | FoldedGMMStage | IndependentGMMStage

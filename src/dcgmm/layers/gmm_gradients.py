@@ -89,18 +89,81 @@ def objective_gradient(
         values = torch.logsumexp(log_joint, dim=-1)
         grad = responsibilities / rows
         return ObjectiveGradient(values, grad, grad.reshape(-1, k).sum(0))
+    values, best = winners(log_joint, objective, kernel)
     if objective == "annealed" and kernel is not None:
-        # smoothed_k = sum_j g_kj l_j; the max picks row k* of g as the gradient. Scaling the
-        # (K, K) kernel instead of the (..., K) result saves a pass over the rows.
-        values, best = (log_joint @ kernel.T).max(dim=-1)
+        # The max picks row k* of g as the gradient. Scaling the (K, K) kernel instead of the
+        # (..., K) result saves a pass over the rows.
         scaled = kernel / rows
         grad = scaled.index_select(0, best.reshape(-1)).reshape(log_joint.shape)
         wins = torch.bincount(best.reshape(-1), minlength=k).to(scaled.dtype)
         return ObjectiveGradient(values, grad, wins @ scaled)
-    values, best = log_joint.max(dim=-1)
     grad = torch.zeros_like(log_joint).scatter_(-1, best.unsqueeze(-1), 1.0 / rows)
     wins = torch.bincount(best.reshape(-1), minlength=k).to(log_joint.dtype)
     return ObjectiveGradient(values, grad, wins / rows)
+
+
+def winners(
+    log_joint: Tensor, objective: "Objective", kernel: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    r"""Return the values and winning components of a hard objective (not ``"loglik"``).
+
+    The annealed objective is :math:`\max_k \sum_j g_{kj} \ell_j` (g the kernel; the identity
+    at the radius floor, ``kernel=None``), the max-component one :math:`\max_k \ell_k`.
+    """
+    if objective == "annealed" and kernel is not None:
+        return (log_joint @ kernel.T).max(dim=-1)
+    return log_joint.max(dim=-1)
+
+
+def winner_statistics(
+    squares: Tensor, x: Tensor, best: Tensor, k: int, kernel: Tensor | None, rows: int
+) -> Statistics:
+    r"""Return an independent layer's statistics under a hard objective, from segment sums.
+
+    A hard objective's gradient row is a row of the kernel: :math:`R_{ln} = g_{b_{ln}} / M`
+    (:math:`b` the winner, M = ``rows``, g the identity where ``kernel`` is None). So per
+    position :math:`A_l = g^\top S_l / M` with :math:`S_{lj} = \sum_{n: b_{ln} = j} x_{ln}`:
+    one pass adds every window to its winner's sum, instead of a (K, N) @ (N, D) matrix
+    product per position (``docs/speed_independent.md`` times the two).
+
+    Parameters
+    ----------
+    squares, x : Tensor, shape (L, N, D)
+        The windows and their squares, position-major and contiguous.
+    best : Tensor, shape (L, N)
+        The winning component of every window.
+    k : int
+        The number of components.
+    kernel : Tensor (K, K) or None
+        The annealing kernel g; None for the identity.
+    rows : int
+        The number M of rows the objective is averaged over.
+
+    Returns
+    -------
+    Statistics
+        Shapes (L, K), (L, K, D), (L, K, D).
+    """
+    positions, _, dim = x.shape
+    # Component-major sums (K, L, D): mixing them by g is then one (K, K) @ (K, L*D) product.
+    segment = best * positions + torch.arange(positions, device=best.device).unsqueeze(1)
+    segment = segment.reshape(-1)
+    counts = torch.bincount(segment, minlength=k * positions).reshape(k, positions).to(x.dtype)
+    first, second = (
+        x.new_zeros(k * positions, dim).index_add_(0, segment, v.reshape(-1, dim))
+        .reshape(k, positions * dim)
+        for v in (x, squares)
+    )  # fmt: skip
+    if kernel is None:
+        weight, first, second = counts / rows, first / rows, second / rows
+    else:
+        mix = kernel.T / rows  # A = mix @ S, r = mix @ counts
+        weight, first, second = mix @ counts, mix @ first, mix @ second
+    return Statistics(
+        weight.T.contiguous(),
+        first.reshape(k, positions, dim).transpose(0, 1).contiguous(),
+        second.reshape(k, positions, dim).transpose(0, 1).contiguous(),
+    )
 
 
 def statistics(x: Tensor, objective: ObjectiveGradient, *, independent: bool) -> Statistics:
