@@ -29,6 +29,7 @@ test-all: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/lint-imports  # the dependency rule of docs/architecture.md (pyproject.toml)
 
 fmt: $(STAMP)
 	$(VENV)/bin/ruff format src tests benchmarks

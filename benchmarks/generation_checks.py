@@ -25,10 +25,9 @@ import torch
 
 import dcgmm
 from dcgmm import load_dataset, load_model
-from dcgmm.checkpoint import read_config
-from dcgmm.cli_generation import save_inpainting_grid
-from dcgmm.images import save_grid
+from dcgmm.images import save_grid, save_inpainting_grid
 from dcgmm.inpainting import inpaint, make_mask
+from dcgmm.io import read_config
 from dcgmm.layers import GMM, Folding
 from dcgmm.model import DCGMM
 from dcgmm.sampling import SamplingConfig, Sharpening, sample

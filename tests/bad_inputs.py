@@ -29,11 +29,12 @@ from unittest import mock
 import numpy as np
 import torch
 
-import dcgmm.checkpoint
+import dcgmm.io
 from dcgmm import DCGMM, TrainConfig, Trainer, evaluate, load_dataset, load_model, sample
-from dcgmm.checkpoint import CONFIG_FILE, MODEL_FILE, save_checkpoint, write_config
+from dcgmm.checkpoint import save_checkpoint
 from dcgmm.cli import main
 from dcgmm.exceptions import CheckpointError, DataError, SpecError
+from dcgmm.io import CONFIG_FILE, MODEL_FILE, write_config
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
 TEST_FILE = "tests/test_bad_input.py"
@@ -343,7 +344,7 @@ def file_in_the_way_cli(root: Path) -> object:
 
 def disk_full_cli(root: Path) -> object:
     """Let the checkpoints of steps 0 and 1 through, then fill the disk half-way into step 2's."""
-    real = dcgmm.checkpoint.write_synced
+    real = dcgmm.io.write_synced
     saved: list[Path] = []
 
     def write(path: Path, data: bytes) -> None:
@@ -356,7 +357,7 @@ def disk_full_cli(root: Path) -> object:
 
     argv = "train --model F(28,1)-G(4) --data mnist --limit 200 --batch-size 100 --steps 2"
     argv += " --checkpoint-every 1 --out run"
-    return argv.split(), mock.patch("dcgmm.checkpoint.write_synced", write)
+    return argv.split(), mock.patch("dcgmm.io.write_synced", write)
 
 
 def previous_checkpoint_kept(root: Path) -> None:
@@ -469,8 +470,8 @@ CASES: tuple[Case, ...] = (
     Case("version-config", 12, "a `config.json` of format version 2", "`load_model` "
          "(`read_config`)", newer_config, CheckpointError,
          ("config.json has format version 2; this dcgmm reads version 1",)),
-    Case("resume-other-spec", 13, "`Trainer(model_of_another_spec, ...).resume()` on a run",
-         "`Trainer.resume` (`load_trainer_state(model=...)`)", resume_other_spec,
+    Case("resume-other-spec", 13, "`Trainer(model_of_another_spec, ..., run_dir=run)`",
+         "`Trainer(...)` (`check_fits`)", resume_other_spec,
          CheckpointError, ("holds a model of spec 'F(4,2)-G(4)'",
                            "this model is 'F(4,2)-G(9)'", "dcgmm.load_model(run_dir)")),
     Case("mixed-runs", 13, "a run directory whose `config.json` names another spec",

@@ -20,13 +20,9 @@ import pytest
 import torch
 
 import dcgmm
-from dcgmm.checkpoint import (
-    MODEL_FILE,
-    load_model,
-    load_trainer_state,
-    read_verified_safetensors,
-)
+from dcgmm.checkpoint import load_model, load_trainer_state
 from dcgmm.cli import main
+from dcgmm.io import MODEL_FILE, read_verified_safetensors
 from dcgmm.training import METRICS_FILE
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")

@@ -7,17 +7,11 @@ import pytest
 import torch
 
 from dcgmm import DCGMM, CheckpointError, DataError, load_dataset
-from dcgmm.checkpoint import (
-    MODEL_FILE,
-    load_model,
-    read_checkpoint,
-    save_checkpoint,
-    write_config,
-    write_verified_safetensors,
-)
+from dcgmm.checkpoint import load_model, read_checkpoint, save_checkpoint
 from dcgmm.cli import main
 from dcgmm.data import parse_classes, read_idx
 from dcgmm.images import encode_png
+from dcgmm.io import MODEL_FILE, write_config, write_verified_safetensors
 
 
 def write_idx(path, array, gz=True):

@@ -8,11 +8,12 @@ import torch
 from sklearn.metrics import davies_bouldin_score, roc_auc_score
 
 from dcgmm import DCGMM, TrainConfig, Trainer, evaluate, load_dataset
-from dcgmm.checkpoint import save_checkpoint, write_config
+from dcgmm.checkpoint import save_checkpoint
 from dcgmm.cli import main
 from dcgmm.clustering import clustering_scores, davies_bouldin, dunn_index
 from dcgmm.exceptions import CheckpointError, SpecError
 from dcgmm.images import decode_png
+from dcgmm.io import write_config
 from dcgmm.outliers import (
     STATISTICS_FILE,
     fit_position_statistics,

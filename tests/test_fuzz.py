@@ -19,15 +19,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from dcgmm import DCGMM, CheckpointError, DataError, SpecError, format_spec, load_dataset
-from dcgmm.checkpoint import (
-    CONFIG_FILE,
-    MODEL_FILE,
-    load_model,
-    load_trainer_state,
-    save_checkpoint,
-    write_config,
-)
+from dcgmm.checkpoint import load_model, load_trainer_state, save_checkpoint
 from dcgmm.data import parse_classes, read_idx
+from dcgmm.io import CONFIG_FILE, MODEL_FILE, write_config
 from dcgmm.spec import parse_spec
 
 FUZZ = settings(

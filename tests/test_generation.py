@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dcgmm import DCGMM, PRESETS, TrainConfig, Trainer, load_dataset
-from dcgmm.checkpoint import save_checkpoint, write_config
+from dcgmm.checkpoint import save_checkpoint
 from dcgmm.cli import main
 from dcgmm.evaluator import (
     frechet_distance,
@@ -16,6 +16,7 @@ from dcgmm.evaluator import (
 )
 from dcgmm.images import decode_png, encode_png
 from dcgmm.inpainting import inpaint, make_mask, variants
+from dcgmm.io import write_config
 from dcgmm.sampling import (
     SamplingConfig,
     Sharpening,

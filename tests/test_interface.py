@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from dcgmm import DCGMM
+from dcgmm.baselines.adapters import NSNModel, VAEModel
 from dcgmm.baselines.nsn import NSN
 from dcgmm.baselines.vae import dlgmm
 from dcgmm.inpainting import inpaint, make_mask
@@ -14,8 +15,6 @@ from dcgmm.interface import (
     DensityModel,
     FlatGMMModel,
     ImageModel,
-    NSNModel,
-    VAEModel,
     as_image_model,
 )
 from dcgmm.outliers import sample_scores

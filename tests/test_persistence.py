@@ -16,9 +16,10 @@ from dcgmm import DCGMM, TrainConfig, Trainer
 from dcgmm.baselines.nsn import NSN
 from dcgmm.baselines.runs import load_baseline, save_baseline
 from dcgmm.baselines.vae import dldpmm, dlgmm, gauss_vae
-from dcgmm.checkpoint import load_model, write_config
+from dcgmm.checkpoint import load_model
 from dcgmm.inpainting import inpaint, make_mask
 from dcgmm.interface import as_image_model
+from dcgmm.io import write_config
 from dcgmm.outliers import SCORE_KINDS, position_scores
 from dcgmm.sampling import SamplingConfig, Sharpening, sample
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from dcgmm import DCGMM, TrainConfig, Trainer, evaluate
-from dcgmm.checkpoint import load_model, write_config
+from dcgmm.checkpoint import load_model
+from dcgmm.io import write_config
 from dcgmm.training import NumericalError, epoch_permutation, preset_config
 
 

@@ -11,8 +11,9 @@ import torch
 
 import dcgmm
 from dcgmm import DCGMM, TrainConfig, Trainer
-from dcgmm.checkpoint import load_model, save_checkpoint, write_config
+from dcgmm.checkpoint import load_model, save_checkpoint
 from dcgmm.data import Dataset
+from dcgmm.io import write_config
 from dcgmm.layers.gmm import Objective
 from dcgmm.training import PRESET_TRAIN_OVERRIDES
 

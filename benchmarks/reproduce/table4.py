@@ -53,6 +53,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seeds", default="0")
     parser.add_argument(
+        "--models",
+        default=None,
+        help="only these of the protocols' models, ';'-separated, e.g. 'B + C(10,2);classifier-B' "
+        "(default: all)",
+    )
+    parser.add_argument(
         "--probe",
         action="store_true",
         help="also fit scikit-learn's logistic regression to the classifier's (fixed) input "
@@ -104,6 +110,12 @@ def table4(args: argparse.Namespace) -> dict[str, Any]:
     data_dir, runs = Path(args.data_dir), Path(args.runs)
     rows, runs_rows = [], []
     seeds = [int(s) for s in args.seeds.split(",")]
+    known = {name for models in MODELS.values() for name, *_ in models}
+    unknown = set((args.models or "").split(";")) - known - {""}
+    if unknown:
+        raise SystemExit(
+            f"table4: unknown --models {sorted(unknown)}; expected some of {sorted(known)}"
+        )
     lrs = [float(v) for v in args.classifier_lrs.split(",")]
     for dataset in args.datasets.split(","):
         limit = 50 if args.tiny else None
@@ -114,6 +126,8 @@ def table4(args: argparse.Namespace) -> dict[str, Any]:
         valid = Dataset(full.images[cut:], full.labels[cut:], full.name)
         for protocol in args.protocols.split(","):
             for name, spec, epochs, fixed_lr, note in MODELS[protocol]:
+                if args.models is not None and name not in args.models.split(";"):
+                    continue
                 epochs = epochs or args.epochs
                 for lr in [fixed_lr] if fixed_lr is not None else lrs:
                     per_seed = []

@@ -1,5 +1,6 @@
 """Deep convolutional Gaussian mixture models of images (Gepperth & Pfuelb), in PyTorch."""
 
+from dcgmm._version import __version__
 from dcgmm.annealing import AnnealingConfig, SingleExpSchedule
 from dcgmm.checkpoint import load_model
 from dcgmm.data import Dataset, load_dataset
@@ -15,12 +16,11 @@ from dcgmm.inpainting import inpaint, make_mask, variants
 from dcgmm.interface import DensityModel, ImageModel, as_image_model
 from dcgmm.layers import GMM, Folding, Layer, LinearClassifier, MaxPooling, TrainableLayer
 from dcgmm.model import DCGMM
+from dcgmm.runs import Run, load_run
 from dcgmm.sampling import SamplingConfig, Sharpening, sample
 from dcgmm.spec import PRESETS, format_spec, parse_spec
 from dcgmm.training import TrainConfig, Trainer
 from dcgmm.watchdog import NumericalError
-
-__version__ = "0.1.0"
 
 __all__ = [
     "DCGMM",
@@ -39,6 +39,7 @@ __all__ = [
     "NumericalError",
     "NumericalWarning",
     "OutputError",
+    "Run",
     "SamplingConfig",
     "Sharpening",
     "SingleExpSchedule",
@@ -53,6 +54,7 @@ __all__ = [
     "inpaint",
     "load_dataset",
     "load_model",
+    "load_run",
     "make_mask",
     "parse_spec",
     "sample",

@@ -6,7 +6,7 @@ import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from dcgmm.data import Dataset, load_dataset, parse_classes
 from dcgmm.exceptions import OutputError
@@ -55,6 +55,23 @@ def load_data(
         limit_per_class=limit_per_class,
         limit=limit,
     )
+
+
+def run_data(run_dir: Path, config: Mapping[str, Any], data: str | None = None) -> dict[str, Any]:
+    """Return the data record of a run's config, its source replaced by ``--data`` if given.
+
+    A run trained from Python on in-memory images records no source: a command that needs its
+    data then asks for ``--data``.
+    """
+    record = dict(config.get("data") or {})
+    if data is not None:
+        record["source"] = data
+    if not record.get("source"):
+        raise CLIError(
+            f"{run_dir}'s config.json names no data source (it was trained from Python on "
+            "images in memory); pass --data PATH (an IDX folder, a .npz, or a built-in name)"
+        )
+    return record
 
 
 def check_writable(path: Path, flag: str = "--out") -> None:

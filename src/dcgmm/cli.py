@@ -17,12 +17,12 @@ from pathlib import Path
 
 import torch
 
-from dcgmm import __version__
 from dcgmm._allocator import retain_freed_memory
-from dcgmm._cli_common import CLIError, Parser, load_data
+from dcgmm._cli_common import CLIError, Parser, load_data, run_data
 from dcgmm._threads import apply_threads
+from dcgmm._version import __version__
 from dcgmm.baselines.runs import is_baseline_run
-from dcgmm.checkpoint import CONFIG_FILE, load_model, load_trainer_state, read_config
+from dcgmm.checkpoint import load_model, load_trainer_state
 from dcgmm.cli_baselines import baseline_eval
 from dcgmm.cli_evaluation import add_evaluation_commands
 from dcgmm.cli_generation import add_generation_commands
@@ -30,6 +30,7 @@ from dcgmm.cli_training import add_training_commands
 from dcgmm.clustering import clustering_scores
 from dcgmm.cost import format_cost, measure_machine
 from dcgmm.evaluation import evaluate, format_scores
+from dcgmm.io import CONFIG_FILE, read_config
 from dcgmm.model import DCGMM
 from dcgmm.watchdog import NumericalError
 
@@ -43,10 +44,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return baseline_eval(args)
     config = read_config(run_dir)
     model = load_model(run_dir, map_location=args.device)
-    data = config["data"]
-    source = args.data or data["source"]
-    classes = args.classes if args.classes is not None else data["classes"]
-    dataset = load_data(source, args.split, classes, args.limit_per_class, args.limit)
+    data = run_data(run_dir, config, args.data)
+    classes = args.classes if args.classes is not None else data.get("classes")
+    dataset = load_data(data["source"], args.split, classes, args.limit_per_class, args.limit)
     result = evaluate(model, dataset.images, dataset.labels)
     if args.clustering:
         try:

@@ -20,10 +20,10 @@ from dcgmm._cli_common import CLIError, check_writable, load_data
 from dcgmm.baselines.nsn import NSN
 from dcgmm.baselines.runs import VAE_MODELS, load_baseline, save_baseline
 from dcgmm.baselines.vae import DeepLatentGMM, dldpmm, dlgmm, gauss_vae
-from dcgmm.checkpoint import CONFIG_FILE
 from dcgmm.images import save_grid
 from dcgmm.inpainting import make_mask
 from dcgmm.interface import as_image_model
+from dcgmm.io import CONFIG_FILE
 
 logger = logging.getLogger("dcgmm")
 # Our default thresholds (the paper's are lost), from short probes on 1000 MNIST digits. On
@@ -150,6 +150,7 @@ def train_baseline(args: argparse.Namespace) -> int:
         }
         model = nsn
     fit["seconds"] = round(time.perf_counter() - start, 1)
+    info["image_shape"] = list(data.image_shape)
     save_baseline(out, args.model, model, data=info, extra={"fit": fit})
     print(f"trained {args.model} in {fit['seconds']:.0f} s; run directory {out}")
     return 0
@@ -167,7 +168,7 @@ def baseline_sample(args: argparse.Namespace) -> int:
 
 def baseline_inpaint(args: argparse.Namespace) -> int:
     """``dcgmm inpaint`` for a baseline run."""
-    from dcgmm.cli_generation import save_inpainting_grid
+    from dcgmm.images import save_inpainting_grid
 
     name, model, config = load_baseline(args.run_dir)
     data = load_data(args.data, args.split, args.classes, None, args.limit)

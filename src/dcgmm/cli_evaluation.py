@@ -5,13 +5,14 @@ import json
 import logging
 from pathlib import Path
 
-from dcgmm._cli_common import CLIError, Parser, check_writable, load_data
+from dcgmm._cli_common import CLIError, Parser, check_writable, load_data, run_data
 from dcgmm.baselines.runs import is_baseline_run, load_baseline
 from dcgmm.baselines.vae import DeepLatentGMM
-from dcgmm.checkpoint import atomic_write_bytes, load_model, read_config
+from dcgmm.checkpoint import load_model
 from dcgmm.data import BUILTIN, Dataset, parse_classes
 from dcgmm.images import save_grid
 from dcgmm.interface import as_image_model
+from dcgmm.io import atomic_write_bytes, read_config
 from dcgmm.model import DCGMM
 from dcgmm.outliers import (
     DEFAULT_C,
@@ -57,7 +58,7 @@ def position_statistics(
         if next(iter(stats.values())).kind == kind:
             return stats, source
         logger.info("stored statistics are for another score kind; collecting %s", kind)
-    data = read_config(run_dir)["data"]
+    data = run_data(run_dir, read_config(run_dir))
     train = load_data(
         data["source"], "train", data.get("classes"), data.get("limit_per_class"), data.get("limit")
     )

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dcgmm._cli_common import CLIError, Parser, check_writable, load_data
+from dcgmm._cli_common import CLIError, Parser, check_writable, load_data, run_data
 from dcgmm.baselines.runs import is_baseline_run
-from dcgmm.checkpoint import load_model, read_config
+from dcgmm.checkpoint import load_model
 from dcgmm.cli_baselines import baseline_inpaint, baseline_sample
 from dcgmm.evaluator import (
     accuracy,
@@ -20,12 +20,11 @@ from dcgmm.evaluator import (
     save_evaluator,
     train_evaluator,
 )
-from dcgmm.images import save_grid
+from dcgmm.images import save_grid, save_inpainting_grid
 from dcgmm.inpainting import MASK_KINDS, inpaint, make_mask
+from dcgmm.io import read_config
 from dcgmm.model import DCGMM
 from dcgmm.sampling import SamplingConfig, Sharpening, sample
-
-MISSING_TINT = (0.25, 0.45, 0.95)  # missing pixels in the "masked" column: blue, not black
 
 
 def parse_per_layer(text: str | None, kind: type) -> object:
@@ -125,27 +124,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def masked_view(images: Tensor, missing: Tensor) -> Tensor:
-    """Return RGB images with the missing pixels painted in a tint (for the middle column)."""
-    rgb = images.expand(*images.shape[:3], 3).clone() if images.shape[3] == 1 else images.clone()
-    tint = torch.tensor(MISSING_TINT, dtype=rgb.dtype, device=rgb.device)
-    where = missing.any(dim=3)
-    rgb[where] = tint
-    return rgb
-
-
-def save_inpainting_grid(
-    path: str | Path, images: Tensor, missing: Tensor, completed: Tensor
-) -> Path:
-    """Write original | masked (missing pixels tinted) | completed, a row per image."""
-
-    def rgb(x: Tensor) -> Tensor:
-        return x.expand(*x.shape[:3], 3) if x.shape[3] == 1 else x
-
-    columns = torch.stack([rgb(images), masked_view(images, missing), rgb(completed)], dim=1)
-    return save_grid(path, columns.reshape(-1, *columns.shape[2:]), n_cols=3, scale=2)
-
-
 def cmd_inpaint(args: argparse.Namespace) -> int:
     """Complete masked test images; write original | masked | completed, a row per image."""
     if is_baseline_run(args.run_dir):
@@ -216,7 +194,8 @@ def cmd_sample_quality(args: argparse.Namespace) -> int:
     """Judge a model's samples with a trained evaluator (accuracy and Fréchet distance)."""
     model = _model(args)
     evaluator, info = load_evaluator(args.evaluator)
-    source = args.data or read_config(Path(args.run_dir))["data"]["source"]
+    run_dir = Path(args.run_dir)
+    source = run_data(run_dir, read_config(run_dir), args.data)["source"]
     real = load_data(source, "test", None, None, None)
     config = sampling_config(args)
     generator = _generator(args)

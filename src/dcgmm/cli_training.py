@@ -13,18 +13,17 @@ from typing import Any
 import torch
 from tqdm import tqdm  # type: ignore[import-untyped]
 
-from dcgmm import __version__
-from dcgmm._cli_common import CLIError, check_writable, load_data
+from dcgmm._cli_common import CLIError, check_writable, load_data, run_data
 from dcgmm.baselines.runs import BASELINES
-from dcgmm.checkpoint import CONFIG_FILE, load_model, read_config, write_config
+from dcgmm.checkpoint import load_model
 from dcgmm.cli_baselines import train_baseline
-from dcgmm.cli_generation import save_inpainting_grid
 from dcgmm.data import load_dataset
 from dcgmm.distributed import DistContext, init_from_env, shutdown
 from dcgmm.evaluation import evaluate, format_scores
 from dcgmm.exceptions import CheckpointError
-from dcgmm.images import save_grid
+from dcgmm.images import save_grid, save_inpainting_grid
 from dcgmm.inpainting import inpaint, make_mask
+from dcgmm.io import CONFIG_FILE, read_config
 from dcgmm.layers.gmm import Objective
 from dcgmm.model import DCGMM
 from dcgmm.monitoring import INSTALL_HINT, TensorBoardMonitor, summary_writer_class
@@ -243,9 +242,13 @@ def _train(
     if ctx.is_main:
         check_writable(run_dir)  # before any data is read: a bad --out fails in a second
     if args.resume:
-        data = read_config(run_dir)["data"]
+        data = run_data(run_dir, read_config(run_dir))
         dataset = load_data(
-            data["source"], "train", data["classes"], data["limit_per_class"], data.get("limit")
+            data["source"],
+            "train",
+            data.get("classes"),
+            data.get("limit_per_class"),
+            data.get("limit"),
         )
         model = load_model(run_dir)
         try:
@@ -263,40 +266,37 @@ def _train(
         model = DCGMM.from_spec(
             args.model, dataset.image_shape, objective=objective, generator=generator
         )
+        info = {
+            "preset": preset_of(args.model),
+            "data": {
+                "source": args.data,
+                "classes": args.classes,
+                "limit_per_class": args.limit_per_class,
+                "limit": args.limit,
+                "n_samples": len(dataset),
+            },
+            "tensorboard": _tensorboard_settings(args, train_cfg, None),
+        }
         try:  # validates data against model and config before anything is written
             trainer = Trainer(
-                model, run_cfg, dataset.images, dataset.labels, run_dir=run_dir, dist=ctx
+                model,
+                run_cfg,
+                dataset.images,
+                dataset.labels,
+                run_dir=run_dir,
+                run_info=info,
+                dist=ctx,
             )
         except ValueError as err:
             raise CLIError(str(err)) from None
-        if ctx.is_main:
-            write_config(
-                run_dir,
-                {
-                    "spec": model.spec,
-                    "preset": preset_of(args.model),
-                    "input_shape": list(dataset.image_shape),
-                    "objective": objective,
-                    "train": train_cfg.to_dict(),
-                    "data": {
-                        "source": args.data,
-                        "classes": args.classes,
-                        "limit_per_class": args.limit_per_class,
-                        "limit": args.limit,
-                        "n_samples": len(dataset),
-                    },
-                    "versions": {"dcgmm": __version__, "torch": torch.__version__},
-                    "world_size": ctx.world_size,
-                    "tensorboard": _tensorboard_settings(args, train_cfg, None),
-                },
-            )
         ctx.barrier()
         logger.info("%s", model)
         logger.info("resolved training config: %s", json.dumps(train_cfg.to_dict()))
     if ctx.active:
         logger.info("data-parallel job: %d processes, rank 0 on %s", ctx.world_size, device)
     bar, callback = _progress(trainer.n_steps, trainer.step, show=ctx.is_main)
-    settings = _tensorboard_settings(args, train_cfg, read_config(run_dir).get("tensorboard"))
+    stored = read_config(run_dir).get("tensorboard") if args.resume else None
+    settings = _tensorboard_settings(args, train_cfg, stored)
     monitor = None
     if settings is not None and ctx.is_main:
         try:

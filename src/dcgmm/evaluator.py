@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from dcgmm.checkpoint import atomic_write_bytes
 from dcgmm.exceptions import CheckpointError
+from dcgmm.io import atomic_write_bytes
 
 WEIGHTS_FILE = "evaluator.safetensors"
 INFO_FILE = "evaluator.json"

@@ -6,9 +6,10 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch import Tensor
 
-from dcgmm.checkpoint import atomic_write_bytes
+from dcgmm.io import atomic_write_bytes
 
 
 def encode_png(pixels: np.ndarray) -> bytes:
@@ -151,3 +152,28 @@ def _paeth(a: int, b: int, c: int) -> int:
 def read_png(path: str | Path) -> np.ndarray:
     """Read an 8-bit PNG file (see :func:`decode_png`)."""
     return decode_png(Path(path).read_bytes())
+
+
+# The colour of missing pixels in in-painting grids.
+MISSING_TINT = (0.25, 0.45, 0.95)  # missing pixels in the "masked" column: blue, not black
+
+
+def masked_view(images: Tensor, missing: Tensor) -> Tensor:
+    """Return RGB images with the missing pixels painted in a tint (for the middle column)."""
+    rgb = images.expand(*images.shape[:3], 3).clone() if images.shape[3] == 1 else images.clone()
+    tint = torch.tensor(MISSING_TINT, dtype=rgb.dtype, device=rgb.device)
+    where = missing.any(dim=3)
+    rgb[where] = tint
+    return rgb
+
+
+def save_inpainting_grid(
+    path: str | Path, images: Tensor, missing: Tensor, completed: Tensor
+) -> Path:
+    """Write original | masked (missing pixels tinted) | completed, a row per image."""
+
+    def rgb(x: Tensor) -> Tensor:
+        return x.expand(*x.shape[:3], 3) if x.shape[3] == 1 else x
+
+    columns = torch.stack([rgb(images), masked_view(images, missing), rgb(completed)], dim=1)
+    return save_grid(path, columns.reshape(-1, *columns.shape[2:]), n_cols=3, scale=2)

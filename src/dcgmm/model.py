@@ -26,7 +26,6 @@ from dcgmm.spec import (
     LayerSpec,
     PoolingSpec,
     format_layer,
-    format_spec,
     parse_spec,
 )
 from dcgmm.stages import Stage, build_stages
@@ -89,6 +88,8 @@ class DCGMM(nn.Module):
                     f"but the layer below produces {shape}"
                 )
             shape = layer.out_shape
+        # The spec string of the chain, however it was built: a checkpoint rebuilds from it.
+        self.spec = "-".join(layer.spec for layer in layers)
 
     @classmethod
     def from_spec(
@@ -161,10 +162,9 @@ class DCGMM(nn.Module):
             shape = layer.out_shape
             origin = f"layer {i + 1} {token}"
         model = cls(layers, tuple(input_shape))  # type: ignore[arg-type]
-        model.spec = format_spec(layer_specs)
         return model
 
-    spec: str = ""
+    spec: str
 
     @property
     def output_shape(self) -> Shape:

@@ -23,8 +23,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from dcgmm.checkpoint import read_verified_safetensors, write_verified_safetensors
 from dcgmm.exceptions import CheckpointError
+from dcgmm.io import read_verified_safetensors, write_verified_safetensors
 from dcgmm.layers import GMM, Folding, MaxPooling
 from dcgmm.model import DCGMM
 

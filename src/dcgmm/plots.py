@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from dcgmm.checkpoint import atomic_write_bytes
 from dcgmm.images import encode_png, tile
+from dcgmm.io import atomic_write_bytes
 from dcgmm.layers import Folding
 from dcgmm.model import DCGMM
 

@@ -23,15 +23,22 @@ from torch import Tensor
 from dcgmm._allocator import retain_freed_memory
 from dcgmm.annealing import SingleExpSchedule
 from dcgmm.checkpoint import (
-    MODEL_FILE,
-    atomic_write_bytes,
+    check_fits,
     load_trainer_state,
     read_checkpoint,
-    remove_stale_temporaries,
+    run_config,
     save_checkpoint,
 )
 from dcgmm.distributed import DistContext
 from dcgmm.exceptions import AnnealingWarning
+from dcgmm.io import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    atomic_write_bytes,
+    read_config,
+    remove_stale_temporaries,
+    write_config,
+)
 from dcgmm.layers import GMM, ClassifierFeed, LinearClassifier
 from dcgmm.layers.base import TrainableLayer
 from dcgmm.model import DCGMM
@@ -71,8 +78,13 @@ class Trainer:
     labels : Tensor, shape (N,), optional
         Integer labels; required if the model has a classifier layer.
     run_dir : Path, optional
-        Where checkpoints and ``metrics.jsonl`` go; nothing is written without one (and
-        ``on_nonfinite="rollback"`` needs one).
+        Where ``config.json``, checkpoints and ``metrics.jsonl`` go: a complete run that
+        :func:`dcgmm.load_run` and every ``dcgmm`` command read. Nothing is written without
+        one (and ``on_nonfinite="rollback"`` needs one). A folder that already holds a run
+        must hold one of this model (resume it with :meth:`resume`).
+    run_info : dict, optional
+        More for ``config.json``: what only the caller knows (where the data came from, a
+        preset name); see :func:`dcgmm.checkpoint.run_config`.
     dist : DistContext, optional
         This process's place in a data-parallel job (:mod:`dcgmm.distributed`): each rank
         trains on its share of every global batch of ``config.batch_size`` and the gradients
@@ -87,6 +99,7 @@ class Trainer:
         labels: Tensor | None = None,
         *,
         run_dir: str | Path | None = None,
+        run_info: dict[str, Any] | None = None,
         dist: DistContext | None = None,
     ) -> None:
         model.check_input(images, "images")
@@ -113,6 +126,12 @@ class Trainer:
         self.images = images.to(self.device)
         self.labels = labels.to(self.device) if labels is not None else None
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        info = {"data": {"source": None, "n_samples": images.shape[0]}, **(run_info or {})}
+        self._run_config = run_config(model, config, world_size=self.dist.world_size, info=info)
+        if self.run_dir is not None and (self.run_dir / CONFIG_FILE).exists():
+            stored = read_config(self.run_dir)  # a run of another model is not overwritten
+            shape = json.dumps(stored.get("input_shape"))
+            check_fits(model, {"spec": str(stored.get("spec")), "input_shape": shape}, self.run_dir)
         self.n_steps = config.total_steps(images.shape[0])
         self.steps_per_epoch = config.steps_per_epoch(images.shape[0])
         self.step = 0
@@ -472,6 +491,8 @@ class Trainer:
         # rank 0's saved state the one every rank resumes from.
         self.dist.mean_([self._window_sum, self._log_sum, self._correct.reshape(1)])
         if self.dist.is_main:
+            if not (self.run_dir / CONFIG_FILE).exists():
+                write_config(self.run_dir, self._run_config)
             save_checkpoint(self.run_dir, self.model, self.state_dict())
         self.dist.barrier()
         self._saved_step = self.step

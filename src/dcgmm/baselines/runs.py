@@ -11,7 +11,8 @@ from typing import Any
 
 from dcgmm.baselines.nsn import NSN
 from dcgmm.baselines.vae import DeepLatentGMM
-from dcgmm.checkpoint import (
+from dcgmm.exceptions import CheckpointError
+from dcgmm.io import (
     CONFIG_FILE,
     MODEL_FILE,
     read_config,
@@ -19,7 +20,6 @@ from dcgmm.checkpoint import (
     write_config,
     write_verified_safetensors,
 )
-from dcgmm.exceptions import CheckpointError
 
 VAE_MODELS = ("dlgmm", "dldpmm", "gauss-vae")
 BASELINES = (*VAE_MODELS, "nsn")

@@ -1,0 +1,179 @@
+"""The baselines behind the common :class:`~dcgmm.interface.ImageModel` interface.
+
+:func:`dcgmm.interface.as_image_model` imports this module only when it is handed a baseline,
+so that ``import dcgmm`` loads no baseline.
+"""
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from dcgmm._validation import check_images
+from dcgmm.baselines.nsn import NSN, GenSettings
+from dcgmm.baselines.vae import DeepLatentGMM
+from dcgmm.layers.base import Shape
+
+__all__ = ["NSNModel", "VAEModel", "baseline_image_model"]
+
+
+class NSNModel:
+    """An :class:`NSN` behind the common interface.
+
+    ``outlier_score`` is the top layer's max-component log-likelihood of its input map (mean
+    over positions): a score (spec section 10), not a density. ``sample`` and ``inpaint`` run
+    NSN-Gen with ``settings`` (in-painting with ``inpaint_settings``, noise-free by default).
+    """
+
+    score_name = "top NSN layer max-component log-likelihood (a score)"
+
+    def __init__(
+        self,
+        model: NSN,
+        *,
+        settings: GenSettings | None = None,
+        inpaint_settings: GenSettings | None = None,
+    ) -> None:
+        self.model = model
+        self.settings = settings or GenSettings()
+        self.inpaint_settings = inpaint_settings or GenSettings(gamma=0.0)
+
+    @property
+    def image_shape(self) -> Shape:
+        """``(H, W, C)`` of the model's input."""
+        return self.model.input_shape
+
+    def fit(self, images: Tensor, **options: Any) -> "NSNModel":
+        """Greedy layer-wise fit; ``options`` go to :meth:`NSN.fit` (``taus`` is required)."""
+        check_images(images, self.image_shape, "images")
+        self.model.fit(images, **options)
+        return self
+
+    @torch.no_grad()
+    def outlier_score(self, images: Tensor) -> Tensor:
+        """Return the top layer's max-component log-likelihood, mean over positions (N,)."""
+        check_images(images, self.image_shape, "images")
+        scores = []
+        for start in range(0, images.shape[0], 500):
+            maps = self.model.maps(images[start : start + 500])
+            below = maps[-2] if len(maps) > 1 else images[start : start + 500]
+            top = self.model.nsn_layers[-1]
+            scores.append(top.max_component_log_likelihood(below).flatten(1).mean(1))
+        return torch.cat(scores)
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        """NSN-Gen from top-level noise."""
+        return self.model.sample(n, settings=self.settings, generator=generator)
+
+    def inpaint(
+        self, images: Tensor, missing: Tensor, *, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Occlusion filling through the first layer's map (:meth:`NSN.inpaint`)."""
+        check_images(images.masked_fill(missing, 0.0), self.image_shape, "images")
+        return self.model.inpaint(images, missing, self.inpaint_settings, generator=generator)
+
+    @torch.no_grad()
+    def embed(self, images: Tensor) -> Tensor:
+        """Return the top score vector (N, K_L)."""
+        check_images(images, self.image_shape, "images")
+        return self.model.embed(images)
+
+
+class VAEModel:
+    """A :class:`DeepLatentGMM` (DLGMM, DLDPMM, Gauss-VAE) behind the common interface.
+
+    The VAE works on flat pixel vectors; the adapter reshapes. ``log_prob`` is the
+    importance-sampled estimate with ``n_samples`` samples (a stochastic lower bound that
+    tightens as it grows), seeded by ``seed`` so that repeated calls agree.
+    """
+
+    score_name = "log p(x) (nats, importance sampled)"
+
+    def __init__(
+        self,
+        model: DeepLatentGMM,
+        image_shape: Shape,
+        *,
+        n_samples: int = 50,
+        seed: int = 0,
+        inpaint_iters: int = 20,
+    ) -> None:
+        h, w, c = image_shape
+        if h * w * c != model.n_inputs:
+            raise ValueError(
+                f"image_shape {image_shape} has {h * w * c} pixels; the model takes "
+                f"{model.n_inputs}"
+            )
+        self.model = model
+        self._image_shape = image_shape
+        self.n_samples = n_samples
+        self.seed = seed
+        self.inpaint_iters = inpaint_iters
+
+    @property
+    def image_shape(self) -> Shape:
+        """``(H, W, C)`` of the model's input."""
+        return self._image_shape
+
+    def _flat(self, images: Tensor, missing: Tensor | None = None) -> Tensor:
+        known = images if missing is None else images.masked_fill(missing, 0.0)
+        check_images(known, self.image_shape, "images")
+        return images.reshape(images.shape[0], -1)
+
+    def fit(self, images: Tensor, **options: Any) -> "VAEModel":
+        """Adam with early stopping; ``options`` go to :meth:`DeepLatentGMM.fit`."""
+        val = options.pop("val", None)
+        self.model.fit(self._flat(images), val=None if val is None else self._flat(val), **options)
+        return self
+
+    def log_prob(self, images: Tensor) -> Tensor:
+        """Importance-sampled ``log p(x)`` per image (N,), in nats."""
+        generator = torch.Generator().manual_seed(self.seed)
+        return self.model.log_prob(
+            self._flat(images), n_samples=self.n_samples, generator=generator
+        )
+
+    def outlier_score(self, images: Tensor) -> Tensor:
+        """``log_prob``."""
+        return self.log_prob(images)
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        """Pixel probabilities of prior draws, as images."""
+        return self.model.sample(n, generator=generator).reshape(n, *self.image_shape)
+
+    def inpaint(
+        self, images: Tensor, missing: Tensor, *, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Pseudo-Gibbs completion (:meth:`DeepLatentGMM.inpaint`)."""
+        flat = self._flat(images, missing)
+        filled = self.model.inpaint(
+            flat,
+            missing.expand_as(images).reshape(flat.shape),
+            n_iters=self.inpaint_iters,
+            generator=generator,
+        )
+        return filled.reshape(images.shape)
+
+    def embed(self, images: Tensor) -> Tensor:
+        """Return the mean of the most probable component's posterior (N, d)."""
+        return self.model.embed(self._flat(images), mode="argmax_component_mean")
+
+
+def baseline_image_model(model: object, **options: Any) -> "NSNModel | VAEModel":
+    """Wrap an NSN or a VAE in its adapter (``options`` go to the adapter).
+
+    A VAE needs ``image_shape=``; by default a square single-channel image is assumed when the
+    pixel count is a square number.
+    """
+    if isinstance(model, NSN):
+        return NSNModel(model, **options)
+    if isinstance(model, DeepLatentGMM):
+        if "image_shape" not in options:
+            side = round(model.n_inputs**0.5)
+            if side * side != model.n_inputs:
+                raise ValueError(
+                    f"cannot guess the image shape of {model.n_inputs} pixels; pass image_shape="
+                )
+            options["image_shape"] = (side, side, 1)
+        return VAEModel(model, **options)
+    raise TypeError(f"no image-model adapter for {type(model).__name__}")

@@ -1,0 +1,107 @@
+"""Run directories from Python: a Trainer writes a complete run; load_run reads every kind."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import dcgmm
+from dcgmm import DCGMM, GMM, CheckpointError, Folding, TrainConfig, Trainer, load_run
+from dcgmm.checkpoint import load_model
+from dcgmm.cli import main
+from dcgmm.io import CONFIG_FILE
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_example() -> str:
+    """The README's first Python block, with a budget of seconds instead of 25 epochs."""
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```python\n(.*?)```", text, re.S)
+    assert block is not None, "README.md has no python block"
+    code = block.group(1)
+    assert "TrainConfig(epochs=25)" in code
+    assert 'run_dir="runs/e"' in code
+    code = code.replace("TrainConfig(epochs=25)", "TrainConfig(steps=20)")
+    if not (ROOT.parent / "shared" / "data" / "mnist").exists():
+        code = code.replace('"../shared/data/mnist"', '"mnist"')  # CI without ../shared
+    return code.replace('"../shared/', f'"{ROOT.parent}/shared/')
+
+
+def test_the_readme_python_example_leaves_a_run_that_every_command_reads(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    exec(compile(readme_example(), "README.md", "exec"), {})
+    run = tmp_path / "runs" / "e"
+    config = json.loads((run / CONFIG_FILE).read_text())
+    assert config["spec"] == dcgmm.PRESETS["E"]
+    assert config["input_shape"] == [28, 28, 1]
+    assert config["train"]["steps"] == 20
+    assert config["data"] == {"source": None, "n_samples": 10000}
+    loaded = load_run(run)
+    assert loaded.kind == "dcgmm"
+    assert loaded.trainer_state["step"] == 20
+    assert isinstance(loaded.model, dcgmm.ImageModel)
+    drawn = loaded.model.sample(2, generator=torch.Generator().manual_seed(0))
+    assert drawn.shape == (2, 28, 28, 1)
+    assert load_model(run).spec == config["spec"]
+    capsys.readouterr()
+    assert main(["eval", str(run), "--data", "mnist", "--limit", "100", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["layers"]) == 3
+    assert main(["info", str(run)]) == 0
+    assert "sigma_som" in capsys.readouterr().out
+    assert main(["sample", str(run), "-n", "2", "--out", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").stat().st_size > 0
+    # Without --data, a command that needs the training data says where it is missing.
+    assert main(["eval", str(run)]) == 2
+    assert "names no data source" in capsys.readouterr().err
+
+
+def test_a_model_built_from_layers_saves_a_run_that_rebuilds(tmp_path):
+    folding = Folding((8, 8, 1), (4, 4), (2, 2))
+    gmm = GMM(folding.out_shape, 4, independent=True, generator=torch.Generator().manual_seed(0))
+    model = DCGMM([folding, gmm], (8, 8, 1))
+    assert model.spec == "F(4,2)-G(4,indep)"
+    images = torch.rand(40, 8, 8, 1, generator=torch.Generator().manual_seed(1))
+    Trainer(model, TrainConfig(steps=3, batch_size=10), images, run_dir=tmp_path / "r").run()
+    loaded = load_run(tmp_path / "r").native
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], tensor, rtol=0, atol=0)
+
+
+def test_a_trainer_refuses_a_run_directory_of_another_model(tmp_path):
+    images = torch.rand(40, 8, 8, 1, generator=torch.Generator().manual_seed(1))
+    first = DCGMM.from_spec("F(4,2)-G(4)", (8, 8, 1))
+    Trainer(first, TrainConfig(steps=2, batch_size=10), images, run_dir=tmp_path).run()
+    other = DCGMM.from_spec("F(4,2)-G(9)", (8, 8, 1))
+    with pytest.raises(CheckpointError, match=r"holds a model of spec 'F\(4,2\)-G\(4\)'"):
+        Trainer(other, TrainConfig(steps=2, batch_size=10), images, run_dir=tmp_path)
+
+
+def test_run_info_may_not_overwrite_what_the_trainer_records():
+    model = DCGMM.from_spec("F(4,2)-G(4)", (8, 8, 1))
+    images = torch.rand(20, 8, 8, 1)
+    with pytest.raises(ValueError, match=r"info may not set \['spec'\]"):
+        Trainer(model, TrainConfig(steps=2, batch_size=10), images, run_info={"spec": "A"})
+
+
+def test_load_run_returns_a_baseline_behind_the_common_interface(tmp_path, capsys):
+    out = tmp_path / "vae"
+    args = ["train", "--model", "gauss-vae", "--data", "mnist", "--limit", "300", "--out", str(out)]
+    assert main([*args, "--epochs", "2"]) == 0
+    run = load_run(out)
+    assert run.kind == "gauss-vae"
+    assert run.trainer_state is None
+    assert run.model.image_shape == (28, 28, 1)
+    assert run.model.sample(3, generator=torch.Generator().manual_seed(0)).shape == (3, 28, 28, 1)
+
+
+def test_import_dcgmm_loads_no_baseline():
+    code = "import dcgmm, sys; print([m for m in sys.modules if 'baselines' in m])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
