@@ -244,6 +244,22 @@ def test_cli_outliers_writes_auc_roc_and_maps(tmp_path, tiny_model, capsys):
     assert clustering["dunn"] > 0.0
 
 
+def test_cli_outliers_recollects_the_statistics_for_another_stats_limit(tmp_path, tiny_model):
+    run = tmp_path / "run"
+    write_config(
+        run,
+        {"spec": TINY, "input_shape": [28, 28, 1], "objective": "annealed", "train": {},
+         "data": {"source": "mnist", "classes": "1-9"}},
+    )  # fmt: skip
+    save_checkpoint(run, tiny_model, {"step": 300})
+    flags = ["--inliers", "mnist:1-9", "--outliers", "mnist:0", "--limit", "50"]
+    for limit in (60, 90):
+        args = ["outliers", str(run), *flags, "--stats-limit", str(limit)]
+        assert main([*args, "--out", str(tmp_path / "out")]) == 0
+        stats, _ = load_position_statistics(run)
+        assert next(iter(stats.values())).n_samples == limit
+
+
 def test_cli_plot_draws_curves_and_centroids(tmp_path):
     run = tmp_path / "run"
     assert main(["train", "--model", TINY_TWO_INPUT, "--data", "mnist", "--limit", "500",

@@ -105,3 +105,58 @@ def test_import_dcgmm_loads_no_baseline():
     code = "import dcgmm, sys; print([m for m in sys.modules if 'baselines' in m])"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_an_extended_run_continues_bit_for_bit_as_one_longer_run(tmp_path, capsys):
+    common = ["--model", "F(28,1)-G(4)", "--data", "mnist", "--limit", "200", "--batch-size", "50"]
+    assert main(["train", *common, "--steps", "12", "--out", str(tmp_path / "long")]) == 0
+    assert main(["train", *common, "--steps", "5", "--out", str(tmp_path / "short")]) == 0
+    assert main(["train", "--resume", str(tmp_path / "short"), "--steps", "12"]) == 0
+    long, extended = load_model(tmp_path / "long"), load_model(tmp_path / "short")
+    for name, tensor in long.state_dict().items():
+        torch.testing.assert_close(extended.state_dict()[name], tensor, rtol=0, atol=0)
+    assert json.loads((tmp_path / "short" / CONFIG_FILE).read_text())["train"]["steps"] == 12
+    # Finished: a resume without --steps trains nothing and says how to extend.
+    assert main(["train", "--resume", str(tmp_path / "short")]) == 0
+    assert load_run(tmp_path / "short").trainer_state["step"] == 12
+
+
+def test_extending_a_run_keeps_the_start_steps_of_its_delayed_layers(tmp_path):
+    images = torch.rand(40, 8, 8, 1, generator=torch.Generator().manual_seed(1))
+    model = DCGMM.from_spec("F(4,2)-G(4)-F(3,1)-G(4)", (8, 8, 1))
+    config = TrainConfig(steps=10, batch_size=10, layer_delay=0.5)
+    Trainer(model, config, images, run_dir=tmp_path).run()
+    longer = Trainer(load_model(tmp_path), TrainConfig(steps=30, batch_size=10, layer_delay=0.5),
+                     images, run_dir=tmp_path)  # fmt: skip
+    with pytest.raises(ValueError, match="or extend the run to more steps"):
+        longer.resume()
+    longer.resume(extend=True)
+    assert longer.state_dict()["layer_start_steps"] == {"1": 0, "3": 5}  # not 15 of 30
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--lr-start", "0.5"], "--lr-start cannot change when resuming"),
+        (["--steps", "3"], "can be extended, not shortened"),
+    ],
+)
+def test_resume_refuses_what_it_would_drop(tmp_path, capsys, flags, message):
+    args = ["--model", "F(28,1)-G(4)", "--data", "mnist", "--limit", "100", "--steps", "5"]
+    assert main(["train", *args, "--out", str(tmp_path / "r")]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(tmp_path / "r"), *flags]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_cuda_device_without_cuda_is_one_line_and_writes_nothing(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    out = tmp_path / "r"
+    args = ["train", "--model", "A", "--data", "mnist", "--steps", "5", "--device", "cuda"]
+    assert main([*args, "--out", str(out)]) == 2
+    assert "this PyTorch" in capsys.readouterr().err
+    assert not out.exists()
+    with pytest.raises(ValueError, match=r"TrainConfig\.device 'cuda'"):
+        Trainer(DCGMM.from_spec("F(4,2)-G(4)", (8, 8, 1)), TrainConfig(steps=2, device="cuda"),
+                torch.rand(20, 8, 8, 1))  # fmt: skip

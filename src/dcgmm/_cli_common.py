@@ -41,6 +41,37 @@ class Parser(argparse.ArgumentParser):
         self.error(f"unrecognized arguments: {' '.join(unknown)}{guess}")
 
 
+def changed_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> set[str]:
+    """Return the options of ``parser`` whose value in ``args`` is not their default."""
+    return {
+        action.dest
+        for action in parser._actions
+        if action.dest != "help"
+        and action.default is not argparse.SUPPRESS
+        and action.dest in vars(args)
+        and getattr(args, action.dest) != action.default
+    }
+
+
+def flag_name(dest: str) -> str:
+    """Return the flag of an argparse destination: ``-n`` for ``n``, ``--top-s`` for ``top_s``."""
+    return f"-{dest}" if len(dest) == 1 else "--" + dest.replace("_", "-")
+
+
+def refuse_options(args: argparse.Namespace, accepted: set[str], what: str) -> None:
+    """Raise a one-line :class:`CLIError` for any given option that ``what`` does not take.
+
+    ``args.given_options`` (set by :func:`dcgmm.cli.main`) names the options given; none may be
+    accepted and then ignored.
+    """
+    refused = sorted(getattr(args, "given_options", set()) - accepted)
+    if refused:
+        flags = ", ".join(flag_name(f) for f in refused)
+        takes = ", ".join(flag_name(f) for f in sorted(accepted - {"run_dir"}))
+        verb = "does" if len(refused) == 1 else "do"
+        raise CLIError(f"{flags} {verb} not apply to {what}; it takes {takes}")
+
+
 def load_data(
     source: str,
     split: str,

@@ -108,3 +108,28 @@ def check_images(x: Tensor, hwc: Shape, name: str = "x") -> None:
     """Run :func:`check_nhwc` and :func:`check_pixels`: a float NHWC batch of pixels in [0, 1]."""
     check_nhwc(x, hwc, name)
     check_pixels(x, name)
+
+
+def check_device(device: str | torch.device, name: str = "device") -> torch.device:
+    """Return ``device`` as a torch.device, or raise a ValueError if this machine lacks it."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"{name} {device!r} is not a device ({err}); expected cpu, cuda or cuda:N"
+        ) from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "is a CPU build" if torch.version.cuda is None else "sees no CUDA device"
+            raise ValueError(
+                f"{name} {str(device)!r}: this PyTorch ({torch.__version__}) {why}; use cpu, or "
+                "install a CUDA build of PyTorch on a machine with an NVIDIA GPU"
+            )
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"{name} {str(device)!r}: there are {torch.cuda.device_count()} CUDA devices "
+                f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})"
+            )
+    elif parsed.type != "cpu" and parsed.type != "mps":
+        raise ValueError(f"{name} {str(device)!r} is not supported; expected cpu or cuda[:N]")
+    return parsed

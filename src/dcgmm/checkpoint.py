@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from dcgmm._validation import check_device
 from dcgmm._version import __version__
 from dcgmm.exceptions import CheckpointError, SpecError
 from dcgmm.io import (
@@ -114,6 +115,7 @@ def load_model(run_dir: str | Path, *, map_location: str | torch.device = "cpu")
         if ``config.json`` and ``model.safetensors`` disagree (spec, input shape, tensors).
     """
     run_dir = Path(run_dir)
+    device = check_device(map_location, "device")  # before reading: one clear line
     config = read_config(run_dir)
     spec, shape, objective = _checked_config(run_dir, config)
     tensors, metadata = read_checkpoint(run_dir)
@@ -143,7 +145,7 @@ def load_model(run_dir: str | Path, *, map_location: str | torch.device = "cpu")
             + ". The files come from different runs or versions; retrain"
         )
     model.load_state_dict(tensors)
-    return model.to(map_location)
+    return model.to(device)
 
 
 def load_trainer_state(run_dir: str | Path, *, model: DCGMM | None = None) -> dict[str, Any]:

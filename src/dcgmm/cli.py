@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 
 from dcgmm._allocator import retain_freed_memory
-from dcgmm._cli_common import CLIError, Parser, load_data, run_data
+from dcgmm._cli_common import CLIError, Parser, changed_options, load_data, run_data
 from dcgmm._threads import apply_threads
 from dcgmm._version import __version__
-from dcgmm.baselines.runs import is_baseline_run
+from dcgmm.baselines.runs import describe, is_baseline_run
 from dcgmm.checkpoint import load_model, load_trainer_state
 from dcgmm.cli_baselines import baseline_eval
 from dcgmm.cli_evaluation import add_evaluation_commands
@@ -30,6 +30,7 @@ from dcgmm.cli_training import add_training_commands
 from dcgmm.clustering import clustering_scores
 from dcgmm.cost import format_cost, measure_machine
 from dcgmm.evaluation import evaluate, format_scores
+from dcgmm.exceptions import SpecError
 from dcgmm.io import CONFIG_FILE, read_config
 from dcgmm.model import DCGMM
 from dcgmm.watchdog import NumericalError
@@ -71,6 +72,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     """Print the shape chain and parameter counts of a spec, preset or run directory."""
     target = Path(args.target)
+    if (target / CONFIG_FILE).exists() and is_baseline_run(target):
+        if args.cost or args.measure:
+            raise CLIError("--cost and --measure describe a DCGMM; this run is a baseline")
+        config = read_config(target)
+        print(f"{target}: a {config['model']} run (a baseline): {describe(config)}")
+        print(f"  data: {json.dumps(config.get('data'))}; fit: {json.dumps(config.get('fit'))}")
+        return 0
     if (target / CONFIG_FILE).exists():
         model = load_model(target)
         print(model)
@@ -93,7 +101,17 @@ def cmd_info(args: argparse.Namespace) -> int:
             raise CLIError(
                 f"--input-shape must be H,W,C, e.g. 28,28,1; got {args.input_shape!r}"
             ) from None
-        model = DCGMM.from_spec(args.target, shape)
+        try:
+            model = DCGMM.from_spec(args.target, shape)
+        except SpecError:
+            if "(" in args.target and not target.exists():
+                raise  # a spec string with a mistake: the parser's message points at it
+            missing = "has no config.json" if target.is_dir() else "does not exist"
+            raise CLIError(
+                f"{args.target} is not a run directory ({missing}) and not a spec string or "
+                "preset; pass a folder made by `dcgmm train --out`, a preset A-G or a spec "
+                "like F(3,1)-G(25)"
+            ) from None
         print(model)
     if args.cost or args.measure:
         peaks = measure_machine(args.device) if args.measure else None
@@ -218,6 +236,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.formatwarning = lambda message, category, *_args, **_kw: (
         f"WARNING {category.__name__}: {message}\n"
     )
+    command_parser = parser.commands.get(getattr(args, "command", ""))
+    if command_parser is not None:
+        args.given_options = changed_options(args, command_parser)
     try:
         threads = apply_threads(args.threads)
         logger.debug("torch threads: %d", threads)

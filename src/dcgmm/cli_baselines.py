@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm  # type: ignore[import-untyped]
 
-from dcgmm._cli_common import CLIError, check_writable, load_data
+from dcgmm._cli_common import CLIError, check_writable, load_data, refuse_options
 from dcgmm.baselines.nsn import NSN
 from dcgmm.baselines.runs import VAE_MODELS, load_baseline, save_baseline
 from dcgmm.baselines.vae import DeepLatentGMM, dldpmm, dlgmm, gauss_vae
@@ -159,6 +159,7 @@ def train_baseline(args: argparse.Namespace) -> int:
 def baseline_sample(args: argparse.Namespace) -> int:
     """``dcgmm sample`` for a baseline run."""
     name, model, _ = load_baseline(args.run_dir)
+    refuse_options(args, {"run_dir", "n", "out", "seed"}, f"a {name} run (a baseline)")
     generator = torch.Generator().manual_seed(args.seed)
     images = as_image_model(model).sample(args.n, generator=generator)
     path = save_grid(args.out, images, scale=2)
@@ -171,6 +172,8 @@ def baseline_inpaint(args: argparse.Namespace) -> int:
     from dcgmm.images import save_inpainting_grid
 
     name, model, config = load_baseline(args.run_dir)
+    accepted = {"run_dir", "data", "split", "classes", "limit", "mask", "out", "seed"}
+    refuse_options(args, accepted, f"a {name} run (a baseline)")
     data = load_data(args.data, args.split, args.classes, None, args.limit)
     images = data.images
     if isinstance(model, DeepLatentGMM):

@@ -55,9 +55,16 @@ def position_statistics(
     """Load the run's stored statistics, or collect them on its training data and store them."""
     if (run_dir / STATISTICS_FILE).exists():
         stats, source = load_position_statistics(run_dir)
-        if next(iter(stats.values())).kind == kind:
+        first = next(iter(stats.values()))
+        if first.kind == kind and limit in (None, first.n_samples):
             return stats, source
-        logger.info("stored statistics are for another score kind; collecting %s", kind)
+        if first.kind != kind:
+            logger.info("stored statistics are for another score kind; collecting %s", kind)
+        else:
+            logger.info(
+                "stored statistics are of %d images, --stats-limit asks for %d; collecting again",
+                first.n_samples, limit,
+            )  # fmt: skip
     data = run_data(run_dir, read_config(run_dir))
     train = load_data(
         data["source"], "train", data.get("classes"), data.get("limit_per_class"), data.get("limit")
@@ -204,6 +211,11 @@ def cmd_plot(args: argparse.Namespace) -> int:
     """Draw a run's training curves and centroid grids to PNG (no TensorBoard needed)."""
     run_dir = Path(args.run_dir)
     out = Path(args.out) if args.out else run_dir / "plots"
+    if is_baseline_run(run_dir):
+        raise CLIError(
+            f"{run_dir} is a {read_config(run_dir)['model']} run (a baseline); `dcgmm plot` "
+            "draws a DCGMM's training curves and centroids"
+        )
     check_writable(out)
     model = load_model(run_dir)
     metrics = run_dir / METRICS_FILE

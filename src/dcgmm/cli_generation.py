@@ -20,7 +20,7 @@ from dcgmm.evaluator import (
     save_evaluator,
     train_evaluator,
 )
-from dcgmm.images import save_grid, save_inpainting_grid
+from dcgmm.images import check_png_path, save_grid, save_inpainting_grid
 from dcgmm.inpainting import MASK_KINDS, inpaint, make_mask
 from dcgmm.io import read_config
 from dcgmm.model import DCGMM
@@ -42,8 +42,16 @@ def parse_per_layer(text: str | None, kind: type) -> object:
         ) from None
 
 
-def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
-    """Add the sampling knobs of :class:`SamplingConfig` and :class:`Sharpening`."""
+# The sharpening flags' defaults; they act only with --sharpen ITER.
+SHARPENING_DEFAULTS: dict[str, object] = {"rate": 0.01, "weight": 0.0, "target": "next"}
+
+
+def add_sampling_flags(parser: argparse.ArgumentParser, *, start: bool = True) -> None:
+    """Add the sampling knobs of :class:`SamplingConfig` and :class:`Sharpening`.
+
+    ``start=False`` for commands that walk down from an image's own responsibilities
+    (in-painting), where the top layer's starting control does not exist.
+    """
     group = parser.add_argument_group("sampling")
     group.add_argument("--top-s", help="keep the S strongest components: S, or L:S,L:S per layer")
     group.add_argument(
@@ -52,11 +60,17 @@ def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--noise-at-bound", action="store_true", help="also noise where precision is at 20"
     )
-    group.add_argument("--start", default="uniform", choices=("uniform", "weights"))
+    if start:
+        group.add_argument("--start", default="uniform", choices=("uniform", "weights"))
     group.add_argument("--sharpen", type=int, default=0, metavar="ITER", help="sharpening steps")
-    group.add_argument("--sharpen-rate", type=float, default=0.01, help="per-sample step size")
-    group.add_argument("--sharpen-weight", type=float, default=0.0, help="pull towards X0")
-    group.add_argument("--sharpen-target", default="next", choices=("next", "top"))
+    defaults = SHARPENING_DEFAULTS
+    group.add_argument(
+        "--sharpen-rate", type=float, default=defaults["rate"], help="per-sample step size"
+    )
+    group.add_argument(
+        "--sharpen-weight", type=float, default=defaults["weight"], help="pull towards X0"
+    )
+    group.add_argument("--sharpen-target", default=defaults["target"], choices=("next", "top"))
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--device", default="cpu")
 
@@ -64,6 +78,13 @@ def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
 def sampling_config(args: argparse.Namespace) -> SamplingConfig:
     """Build the sampling configuration from the flags of :func:`add_sampling_flags`."""
     sharpening = None
+    knobs = [
+        f"--sharpen-{name}"
+        for name, default in SHARPENING_DEFAULTS.items()
+        if getattr(args, f"sharpen_{name}") != default
+    ]
+    if knobs and not args.sharpen:
+        raise CLIError(f"{', '.join(knobs)} set how sharpening runs; add --sharpen ITER to run it")
     if args.sharpen:
         sharpening = Sharpening(
             iterations=args.sharpen,
@@ -76,7 +97,7 @@ def sampling_config(args: argparse.Namespace) -> SamplingConfig:
             top_s=parse_per_layer(args.top_s, int),  # type: ignore[arg-type]
             noise_divisor=parse_per_layer(args.noise_divisor, float),  # type: ignore[arg-type]
             noise_at_bound=args.noise_at_bound,
-            start=args.start,
+            start=getattr(args, "start", "uniform"),
             sharpening=sharpening,
         )
     except ValueError as err:
@@ -99,6 +120,7 @@ def conditional_classes(model: DCGMM, per_class: int) -> Tensor:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     """Draw samples from a trained model and write them as a PNG grid (and optionally .npy)."""
+    check_png_path(args.out)  # before any work
     if is_baseline_run(args.run_dir):
         return baseline_sample(args)
     model = _model(args)
@@ -126,6 +148,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_inpaint(args: argparse.Namespace) -> int:
     """Complete masked test images; write original | masked | completed, a row per image."""
+    check_png_path(args.out)  # before any work
     if is_baseline_run(args.run_dir):
         return baseline_inpaint(args)
     model = _model(args)
@@ -249,7 +272,7 @@ def add_generation_commands(sub: "argparse._SubParsersAction[Parser]") -> None:
     inp.add_argument("--mask", default="right-half", help=" | ".join(MASK_KINDS))
     inp.add_argument("--layer", type=int, help="GMM layer (1-based) to read; default the top")
     inp.add_argument("--out", required=True, help="PNG file")
-    add_sampling_flags(inp)
+    add_sampling_flags(inp, start=False)
     inp.set_defaults(func=cmd_inpaint)
 
     tev = sub.add_parser("train-evaluator", help="train the sample-quality CNN")

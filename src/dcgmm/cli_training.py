@@ -14,8 +14,9 @@ import torch
 from tqdm import tqdm  # type: ignore[import-untyped]
 
 from dcgmm._cli_common import CLIError, check_writable, load_data, run_data
+from dcgmm._validation import check_device
 from dcgmm.baselines.runs import BASELINES
-from dcgmm.checkpoint import load_model
+from dcgmm.checkpoint import load_model, load_trainer_state
 from dcgmm.cli_baselines import train_baseline
 from dcgmm.data import load_dataset
 from dcgmm.distributed import DistContext, init_from_env, shutdown
@@ -168,7 +169,8 @@ def model_kind(model: str | None) -> str:
 
 def given_flags(args: argparse.Namespace) -> set[str]:
     """Return the train options set on the command line (flags not given are None or False)."""
-    not_options = ("func", "command", "verbose", "threads")  # the last two: every command's
+    # verbose and threads are every command's; given_options is set by dcgmm.cli.main
+    not_options = ("func", "command", "verbose", "threads", "given_options")
     return {
         k
         for k, v in vars(args).items()
@@ -187,6 +189,60 @@ def refuse_unused_flags(args: argparse.Namespace, kind: str) -> None:
                        f"it takes {takes}")  # fmt: skip
 
 
+def config_file_hint(path: str | None) -> str:
+    """Say so if a ``--config`` file names the model, data or output (it holds options only)."""
+    if path is None:
+        return ""
+    try:
+        loaded = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return ""  # train_config_from_args reports an unreadable file
+    keys = sorted({"model", "data", "out"} & set(loaded if isinstance(loaded, dict) else {}))
+    if not keys:
+        return ""
+    return (
+        f"; --config {path} sets {', '.join(keys)}, but a config file holds training options "
+        "only (TrainConfig's fields): give the model, data and output as flags"
+    )
+
+
+# What `--resume` may change: the budget (extending the run), when to stop, where to run.
+RESUME_FLAGS = {"resume", "steps", "stop_at", "max_minutes", "device"}
+
+
+def resume_config(args: argparse.Namespace, run_dir: Path, config: dict[str, Any]) -> TrainConfig:
+    """Return the training options of a resumed run: its own, with ``--steps``/``--device``.
+
+    Any other training flag is refused: a resumed run continues with the options it was
+    started with, so a changed one would be silently dropped.
+    """
+    if config.get("kind") == "baseline":
+        raise CLIError(
+            f"{run_dir} is a {config.get('model')} run (a baseline): baselines train in one go "
+            "and cannot be resumed; train a new one with --out"
+        )
+    refused = sorted(given_flags(args) - RESUME_FLAGS)
+    if refused:
+        flags = ", ".join("--" + f.replace("_", "-") for f in refused)
+        raise CLIError(
+            f"{flags} cannot change when resuming: {run_dir} continues with the options in its "
+            f"{CONFIG_FILE}. --resume takes --steps N (to extend the run), --stop-at, "
+            "--max-minutes and --device; start a new run with --out to change others"
+        )
+    try:
+        train_cfg = TrainConfig(**config["train"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(
+            f"{run_dir / CONFIG_FILE} has no usable training options ({err!r}); the file is "
+            "corrupted. Start a new run with --out"
+        ) from None
+    if getattr(args, "device", None) is not None:
+        train_cfg = dataclasses.replace(train_cfg, device=args.device)
+    if getattr(args, "steps", None) is not None:
+        train_cfg = dataclasses.replace(train_cfg, steps=args.steps, epochs=None)
+    return train_cfg
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model (or resume a run); under ``torchrun`` every process runs this."""
     if not args.resume:
@@ -203,17 +259,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise CLIError(f"--tensorboard-image-every must be a positive step count; got {every}")
     if args.resume:
         run_dir = Path(args.resume)
-        config = read_config(run_dir)
-        try:
-            train_cfg = TrainConfig(**config["train"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise CheckpointError(
-                f"{run_dir / CONFIG_FILE} has no usable training options ({err!r}); the file is "
-                "corrupted. Start a new run with --out"
-            ) from None
+        train_cfg = resume_config(args, run_dir, read_config(run_dir))
     else:
         if args.model is None or args.data is None or args.out is None:
-            raise CLIError("train needs --model, --data and --out (or --resume RUN_DIR)")
+            missing = [f"--{k}" for k in ("model", "data", "out") if getattr(args, k) is None]
+            hint = config_file_hint(getattr(args, "config", None))
+            raise CLIError(f"train needs {', '.join(missing)} (or --resume RUN_DIR){hint}")
         run_dir = Path(args.out)
         if (run_dir / CONFIG_FILE).exists():
             raise CLIError(
@@ -222,6 +273,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         preset = preset_of(args.model) if args.model else None
         train_cfg = train_config_from_args(args, preset)
+    try:  # before anything is written: no empty run folder
+        check_device(train_cfg.device, "--device")
+    except ValueError as err:
+        raise CLIError(str(err)) from None
     ctx, device = init_from_env(train_cfg.device)
     try:
         return _train(args, run_dir, train_cfg, ctx, device)
@@ -255,9 +310,25 @@ def _train(
             trainer = Trainer(
                 model, run_cfg, dataset.images, dataset.labels, run_dir=run_dir, dist=ctx
             )
-            trainer.resume()
+            before = load_trainer_state(run_dir)["n_steps"]
+            steps = getattr(args, "steps", None)
+            if steps is not None and steps < before:
+                raise ValueError(
+                    f"--steps {steps} is fewer than the {before} steps of {run_dir}; a run "
+                    "can be extended, not shortened (stop early with --stop-at)"
+                )
+            trainer.resume(extend=steps is not None)
         except ValueError as err:
             raise CLIError(str(err)) from None
+        if trainer.n_steps > before:
+            logger.info("extending %s from %d to %d steps", run_dir, before, trainer.n_steps)
+        if trainer.step >= trainer.n_steps:
+            logger.info(
+                "%s already finished its %d steps; nothing to train. Extend it with "
+                "dcgmm train --resume %s --steps N (N > %d)",
+                run_dir, trainer.n_steps, run_dir, trainer.n_steps,
+            )  # fmt: skip
+            return 0
         logger.info("resuming %s at step %d of %d", run_dir, trainer.step, trainer.n_steps)
     else:
         dataset = load_data(args.data, "train", args.classes, args.limit_per_class, args.limit)

@@ -72,9 +72,20 @@ def tile(
     return out[..., 0] if c == 1 else out
 
 
+def check_png_path(path: str | Path) -> Path:
+    """Return ``path`` if it names a ``.png`` file; a ValueError otherwise (we write PNG only)."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(
+            f"{path}: dcgmm writes PNG images only, so the name must end in .png (got "
+            f"{path.suffix or 'no suffix'}); e.g. {path.with_suffix('.png')}"
+        )
+    return path
+
+
 def save_grid(path: str | Path, images: Tensor | np.ndarray, **kwargs: object) -> Path:
     """Write a grid of (N, H, W, C) images to a PNG file and return its path."""
-    path = Path(path)
+    path = check_png_path(path)
     atomic_write_bytes(path, encode_png(tile(images, **kwargs)))  # type: ignore[arg-type]
     return path
 

@@ -142,10 +142,12 @@ def read_and_resample(
 
     The one pipeline behind :func:`inpaint` and :func:`variants`.
     """
+    config = config or SamplingConfig()
+    config.check_fits(model)
     layers = sampling_layers(model)
     index = gmm_layer_index(model, layer)
     control = upward_with_missing(layers, index, images, missing)
-    return walk_down(layers, index, control, config or SamplingConfig(), generator).clamp(0, 1)
+    return walk_down(layers, index, control, config, generator).clamp(0, 1)
 
 
 def inpaint(

@@ -115,10 +115,34 @@ class SamplingConfig:
                 raise ValueError(
                     f"noise_divisor must be positive or None; got {d} for layer {index}"
                 )
+        if self.noise_at_bound and self.noise_divisor is None:
+            raise ValueError(
+                "noise_at_bound=True changes where noise is added, and without noise_divisor "
+                "none is (means only); pass noise_divisor too"
+            )
         if self.start not in ("uniform", "weights"):
             raise ValueError(f"start must be 'uniform' or 'weights'; got {self.start!r}")
         if self.mode not in ("draw", "mean"):
             raise ValueError(f"mode must be 'draw' or 'mean'; got {self.mode!r}")
+
+    def check_fits(self, model: DCGMM) -> None:
+        """Raise a ValueError if a per-layer setting names a layer that is not a GMM layer."""
+        gmm = {index + 1 for index, _ in model.gmm_layers()}
+        for name, setting in (("top_s", self.top_s), ("noise_divisor", self.noise_divisor)):
+            if not isinstance(setting, Mapping):
+                continue
+            for number in setting:
+                if number in gmm:
+                    continue
+                what = (
+                    f"is {model.layers[number - 1].spec}, not a GMM layer"
+                    if 1 <= number <= len(model.layers)
+                    else "does not exist"
+                )
+                raise ValueError(
+                    f"{name} names layer {number}, which {what} in {model.spec!r}; its GMM "
+                    f"layers are {sorted(gmm)} (1-based, as `dcgmm info` numbers them)"
+                )
 
     def for_layer(self, index: int) -> tuple[int | None, float | None]:
         """Return (top_s, noise_divisor) for the layer at 0-based ``index``."""
@@ -189,6 +213,7 @@ def sample(
         if n <= 0:
             raise ValueError(f"n must be a positive number of samples; got {n}")
         config = config or SamplingConfig()
+        config.check_fits(model)
         layers = sampling_layers(model)
         top = layers[-1]
         assert isinstance(top, GMM)

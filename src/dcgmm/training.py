@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from dcgmm._allocator import retain_freed_memory
+from dcgmm._validation import check_device
 from dcgmm.annealing import SingleExpSchedule
 from dcgmm.checkpoint import (
     check_fits,
@@ -119,7 +120,7 @@ class Trainer:
                 "on_nonfinite='rollback' reloads the last checkpoint, so it needs a run_dir; "
                 "pass run_dir or use on_nonfinite='stop'"
             )
-        self.device = torch.device(config.device)
+        self.device = check_device(config.device, "TrainConfig.device")
         self.model = model.to(self.device)
         self.dist.broadcast_(self.model)  # identical start on every rank, as DDP does
         self.config = config
@@ -424,15 +425,27 @@ class Trainer:
             "lr_scale": {str(k): v for k, v in self._lr_scale.items()},
             "skipped_steps": sorted(self._skipped),
             "settled_windows": {str(k): v for k, v in self._settled.items()},
+            "layer_start_steps": {str(k): v for k, v in self._start_step.items()},
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned (the model is loaded separately)."""
-        if state["n_steps"] != self.n_steps:
+    def load_state_dict(self, state: dict[str, Any], *, extend: bool = False) -> None:
+        """Restore what :meth:`state_dict` returned (the model is loaded separately).
+
+        With ``extend``, the trainer's budget may be longer than the checkpoint's run: the
+        run goes on to the new budget, every GMM layer keeping the start step of its first
+        budget (its delay is a fraction of that one).
+        """
+        if state["n_steps"] != self.n_steps and not (extend and state["n_steps"] < self.n_steps):
             raise ValueError(
                 f"the checkpoint belongs to a run of {state['n_steps']} steps, this one has "
                 f"{self.n_steps}; resume with the same data and --steps/--epochs"
+                + ("" if extend else ", or extend the run to more steps")
             )
+        starts = state.get("layer_start_steps")  # absent before runs could be extended
+        if starts is None:
+            delays = {idx: start / self.n_steps for idx, start in self._start_step.items()}
+            starts = {str(k): math.ceil(d * state["n_steps"] - 1e-9) for k, d in delays.items()}
+        self._start_step = {int(k): int(v) for k, v in starts.items()}
         self.step = state["step"]
         for key, value in state["schedules"].items():
             self.schedules[int(key)].load_state_dict(value)
@@ -450,11 +463,19 @@ class Trainer:
         self._settled = {idx: int(settled.get(str(idx), 0)) for idx in self.schedules}
         self._sync_learning_rates()
 
-    def resume(self) -> None:
-        """Load the trainer state of ``run_dir``'s checkpoint; drop metrics logged after it."""
+    def resume(self, *, extend: bool = False) -> None:
+        """Load the trainer state of ``run_dir``'s checkpoint; drop metrics logged after it.
+
+        With ``extend``, this trainer's budget (``config.steps``) may be longer than the
+        run's: it trains on to it, and ``config.json`` records the new budget.
+        """
         if self.run_dir is None:
             raise ValueError("resume needs a run_dir")
-        self.load_state_dict(load_trainer_state(self.run_dir, model=self.model))
+        state = load_trainer_state(self.run_dir, model=self.model)
+        self.load_state_dict(state, extend=extend)
+        if extend and self.dist.is_main and state["n_steps"] != self.n_steps:
+            config = read_config(self.run_dir)
+            write_config(self.run_dir, {**config, "train": self.config.to_dict()})
         self._saved_step = self.step
         if self.dist.is_main:
             for path in remove_stale_temporaries(self.run_dir, (MODEL_FILE, METRICS_FILE)):

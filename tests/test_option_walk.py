@@ -1,0 +1,103 @@
+"""Every option of `dcgmm sample` and `dcgmm inpaint`, on a DCGMM run and on a baseline run,
+either changes what the command writes or is refused with exit status 2: none is accepted and
+then ignored. (`dcgmm train`'s options are walked in tests/test_train_flags.py.)"""
+
+import argparse
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from dcgmm.cli import build_parser, main
+
+# A value for every option that differs from its default (and is valid where the option acts).
+VALUES = {
+    "sample": {
+        "n": ["-n", "3"],
+        "cls": ["--class", "1"],
+        "per_class": ["--per-class", "2"],
+        "npy": ["--npy", "out.npy"],
+        "top_s": ["--top-s", "1"],
+        "noise_divisor": ["--noise-divisor", "5"],
+        "noise_at_bound": ["--noise-at-bound"],
+        "start": ["--start", "weights"],
+        "sharpen": ["--sharpen", "3"],
+        "sharpen_rate": ["--sharpen-rate", "0.5"],
+        "sharpen_weight": ["--sharpen-weight", "0.5"],
+        "sharpen_target": ["--sharpen-target", "top"],
+        "seed": ["--seed", "5"],
+    },
+    "inpaint": {
+        "split": ["--split", "train"],
+        "classes": ["--classes", "1"],
+        "limit": ["--limit", "3"],
+        "mask": ["--mask", "random:0.5"],
+        "layer": ["--layer", "2"],
+        "top_s": ["--top-s", "1"],
+        "noise_divisor": ["--noise-divisor", "5"],
+        "noise_at_bound": ["--noise-at-bound"],
+        "sharpen": ["--sharpen", "3"],
+        "sharpen_rate": ["--sharpen-rate", "0.5"],
+        "sharpen_weight": ["--sharpen-weight", "0.5"],
+        "sharpen_target": ["--sharpen-target", "top"],
+        "seed": ["--seed", "5"],
+    },
+}
+REQUIRED = {"sample": ["-n", "4"], "inpaint": ["--data", "mnist", "--limit", "4"]}
+# Options with no other value to try on this machine (cpu is the only device in CI).
+UNWALKED = {"help", "run_dir", "out", "data", "device"}
+
+
+def command_options(command: str) -> set[str]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {a.dest for a in sub.choices[command]._actions} - UNWALKED
+
+
+@pytest.mark.parametrize("command", sorted(VALUES))
+def test_the_walk_covers_every_option(command):
+    assert command_options(command) == set(VALUES[command])
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("walk")
+    data = ["--data", "mnist", "--limit", "200"]
+    dcgmm = ["--model", "F(7,7)-G(4)-F(4,1)-G(4)", "--steps", "30", "--batch-size", "50"]
+    dcgmm += ["--lr-factor-weights", "20"]  # mixing weights far from uniform: --start acts
+    assert main(["train", *dcgmm, *data, "--out", str(root / "dcgmm")]) == 0
+    vae = ["--model", "gauss-vae", "--epochs", "1"]
+    assert main(["train", *vae, *data, "--out", str(root / "vae")]) == 0
+    return root
+
+
+def written(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+
+
+def run_in(folder: Path, argv: list[str]) -> tuple[int, dict[str, str]]:
+    folder.mkdir()
+    status = main([*argv, "--out", str(folder / "out.png")])
+    return status, written(folder)
+
+
+@pytest.mark.parametrize("kind", ["dcgmm", "vae"])
+@pytest.mark.parametrize(
+    ("command", "dest"), [(c, d) for c in sorted(VALUES) for d in sorted(VALUES[c])]
+)
+def test_an_option_changes_the_output_or_is_refused(runs, tmp_path, monkeypatch, capsys, kind,
+                                                    command, dest):  # fmt: skip
+    monkeypatch.chdir(tmp_path)  # --npy writes here
+    base = [command, str(runs / kind), *REQUIRED[command]]
+    status, plain = run_in(tmp_path / "plain", base)
+    assert status == 0
+    capsys.readouterr()
+    status, changed = run_in(tmp_path / "changed", [*base, *VALUES[command][dest]])
+    err = capsys.readouterr().err
+    if status == 2:
+        assert "error:" in err
+        assert len(err.strip().splitlines()) == 1, err
+        return
+    assert status == 0
+    extra = {p.name for p in tmp_path.iterdir() if p.is_file()}
+    assert changed != plain or extra, f"{' '.join(VALUES[command][dest])} changed nothing"
