@@ -14,7 +14,9 @@ from dcgmm.clustering import clustering_scores, davies_bouldin, dunn_index
 from dcgmm.exceptions import CheckpointError, SpecError
 from dcgmm.images import decode_png
 from dcgmm.io import write_config
+from dcgmm.outlier_detection import detect_outliers
 from dcgmm.outliers import (
+    DEFAULT_C,
     STATISTICS_FILE,
     fit_position_statistics,
     load_position_statistics,
@@ -283,3 +285,22 @@ def test_auc_takes_tensors_that_track_gradients_and_any_shape():
         roc_auc([], [1.0])
     with pytest.raises(ValueError, match="outlier_scores holds NaN or infinite scores"):
         roc_curve([1.0], [float("inf")])
+
+
+def test_the_outlier_protocol_runs_from_python_as_the_cli_runs_it(tiny_model):
+    inliers = load_dataset("mnist", split="test", classes=list(range(1, 10)), limit=200)
+    outliers = load_dataset("mnist", split="test", classes=[0], limit=200)
+    train = load_dataset("mnist", classes=list(range(1, 10)), limit=300)
+    stats = fit_position_statistics(tiny_model, train.images)
+    report = detect_outliers(tiny_model, inliers.images, outliers.images, stats, all_layers=True)
+    for layer in (2, 4):
+        scores = [sample_scores(tiny_model, d.images, layer=layer).double().numpy()
+                  for d in (inliers, outliers)]  # fmt: skip
+        labels = np.r_[np.ones(len(scores[0])), np.zeros(len(scores[1]))]
+        expected = roc_auc_score(labels, np.r_[scores[0], scores[1]])
+        assert report.auc_per_layer[layer] == pytest.approx(expected, abs=1e-12)
+    assert report.layer == 4
+    assert report.map_layer == 2
+    assert len(report.curves) == 2
+    flagged = stats[2].outlier_map(position_scores(tiny_model, outliers.images)[2], DEFAULT_C)
+    assert report.flagged_fraction("outliers") == pytest.approx(float(flagged.double().mean()))

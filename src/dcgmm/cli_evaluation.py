@@ -5,31 +5,23 @@ import json
 import logging
 from pathlib import Path
 
-from dcgmm._cli_common import CLIError, Parser, check_writable, load_data, run_data
+from dcgmm._cli_common import CLIError, Parser, check_writable, load_data
 from dcgmm.baselines.runs import is_baseline_run, load_baseline
 from dcgmm.baselines.vae import DeepLatentGMM
 from dcgmm.checkpoint import load_model
-from dcgmm.data import BUILTIN, Dataset, parse_classes
+from dcgmm.data import BUILTIN, parse_classes
 from dcgmm.images import save_grid
 from dcgmm.interface import as_image_model
 from dcgmm.io import atomic_write_bytes, read_config
-from dcgmm.model import DCGMM
+from dcgmm.outlier_detection import detect_outliers, run_statistics
 from dcgmm.outliers import (
     DEFAULT_C,
     SCORE_KINDS,
-    STATISTICS_FILE,
-    PositionStatistics,
-    ScoreKind,
-    fit_position_statistics,
-    load_position_statistics,
-    position_scores,
     resolve_layer,
     roc_auc,
     roc_curve,
-    save_position_statistics,
-    to_pixels,
 )
-from dcgmm.plots import centroid_images, save_outlier_maps, save_roc, save_training_curves
+from dcgmm.plots import centroid_images, save_roc, save_training_curves
 from dcgmm.training import METRICS_FILE
 
 logger = logging.getLogger("dcgmm")
@@ -47,39 +39,6 @@ def split_data_arg(text: str) -> tuple[str, str | None]:
             return text, None  # a colon that belongs to the path
         return source, classes
     return text, None
-
-
-def position_statistics(
-    run_dir: Path, model: DCGMM, kind: ScoreKind, limit: int | None
-) -> tuple[dict[int, PositionStatistics], str]:
-    """Load the run's stored statistics, or collect them on its training data and store them."""
-    if (run_dir / STATISTICS_FILE).exists():
-        stats, source = load_position_statistics(run_dir)
-        first = next(iter(stats.values()))
-        if first.kind == kind and limit in (None, first.n_samples):
-            return stats, source
-        if first.kind != kind:
-            logger.info("stored statistics are for another score kind; collecting %s", kind)
-        else:
-            logger.info(
-                "stored statistics are of %d images, --stats-limit asks for %d; collecting again",
-                first.n_samples, limit,
-            )  # fmt: skip
-    data = run_data(run_dir, read_config(run_dir))
-    train = load_data(
-        data["source"], "train", data.get("classes"), data.get("limit_per_class"), data.get("limit")
-    )
-    if limit is not None:
-        train = Dataset(train.images[:limit], train.labels[:limit], train.name)
-    source = f"{data['source']} train classes={data.get('classes')} n={len(train)}"
-    logger.info("collecting per-position statistics on %s", source)
-    stats = fit_position_statistics(model, train.images, kind=kind)
-    try:
-        path = save_position_statistics(run_dir, stats, source=source)
-        logger.info("stored them in %s", path)
-    except OSError as err:
-        logger.warning("could not store statistics in %s (%s); using them once", run_dir, err)
-    return stats, source
 
 
 def baseline_outliers(args: argparse.Namespace) -> int:
@@ -125,85 +84,37 @@ def cmd_outliers(args: argparse.Namespace) -> int:
         return baseline_outliers(args)
     run_dir, out = Path(args.run_dir), Path(args.out)
     model = load_model(run_dir, map_location=args.device)
-    kind: ScoreKind = args.kind
-    try:
-        top = resolve_layer(model, args.layer)
-        map_layer = resolve_layer(model, args.map_layer) if args.map_layer else None
-    except ValueError as err:
-        raise CLIError(str(err)) from None
+    resolve_layer(model, args.layer)  # bad layers fail before any data is read
+    if args.map_layer:
+        resolve_layer(model, args.map_layer)
     check_writable(out)
     sets = {}
     for role in ("inliers", "outliers"):
         source, classes = split_data_arg(getattr(args, role))
         sets[role] = load_data(source, args.split, classes, None, args.limit)
         logger.info("%s: %s, %d images", role, getattr(args, role), len(sets[role]))
-    maps = {role: position_scores(model, d.images, kind=kind) for role, d in sets.items()}
-    per_layer = {
-        number: roc_auc(
-            maps["inliers"][number].flatten(1).mean(1), maps["outliers"][number].flatten(1).mean(1)
-        )
-        for number in maps["inliers"]
+    stats, stats_source = run_statistics(run_dir, model, args.kind, limit=args.stats_limit)
+    report = detect_outliers(
+        model, sets["inliers"].images, sets["outliers"].images, stats,
+        kind=args.kind, layer=args.layer, map_layer=args.map_layer, c=args.c,
+        all_layers=args.all_layers, statistics_source=stats_source,
+    )  # fmt: skip
+    context = {"run_dir": str(run_dir)} | {
+        role: {"data": getattr(args, role), "split": args.split, "n": len(sets[role])}
+        for role in ("inliers", "outliers")
     }
-    curves = {}
-    for number in maps["inliers"]:
-        if number == top or args.all_layers:
-            fpr, tpr, _ = roc_curve(
-                maps["inliers"][number].flatten(1).mean(1),
-                maps["outliers"][number].flatten(1).mean(1),
-            )
-            curves[f"layer {number} {model.layers[number - 1].spec}"] = (
-                fpr,
-                tpr,
-                per_layer[number],
-            )
-    stats, stats_source = position_statistics(run_dir, model, kind, args.stats_limit)
-    if map_layer is None:  # the highest layer with more than one position, else the top
-        wide = [n for n, m in maps["inliers"].items() if m[0].numel() > 1]
-        map_layer = wide[-1] if wide else top
-    flagged = {
-        role: stats[map_layer].outlier_map(maps[role][map_layer], args.c).double() for role in maps
-    }
-    fraction_in = float(flagged["inliers"].mean())
-    fraction_out = float(flagged["outliers"].mean())
-    result = {
-        "run_dir": str(run_dir),
-        "spec": model.spec,
-        "score": f"{kind}, mean over the layer's positions",
-        "layer": top,
-        "auc": per_layer[top],
-        "auc_per_layer": {str(n): a for n, a in per_layer.items()},
-        "inliers": {"data": args.inliers, "split": args.split, "n": len(sets["inliers"])},
-        "outliers": {"data": args.outliers, "split": args.split, "n": len(sets["outliers"])},
-        "maps": {
-            "layer": map_layer,
-            "rule": f"outlier where score < mean - c * std over training data, c = {args.c}",
-            "statistics": stats_source,
-            "flagged_fraction_inliers": fraction_in,
-            "flagged_fraction_outliers": fraction_out,
-        },
-    }
-    atomic_write_bytes(out / "auc.json", (json.dumps(result, indent=2) + "\n").encode())
-    save_roc(
-        out / "roc.png",
-        curves,
-        title=f"{model.spec}\ninliers {args.inliers} vs outliers {args.outliers}",
-    )
-    n = min(args.n_maps, len(sets["inliers"]), len(sets["outliers"]))
-    rows = []
-    for role in ("inliers", "outliers"):
-        fractions = to_pixels(model, map_layer, flagged[role][:n])
-        rows.append((sets[role].images[:n], fractions))
-    save_outlier_maps(out / "maps.png", rows, n_cols=n)
+    paths = report.save(
+        out, model, {role: d.images for role, d in sets.items()}, n_maps=args.n_maps,
+        title=f"inliers {args.inliers} vs outliers {args.outliers}", context=context,
+    )  # fmt: skip
+    per_layer = ", ".join(f"{k}: {100 * v:.1f}" for k, v in report.auc_per_layer.items())
+    print(f"AUC {100 * report.auc:.1f} (layer {report.layer}, {args.kind}); per layer: {per_layer}")
     print(
-        f"AUC {100 * per_layer[top]:.1f} (layer {top}, {kind}); per layer: "
-        + ", ".join(f"{k}: {100 * v:.1f}" for k, v in per_layer.items())
-    )
-    print(
-        f"maps of layer {map_layer}: {100 * fraction_in:.1f}% of "
-        f"inlier positions and {100 * fraction_out:.1f}% of "
+        f"maps of layer {report.map_layer}: {100 * report.flagged_fraction('inliers'):.1f}% of "
+        f"inlier positions and {100 * report.flagged_fraction('outliers'):.1f}% of "
         f"outlier positions flagged (c = {args.c})"
     )
-    print(f"wrote {out / 'auc.json'}, {out / 'roc.png'}, {out / 'maps.png'}")
+    print(f"wrote {', '.join(str(p) for p in paths)}")
     return 0
 
 
