@@ -22,8 +22,7 @@ import torch
 import dcgmm
 from dcgmm.checkpoint import load_model, load_trainer_state
 from dcgmm.cli import main
-from dcgmm.io import MODEL_FILE, read_verified_safetensors
-from dcgmm.training import METRICS_FILE
+from dcgmm.io import METRICS_FILE, MODEL_FILE, read_verified_safetensors
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 
@@ -37,7 +36,7 @@ TRAIN = ["train", "--model", "F(7,7)-G(4)-F(4,1)-G(9)-C(10)", "--data", "mnist",
 CHILD = r"""
 import os, sys, time
 from pathlib import Path
-from dcgmm import training
+from dcgmm import trainer_state, training
 from dcgmm.cli import main
 
 where, at, marker = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
@@ -54,12 +53,12 @@ if where == "mid-epoch":  # after the SGD update of step `at`, before anything i
             freeze()
     training.Trainer.train_step = train_step_then_freeze
 else:  # "before-rename": the new checkpoint of step `at` is written but not yet in place
-    save_checkpoint = training.save_checkpoint
+    save_checkpoint = trainer_state.save_checkpoint
     def save_and_freeze_before_rename(run_dir, model, state):
         if state["step"] == at:
             os.replace = freeze
         save_checkpoint(run_dir, model, state)
-    training.save_checkpoint = save_and_freeze_before_rename
+    trainer_state.save_checkpoint = save_and_freeze_before_rename
 
 sys.exit(main(sys.argv[4:]))
 """

@@ -11,7 +11,7 @@ import torch
 from dcgmm.checkpoint import load_trainer_state
 from dcgmm.cli import main
 from dcgmm.images import decode_png
-from dcgmm.training import METRICS_FILE
+from dcgmm.io import METRICS_FILE
 
 # 400 digits in batches of 20; a classifier on top; the second GMM layer starts at step 3.
 TRAIN = ["train", "--model", "F(7,7)-G(4)-F(4,1)-G(9)-C(10)", "--data", "mnist", "--limit",

@@ -81,11 +81,11 @@ BUGS = [
         "torch.logsumexp(log_joint, dim=-1))",
         "tests/test_scores_oracles.py::test_position_scores_of_every_kind_and_layer_match_the_brute_force"),
     Bug("logits-not-loaded", "checkpoint.py",
-        "    model.load_state_dict(tensors)\n    return model.to(map_location)",
+        "    model.load_state_dict(tensors)\n    return model.to(device)",
         '    model.load_state_dict({k: v for k, v in tensors.items() if "logits" not in k}, '
-        "strict=False)\n    return model.to(map_location)",
+        "strict=False)\n    return model.to(device)",
         "tests/test_persistence.py::test_a_dcgmm_run_loads_as_the_model_that_was_saved_and_continues_bit_for_bit"),
-    Bug("resume-forgets-partial-sums", "training.py",
+    Bug("resume-forgets-partial-sums", "trainer_state.py",
         'self._window_sum = torch.tensor(state["window_sum"], dtype=f64, device=dev)',
         'self._window_sum = torch.zeros(len(state["window_sum"]), dtype=f64, device=dev)',
         "tests/test_persistence.py::test_a_dcgmm_run_loads_as_the_model_that_was_saved_and_continues_bit_for_bit"),
@@ -133,6 +133,11 @@ def run_in_copy(bug: Bug | None, tests: list[str]) -> tuple[int, str]:
 
 def main(argv: list[str]) -> int:
     """Plant the named bugs (default all); exit 1 if any survived."""
+    names = [b.name for b in BUGS]
+    if any(arg.startswith("-") for arg in argv) or set(argv) - set(names):
+        unknown = sorted(set(argv) - set(names))
+        print(f"usage: python tools/plant_bugs.py [BUG ...]; unknown {unknown}; bugs: {names}")
+        return 2
     chosen = [b for b in BUGS if not argv or b.name in argv]
     # The control: without a bug, the same tests pass on the same kind of copy.
     code, summary = run_in_copy(None, sorted({b.test for b in chosen}))

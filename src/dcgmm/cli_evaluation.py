@@ -12,7 +12,7 @@ from dcgmm.checkpoint import load_model
 from dcgmm.data import BUILTIN, parse_classes
 from dcgmm.images import save_grid
 from dcgmm.interface import as_image_model
-from dcgmm.io import atomic_write_bytes, read_config
+from dcgmm.io import METRICS_FILE, atomic_write_bytes, read_config
 from dcgmm.outlier_detection import detect_outliers, run_statistics
 from dcgmm.outliers import (
     DEFAULT_C,
@@ -22,7 +22,6 @@ from dcgmm.outliers import (
     roc_curve,
 )
 from dcgmm.plots import centroid_images, save_roc, save_training_curves
-from dcgmm.training import METRICS_FILE
 
 logger = logging.getLogger("dcgmm")
 

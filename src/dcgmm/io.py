@@ -25,6 +25,7 @@ from dcgmm.exceptions import CheckpointError, OutputError
 __all__ = [
     "CONFIG_FILE",
     "FORMAT_VERSION",
+    "METRICS_FILE",
     "MODEL_FILE",
     "TEMPORARY_SUFFIX",
     "atomic_write_bytes",
@@ -45,6 +46,7 @@ CONFIG_FILE = "config.json"
 
 
 MODEL_FILE = "model.safetensors"
+METRICS_FILE = "metrics.jsonl"  # a DCGMM run's training curves, one JSON object per line
 
 
 TEMPORARY_SUFFIX = ".tmp"
