@@ -19,26 +19,18 @@ from dcgmm.baselines.runs import BASELINES
 from dcgmm.checkpoint import load_model, load_trainer_state
 from dcgmm.cli_baselines import train_baseline
 from dcgmm.data import load_dataset
+from dcgmm.demo import DEMO_EPOCHS, run_demo
 from dcgmm.distributed import DistContext, init_from_env, shutdown
-from dcgmm.evaluation import evaluate, format_scores
+from dcgmm.evaluation import format_scores
 from dcgmm.exceptions import CheckpointError
-from dcgmm.images import save_grid, save_inpainting_grid
-from dcgmm.inpainting import inpaint, make_mask
 from dcgmm.io import CONFIG_FILE, read_config
 from dcgmm.layers.gmm import Objective
 from dcgmm.model import DCGMM
 from dcgmm.monitoring import INSTALL_HINT, TensorBoardMonitor, summary_writer_class
-from dcgmm.sampling import SamplingConfig, sample
 from dcgmm.spec import PRESETS, preset_of
 from dcgmm.training import TrainConfig, Trainer, preset_config
 
 logger = logging.getLogger("dcgmm")
-
-# The demo: a two-layer DCGMM small enough to train on 2 CPU cores in about a minute. The
-# annealing needs about 50 reductions of 100 steps each, hence 6000 steps (60 epochs of 10,000).
-DEMO_SPEC = "F(8,2)-G(25)-F(11,1)-G(25)"
-DEMO_EPOCHS = 60
-
 
 # Flags whose meaning the field name does not carry; other fields just show their default.
 FLAG_HELP = {
@@ -432,62 +424,18 @@ def _tensorboard_settings(
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Train a small DCGMM on the built-in MNIST; print scores; write three PNG grids."""
-    out = Path(args.out)
-    if (out / CONFIG_FILE).exists():
-        raise CLIError(f"{out} already holds a run; remove it or pass another --out")
-    train_args = argparse.Namespace(
-        model=DEMO_SPEC,
-        data="mnist",
-        classes=None,
-        limit_per_class=None,
-        limit=None,
-        stop_at=None,
-        out=str(out),
-        objective="annealed",
-        resume=None,
-        epochs=args.epochs,
-        seed=0,
-    )
-    cmd_train(train_args)
-    model = load_model(out)
-    test = load_dataset("mnist", split="test")
-    print(f"\n{model}\n\nTest scores on the built-in MNIST ({len(test)} digits):")
-    print(format_scores(evaluate(model, test.images, test.labels)))
-    _, first = next(model.gmm_layers())
-    h, w, c = _patch_shape(model)
-    centroids = first.means.detach().reshape(-1, h, w, c)
-    paths = [
-        save_grid(out / "centroids.png", centroids, normalize=False, scale=8),
-        save_grid(
-            out / "samples.png",
-            sample(
-                model,
-                64,
-                config=SamplingConfig(top_s=1),  # each position takes its strongest component
-                generator=torch.Generator().manual_seed(0),
-            ),
-            scale=3,
-        ),
-    ]
-    digits = test.images[:12]
-    missing = make_mask("right-half", tuple(digits.shape))
-    completed = inpaint(
-        model, digits, missing, config=SamplingConfig(top_s=1), generator=torch.Generator()
-    )
-    paths.append(save_inpainting_grid(out / "inpainting.png", digits, missing, completed))
-    print("\nwrote " + ", ".join(str(p) for p in paths))
+    train = load_dataset("mnist")
+    steps = TrainConfig(epochs=args.epochs).total_steps(len(train))
+    bar, callback = _progress(steps, 0)
+    try:
+        with bar:
+            result = run_demo(args.out, epochs=args.epochs, callback=callback)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    print(f"\n{result.model}\n\nTest scores on the built-in MNIST ({result.n_test} digits):")
+    print(format_scores(result.scores))
+    print("\nwrote " + ", ".join(str(p) for p in result.pictures))
     return 0
-
-
-def _patch_shape(model: DCGMM) -> tuple[int, int, int]:
-    """Return the (h, w, c) image patch that the first GMM layer's centroids cover."""
-    from dcgmm.layers import Folding
-
-    first = model.layers[0]
-    c = model.input_shape[2]
-    if isinstance(first, Folding):
-        return (first.patch_size[0], first.patch_size[1], c)
-    return (1, 1, c)
 
 
 def add_training_commands(sub: Any) -> None:
