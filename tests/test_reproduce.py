@@ -283,3 +283,21 @@ def test_summary_rows_replace_their_own_kind_and_keep_the_others(tmp_path):
         ("A", "paper", 1.0), ("E", "paper", 3.0), ("E", "recipes", 4.0)]  # fmt: skip
     with pytest.raises(ValueError, match="lacks"):
         update_summary(tmp_path, "I", [{"table": "I"}])
+
+
+def test_best_picks_the_highest_mean_among_rows_with_enough_seeds(tmp_path):
+    from benchmarks.reproduce import best
+
+    def row(model, mean, seeds):
+        return {"table": "I", "dataset": "mnist", "model": model, "protocol": "paper",
+                "mean": mean, "sd": 0.1, "n_seeds": seeds, "steps": 100}  # fmt: skip
+
+    rows = [row("A", 95.0, 3), row("E", 97.0, 1), row("B", 96.5, 3)]
+    assert best.best_rows(rows, min_seeds=3)[("I", "mnist")]["model"] == "B"
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps(rows))
+    best.main(["--summary", str(summary), "--out", str(tmp_path / "best.md")])
+    text = (tmp_path / "best.md").read_text()
+    assert "| I | outlier AUC % | mnist | B, paper | **96.50 +- 0.10** (3) | 100 | A 95.4" in text
+    assert "yes |" in text
+    assert "not measured with 3 seeds" in text  # the other columns
