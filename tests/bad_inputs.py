@@ -239,7 +239,7 @@ def k_not_square_sklearn(root: Path) -> object:
     from dcgmm.sklearn_api import SGDGaussianMixture
 
     x = np.linspace(0, 1, 100).reshape(50, 2)
-    return SGDGaussianMixture(n_components=5).fit(x)
+    return SGDGaussianMixture(n_components=5, solver="sgd").fit(x)
 
 
 def truncated_checkpoint(root: Path) -> object:
@@ -446,7 +446,7 @@ CASES: tuple[Case, ...] = (
          "`DCGMM.from_spec` (`GMM` / `torus_grid_side`)", k_not_square, SpecError,
          ("layer 2 G(20)", "K must be a perfect square", "Use K=16 or K=25",
           "objective 'max_component' or 'loglik'")),
-    Case("k-square-sklearn", 10, "`SGDGaussianMixture(n_components=5).fit(X)` (annealed)",
+    Case("k-square-sklearn", 10, "`SGDGaussianMixture(5, solver='sgd').fit(X)` (annealed)",
          "`SGDGaussianMixture.fit` (`_validate_params`)", k_not_square_sklearn, ValueError,
          ("K must be a perfect square; got K=5", "Use K=4 or K=9")),
     Case("truncated", 11, "a `model.safetensors` cut in half", "`load_model` "
