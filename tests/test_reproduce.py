@@ -65,6 +65,22 @@ def test_table1_tiny_run_writes_auc_clustering_and_pictures(tmp_path):
 
 
 @needs_data
+def test_table3_extend_to_trains_unannealed_class_models_on_in_copies(tmp_path):
+    args = ("--presets", "A", "--protocols", "paper", "--judges", "1")
+    tiny("table3", tmp_path, *args)
+    tiny("table3", tmp_path, *args, "--extend-to", "30")
+    row = json.loads((tmp_path / "table3.json").read_text())["rows"][0]
+    assert (row["steps"], row["extended_models"], row["n_models"]) == (30, 10, 10)
+    folder = tmp_path / "runs" / "mnist" / "paper" / "A"
+    for cls in range(10):  # the original stays as it was; the copy went on from its step 20
+        assert json.loads((folder / "tiny-seed0" / f"class{cls}" / "timing.json").read_text())[
+            "steps"] == 20  # fmt: skip
+        extended = json.loads((folder / "tiny-to30-seed0" / f"class{cls}" / "timing.json")
+                              .read_text())  # fmt: skip
+        assert (extended["extended_from"], extended["steps"]) == (20, 30)
+
+
+@needs_data
 def test_table3_tiny_run_writes_the_table(tmp_path):
     tiny("table3", tmp_path, "--presets", "E", "--judges", "2")
     result = json.loads((tmp_path / "table3.json").read_text())

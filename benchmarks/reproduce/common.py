@@ -3,6 +3,7 @@
 import datetime
 import json
 import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import dcgmm
 from dcgmm import DCGMM, TrainConfig, Trainer
 from dcgmm.checkpoint import load_model, save_checkpoint
 from dcgmm.data import Dataset
-from dcgmm.io import write_config
+from dcgmm.io import read_config, write_config
 from dcgmm.layers.gmm import Objective
 from dcgmm.training import PRESET_TRAIN_OVERRIDES
 
@@ -98,6 +99,38 @@ def train_run(
     }
     (out / TIMING_FILE).write_text(json.dumps(record))
     return model, seconds
+
+
+def extend_run(source: Path, out: Path, steps: int, data: Dataset) -> dict[str, Any]:
+    """Copy the finished run ``source`` to ``out`` and train it on to ``steps``; reuse ``out``.
+
+    The GMM layers keep the start steps of the first budget (``Trainer.resume(extend=True)``);
+    a run with ``until_annealed`` still stops once annealed. Returns the run's record, with
+    ``extended_from`` (the steps of ``source``) and the seconds of both parts.
+    """
+    if (out / TIMING_FILE).exists():
+        return run_record(out)
+    before = run_record(source)
+    shutil.copytree(source, out, dirs_exist_ok=True)
+    (out / TIMING_FILE).unlink()
+    train = read_config(out)["train"]
+    config = TrainConfig(**{**train, "steps": steps, "epochs": None})
+    model = load_model(out)
+    trainer = Trainer(model, config, data.images, data.labels, run_dir=out)
+    trainer.resume(extend=True)
+    start = time.perf_counter()
+    trainer.run()
+    record = {
+        "seconds": before["seconds"] + time.perf_counter() - start,
+        "steps": trainer.step,
+        "max_steps": trainer.n_steps,
+        "stopped_by": trainer.stopped_by,
+        "sigma_som": {str(i + 1): g.sigma_som_value for i, g in model.gmm_layers()},
+        "annealed": not trainer.unannealed_layers(),
+        "extended_from": before["steps"],
+    }
+    (out / TIMING_FILE).write_text(json.dumps(record))
+    return record
 
 
 def run_record(out: Path) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import torch
 import dcgmm
 from benchmarks.reproduce.common import (
     TIMING_FILE,
+    extend_run,
     mean_sd,
     run_record,
     train_run,
@@ -168,9 +169,18 @@ def table3(args: argparse.Namespace) -> dict[str, Any]:
                     out = (
                         runs / dataset / protocol / preset / f"{budget}-seed{seed}" / f"class{cls}"
                     )
-                    records.append(train_class_model(
+                    record = train_class_model(
                         recipe, dataset, data_dir, cls, out, steps=args.steps, seed=seed,
-                        tiny=args.tiny, until_annealed=args.until_annealed))  # fmt: skip
+                        tiny=args.tiny, until_annealed=args.until_annealed)  # fmt: skip
+                    if args.extend_to and not record["annealed"]:  # the budget ablation
+                        source, out = (
+                            out,
+                            out.parents[1] / f"{budget}-to{args.extend_to}-seed{seed}" / out.name,
+                        )
+                        data = load_dataset(data_dir / dataset, classes=[cls],
+                                            limit=300 if args.tiny else None)  # fmt: skip
+                        record = extend_run(source, out, args.extend_to, data)
+                    records.append(record)
                     model = load_model(out)
                     generator = torch.Generator().manual_seed(1000 + cls)
                     config = sampling_for(model, protocol)
@@ -202,6 +212,7 @@ def table3(args: argparse.Namespace) -> dict[str, Any]:
                 "n_judges": len(judges),
                 "steps": max(r["steps"] for r in records),
                 "annealed_models": sum(bool(r["annealed"]) for r in records),
+                "extended_models": sum("extended_from" in r for r in records),
                 "n_models": len(records),
                 "train_seconds": round(sum(r["seconds"] for r in records), 1),
                 "frechet_distance": mean_sd(frechet)[0],
@@ -247,7 +258,9 @@ def write_table3(result: dict[str, Any], out: Path, command: str, wall: float) -
             paper += f" +- {r['paper_sd']:.1f}"
         judges = ", ".join(f"{100 * a:.1f}" for a in r["judge_test_accuracy"])
         lines.append(
-            f"| {r['dataset']} | {r['model']} | {r['protocol']} | {r['steps']} | "
+            f"| {r['dataset']} | {r['model']} | {r['protocol']} | {r['steps']}"
+            + (f" ({r['extended_models']} extended)" if r.get("extended_models") else "")
+            + " | "
             f"{r['annealed_models']}/{r['n_models']} | **{r['mean']:.1f} +- {r['sd']:.1f}** "
             f"({r['n_seeds']} x {r['n_judges']}) | {paper} | {r['frechet_distance']:.2f} | "
             f"{judges} | {r['train_seconds']:.0f} |"
@@ -269,6 +282,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop each class model once annealed (--steps the cap)")  # fmt: skip
     parser.add_argument("--seeds", default="0", help="seeds of the class models, e.g. 0,1,2")
     parser.add_argument("--per-class", type=int, default=1000, help="samples per class")
+    parser.add_argument(
+        "--extend-to",
+        type=int,
+        help="the budget ablation: a class model not annealed at --steps is copied and trained "
+        "on to this many steps (its layers keep their start steps); write it with another --out",
+    )
     parser.add_argument("--judge", default="small", choices=("small", "paper"),
                         help="the judge CNN: ours, or the paper's Table VII")  # fmt: skip
     parser.add_argument("--judges", type=int, default=1, help="judges trained (the paper: 5)")
