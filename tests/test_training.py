@@ -298,3 +298,19 @@ def test_logged_objectives_are_means_of_the_steps_and_windows_have_the_set_lengt
         steps = [r["layers"][0]["loss"] for r in fine[4 * k : 4 * k + 4]]
         assert record["layers"][0]["loss"] == pytest.approx(sum(steps) / 4, rel=1e-12)
     assert fine_trainer.schedules[1].n_windows == 12 // 3
+
+
+def test_a_budget_too_short_for_the_annealing_is_named_before_training():
+    from dcgmm.exceptions import AnnealingWarning
+
+    model = DCGMM.from_spec("F(28,1)-G(49)", (28, 28, 1))
+    images = torch.rand(100, 28, 28, 1, generator=torch.Generator().manual_seed(0))
+    # sigma_som 2.475 (K = 49) -> 0.01 by factors 0.9: 53 reductions; 5,000 steps of 100-step
+    # windows give 48 (none in the first two windows), 5,500 give 53.
+    with pytest.warns(
+        AnnealingWarning, match="layer 2 G\\(49\\) can shrink its radius 48 times, 53"
+    ):
+        short = Trainer(model, TrainConfig(steps=5000), images)
+    assert short.annealing_shortfall() == [(2, "G(49)", 48, 53)]
+    assert Trainer(model, TrainConfig(steps=5400), images).annealing_shortfall() != []
+    assert Trainer(model, TrainConfig(steps=5500), images).annealing_shortfall() == []

@@ -166,6 +166,19 @@ class Trainer(CheckpointedTraining):
         self.stopped_by: Literal["end", "stop_at", "time", "annealed"] = "end"  # why run() ended
         # Per GMM layer index: annealing windows in a row found stationary at the radius floor.
         self._settled = {idx: 0 for idx in self.schedules}
+        short = self.annealing_shortfall()
+        if short:
+            layers = "; ".join(
+                f"layer {n} {spec} can shrink its radius {possible} times, {needed} are needed"
+                for n, spec, possible, needed in short
+            )
+            warnings.warn(
+                f"this budget of {self.n_steps} steps cannot finish the annealing: {layers} "
+                f"(one reduction per {config.annealing.window}-step window at most, from "
+                "the third after the layer starts). Raise the budget or lower the layer's delay",
+                AnnealingWarning,
+                stacklevel=2,
+            )
 
     def _param_groups(self) -> list[dict[str, Any]]:
         cfg = self.config
@@ -349,6 +362,26 @@ class Trainer(CheckpointedTraining):
             for idx, gmm in self.model.gmm_layers()
             if gmm.objective == "annealed" and self.schedules[idx].sigma > self.config.sigma_floor
         ]
+
+    def annealing_shortfall(self) -> list[tuple[int, str, int, int]]:
+        """Return the GMM layers whose radius cannot reach its floor within the budget.
+
+        Each entry is ``(layer number, spec, reductions possible, reductions needed)``,
+        whatever the data: the radius shrinks by ``gamma`` at most once per window, from the
+        third window after the layer starts (spec §3), so a layer that starts late in a short
+        budget cannot anneal.
+        """
+        cfg, short = self.config.annealing, []
+        gmm = dict(self.model.gmm_layers())
+        for index, schedule in self.schedules.items():
+            if schedule.sigma <= cfg.sigma_floor:
+                continue
+            needed = math.ceil(math.log(cfg.sigma_floor / schedule.sigma) / math.log(cfg.gamma))
+            windows = (self.n_steps - self._start_step[index]) // cfg.window
+            possible = max(windows - 2, 0)
+            if possible < needed:
+                short.append((index + 1, gmm[index].spec, possible, needed))
+        return short
 
     def _warn_if_unannealed(self) -> None:
         late = self.unannealed_layers()
