@@ -147,12 +147,13 @@ def test_a_vae_run_loads_with_the_same_outputs_and_trains_on_identically(
         assert torch.equal(p, q), name
 
 
-def test_the_estimator_pickles_with_the_same_scores_samples_and_continuation():
+@pytest.mark.parametrize("solver", [{"solver": "em"}, {"solver": "sgd", "annealing_window": 10}])
+def test_the_estimator_pickles_with_the_same_scores_samples_and_continuation(solver):
     from dcgmm.sklearn_api import SGDGaussianMixture
 
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.normal(0, 0.3, (300, 3)), rng.normal(2, 0.5, (300, 3))])
-    est = SGDGaussianMixture(n_components=4, max_epochs=3, annealing_window=10, random_state=0)
+    est = SGDGaussianMixture(n_components=4, max_epochs=3, random_state=0, **solver)
     est.fit(x)
     copy = pickle.loads(pickle.dumps(est))
     np.testing.assert_array_equal(copy.score_samples(x), est.score_samples(x))

@@ -289,83 +289,108 @@ def _train(
     if ctx.is_main:
         check_writable(run_dir)  # before any data is read: a bad --out fails in a second
     if args.resume:
-        data = run_data(run_dir, read_config(run_dir))
-        dataset = load_data(
-            data["source"],
-            "train",
-            data.get("classes"),
-            data.get("limit_per_class"),
-            data.get("limit"),
-        )
-        model = load_model(run_dir)
-        try:
-            trainer = Trainer(
-                model, run_cfg, dataset.images, dataset.labels, run_dir=run_dir, dist=ctx
-            )
-            before = load_trainer_state(run_dir)["n_steps"]
-            steps = getattr(args, "steps", None)
-            if steps is not None and steps < before:
-                raise ValueError(
-                    f"--steps {steps} is fewer than the {before} steps of {run_dir}; a run "
-                    "can be extended, not shortened (stop early with --stop-at)"
-                )
-            trainer.resume(extend=steps is not None)
-        except ValueError as err:
-            raise CLIError(str(err)) from None
-        if trainer.n_steps > before:
-            logger.info("extending %s from %d to %d steps", run_dir, before, trainer.n_steps)
-        if trainer.step >= trainer.n_steps:
-            logger.info(
-                "%s already finished its %d steps; nothing to train. Extend it with "
-                "dcgmm train --resume %s --steps N (N > %d)",
-                run_dir, trainer.n_steps, run_dir, trainer.n_steps,
-            )  # fmt: skip
+        trainer = _resumed_trainer(args, run_dir, run_cfg, ctx)
+        if trainer is None:
             return 0
-        logger.info("resuming %s at step %d of %d", run_dir, trainer.step, trainer.n_steps)
     else:
-        dataset = load_data(args.data, "train", args.classes, args.limit_per_class, args.limit)
-        objective: Objective = getattr(args, "objective", None) or "annealed"
-        generator = torch.Generator().manual_seed(train_cfg.seed)
-        model = DCGMM.from_spec(
-            args.model, dataset.image_shape, objective=objective, generator=generator
-        )
-        info = {
-            "preset": preset_of(args.model),
-            "data": {
-                "source": args.data,
-                "classes": args.classes,
-                "limit_per_class": args.limit_per_class,
-                "limit": args.limit,
-                "n_samples": len(dataset),
-            },
-            "tensorboard": _tensorboard_settings(args, train_cfg, None),
-        }
-        try:  # validates data against model and config before anything is written
-            trainer = Trainer(
-                model,
-                run_cfg,
-                dataset.images,
-                dataset.labels,
-                run_dir=run_dir,
-                run_info=info,
-                dist=ctx,
-            )
-        except ValueError as err:
-            raise CLIError(str(err)) from None
-        ctx.barrier()
-        logger.info("%s", model)
-        logger.info("resolved training config: %s", json.dumps(train_cfg.to_dict()))
+        trainer = _new_trainer(args, run_dir, run_cfg, train_cfg, ctx)
     if ctx.active:
         logger.info("data-parallel job: %d processes, rank 0 on %s", ctx.world_size, device)
-    bar, callback = _progress(trainer.n_steps, trainer.step, show=ctx.is_main)
     stored = read_config(run_dir).get("tensorboard") if args.resume else None
-    settings = _tensorboard_settings(args, train_cfg, stored)
+    _run_and_report(args, trainer, _tensorboard_settings(args, train_cfg, stored), ctx)
+    return 0
+
+
+def _resumed_trainer(
+    args: argparse.Namespace, run_dir: Path, run_cfg: TrainConfig, ctx: DistContext
+) -> Trainer | None:
+    """Return the trainer of ``--resume`` at the run's step, or None if nothing is left."""
+    data = run_data(run_dir, read_config(run_dir))
+    dataset = load_data(
+        data["source"], "train", data.get("classes"), data.get("limit_per_class"),
+        data.get("limit"),
+    )  # fmt: skip
+    model = load_model(run_dir)
+    try:
+        trainer = Trainer(model, run_cfg, dataset.images, dataset.labels, run_dir=run_dir, dist=ctx)
+        before = load_trainer_state(run_dir)["n_steps"]
+        steps = getattr(args, "steps", None)
+        if steps is not None and steps < before:
+            raise ValueError(
+                f"--steps {steps} is fewer than the {before} steps of {run_dir}; a run "
+                "can be extended, not shortened (stop early with --stop-at)"
+            )
+        trainer.resume(extend=steps is not None)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    if trainer.n_steps > before:
+        logger.info("extending %s from %d to %d steps", run_dir, before, trainer.n_steps)
+    if trainer.step >= trainer.n_steps:
+        logger.info(
+            "%s already finished its %d steps; nothing to train. Extend it with "
+            "dcgmm train --resume %s --steps N (N > %d)",
+            run_dir, trainer.n_steps, run_dir, trainer.n_steps,
+        )  # fmt: skip
+        return None
+    logger.info("resuming %s at step %d of %d", run_dir, trainer.step, trainer.n_steps)
+    return trainer
+
+
+def _new_trainer(
+    args: argparse.Namespace,
+    run_dir: Path,
+    run_cfg: TrainConfig,
+    train_cfg: TrainConfig,
+    ctx: DistContext,
+) -> Trainer:
+    """Return the trainer of a new run; its ``config.json`` records the data's source."""
+    dataset = load_data(args.data, "train", args.classes, args.limit_per_class, args.limit)
+    objective: Objective = getattr(args, "objective", None) or "annealed"
+    generator = torch.Generator().manual_seed(train_cfg.seed)
+    model = DCGMM.from_spec(
+        args.model, dataset.image_shape, objective=objective, generator=generator
+    )
+    info = {
+        "preset": preset_of(args.model),
+        "data": {
+            "source": args.data,
+            "classes": args.classes,
+            "limit_per_class": args.limit_per_class,
+            "limit": args.limit,
+            "n_samples": len(dataset),
+        },
+        "tensorboard": _tensorboard_settings(args, train_cfg, None),
+    }
+    try:  # validates data against model and config before anything is written
+        trainer = Trainer(
+            model, run_cfg, dataset.images, dataset.labels, run_dir=run_dir, run_info=info,
+            dist=ctx,
+        )  # fmt: skip
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    ctx.barrier()
+    logger.info("%s", model)
+    logger.info("resolved training config: %s", json.dumps(train_cfg.to_dict()))
+    return trainer
+
+
+def _run_and_report(
+    args: argparse.Namespace,
+    trainer: Trainer,
+    settings: dict[str, Any] | None,
+    ctx: DistContext,
+) -> None:
+    """Run ``trainer`` with a progress bar (and TensorBoard); say how and why it stopped."""
+    run_dir = trainer.run_dir
+    assert run_dir is not None
+    bar, callback = _progress(trainer.n_steps, trainer.step, show=ctx.is_main)
     monitor = None
     if settings is not None and ctx.is_main:
         try:
             monitor = TensorBoardMonitor(
-                run_dir, model, start_step=trainer.step, seed=train_cfg.seed, **settings
-            )
+                run_dir, trainer.model, start_step=trainer.step, seed=trainer.config.seed,
+                **settings,
+            )  # fmt: skip
         except ImportError as err:  # a resumed run whose config asks for TensorBoard
             raise CLIError(str(err)) from None
         logger.info("TensorBoard events: tensorboard --logdir %s", monitor.log_dir)
@@ -388,28 +413,31 @@ def _train(
         if monitor is not None:
             monitor.close()
     if ctx.is_main:
-        seconds = time.perf_counter() - start
-        if trainer.stopped_by == "annealed":
-            logger.info(
-                "stopped at step %d of %d: every GMM layer is annealed (sigma_som at its floor, "
-                "its objective stationary for %d windows); trained %d steps in %.1f s; run "
-                "directory %s",
-                trainer.step, trainer.n_steps, train_cfg.annealed_patience,
-                trainer.step - first_step, seconds, run_dir,
-            )  # fmt: skip
-        elif trainer.step < trainer.n_steps:
-            why = "--stop-at" if trainer.stopped_by == "stop_at" else "--max-minutes"
-            logger.info(
-                "stopped at step %d of %d (%s) after %d steps in %.1f s; continue with "
-                "dcgmm train --resume %s",
-                trainer.step, trainer.n_steps, why, trainer.step - first_step, seconds, run_dir,
-            )  # fmt: skip
-        else:
-            logger.info(
-                "trained steps %d-%d of %d in %.1f s; run directory %s",
-                first_step + 1, trainer.n_steps, trainer.n_steps, seconds, run_dir,
-            )  # fmt: skip
-    return 0
+        _report_stop(trainer, first_step, time.perf_counter() - start, run_dir)
+
+
+def _report_stop(trainer: Trainer, first_step: int, seconds: float, run_dir: Path) -> None:
+    """Log where the run stopped and why."""
+    if trainer.stopped_by == "annealed":
+        logger.info(
+            "stopped at step %d of %d: every GMM layer is annealed (sigma_som at its floor, "
+            "its objective stationary for %d windows); trained %d steps in %.1f s; run "
+            "directory %s",
+            trainer.step, trainer.n_steps, trainer.config.annealed_patience,
+            trainer.step - first_step, seconds, run_dir,
+        )  # fmt: skip
+    elif trainer.step < trainer.n_steps:
+        why = "--stop-at" if trainer.stopped_by == "stop_at" else "--max-minutes"
+        logger.info(
+            "stopped at step %d of %d (%s) after %d steps in %.1f s; continue with "
+            "dcgmm train --resume %s",
+            trainer.step, trainer.n_steps, why, trainer.step - first_step, seconds, run_dir,
+        )  # fmt: skip
+    else:
+        logger.info(
+            "trained steps %d-%d of %d in %.1f s; run directory %s",
+            first_step + 1, trainer.n_steps, trainer.n_steps, seconds, run_dir,
+        )  # fmt: skip
 
 
 def _tensorboard_settings(

@@ -57,6 +57,28 @@ def epoch_permutation(n: int, seed: int, epoch: int, device: torch.device) -> Te
     return torch.randperm(n, generator=generator).to(device)
 
 
+def _check_arguments(
+    model: DCGMM,
+    config: TrainConfig,
+    images: Tensor,
+    labels: Tensor | None,
+    run_dir: str | Path | None,
+) -> None:
+    """Raise a ValueError for arguments of :class:`Trainer` that do not fit together."""
+    model.check_input(images, "images")
+    if model.classifier is not None and labels is None:
+        raise ValueError(
+            f"model {model.spec!r} has a classifier layer and needs labels; got labels=None"
+        )
+    if labels is not None and labels.shape != (images.shape[0],):
+        raise ValueError(f"labels must have shape ({images.shape[0]},); got {tuple(labels.shape)}")
+    if config.on_nonfinite == "rollback" and run_dir is None:
+        raise ValueError(
+            "on_nonfinite='rollback' reloads the last checkpoint, so it needs a run_dir; "
+            "pass run_dir or use on_nonfinite='stop'"
+        )
+
+
 class Trainer(CheckpointedTraining):
     """Train a :class:`DCGMM` on in-memory images, layer by layer, with SGD and annealing.
 
@@ -95,23 +117,10 @@ class Trainer(CheckpointedTraining):
         run_info: dict[str, Any] | None = None,
         dist: DistContext | None = None,
     ) -> None:
-        model.check_input(images, "images")
+        _check_arguments(model, config, images, labels, run_dir)
         retain_freed_memory()  # no page faults on every step's temporaries (dcgmm._allocator)
         self.dist = dist if dist is not None else DistContext()
         self.dist.check_batch_size(config.batch_size)
-        if model.classifier is not None and labels is None:
-            raise ValueError(
-                f"model {model.spec!r} has a classifier layer and needs labels; got labels=None"
-            )
-        if labels is not None and labels.shape != (images.shape[0],):
-            raise ValueError(
-                f"labels must have shape ({images.shape[0]},); got {tuple(labels.shape)}"
-            )
-        if config.on_nonfinite == "rollback" and run_dir is None:
-            raise ValueError(
-                "on_nonfinite='rollback' reloads the last checkpoint, so it needs a run_dir; "
-                "pass run_dir or use on_nonfinite='stop'"
-            )
         self.device = check_device(config.device, "TrainConfig.device")
         self.model = model.to(self.device)
         self.dist.broadcast_(self.model)  # identical start on every rank, as DDP does
@@ -166,19 +175,7 @@ class Trainer(CheckpointedTraining):
         self.stopped_by: Literal["end", "stop_at", "time", "annealed"] = "end"  # why run() ended
         # Per GMM layer index: annealing windows in a row found stationary at the radius floor.
         self._settled = {idx: 0 for idx in self.schedules}
-        short = self.annealing_shortfall()
-        if short:
-            layers = "; ".join(
-                f"layer {n} {spec} can shrink its radius {possible} times, {needed} are needed"
-                for n, spec, possible, needed in short
-            )
-            warnings.warn(
-                f"this budget of {self.n_steps} steps cannot finish the annealing: {layers} "
-                f"(one reduction per {config.annealing.window}-step window at most, from "
-                "the third after the layer starts). Raise the budget or lower the layer's delay",
-                AnnealingWarning,
-                stacklevel=2,
-            )
+        self._warn_if_budget_too_short()
 
     def _param_groups(self) -> list[dict[str, Any]]:
         cfg = self.config
@@ -382,6 +379,21 @@ class Trainer(CheckpointedTraining):
             if possible < needed:
                 short.append((index + 1, gmm[index].spec, possible, needed))
         return short
+
+    def _warn_if_budget_too_short(self) -> None:
+        short = self.annealing_shortfall()
+        if short:
+            layers = "; ".join(
+                f"layer {n} {spec} can shrink its radius {possible} times, {needed} are needed"
+                for n, spec, possible, needed in short
+            )
+            warnings.warn(
+                f"this budget of {self.n_steps} steps cannot finish the annealing: {layers} "
+                f"(one reduction per {self.config.annealing.window}-step window at most, from "
+                "the third after the layer starts). Raise the budget or lower the layer's delay",
+                AnnealingWarning,
+                stacklevel=3,
+            )
 
     def _warn_if_unannealed(self) -> None:
         late = self.unannealed_layers()
