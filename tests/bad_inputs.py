@@ -21,6 +21,7 @@ import os
 import shlex
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ import dcgmm.io
 from dcgmm import DCGMM, TrainConfig, Trainer, evaluate, load_dataset, load_model, sample
 from dcgmm.checkpoint import save_checkpoint
 from dcgmm.cli import main
-from dcgmm.exceptions import CheckpointError, DataError, SpecError
+from dcgmm.exceptions import AnnealingWarning, CheckpointError, DataError, SpecError
 from dcgmm.io import CONFIG_FILE, MODEL_FILE, write_config
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
@@ -369,6 +370,43 @@ def previous_checkpoint_kept(root: Path) -> None:
     load_model(run)  # verifies its checksums
 
 
+def _png_folder(root: Path) -> Path:
+    from dcgmm.images import encode_png
+
+    folder = root / "pngs"
+    folder.mkdir()
+    for i in range(2):
+        (folder / f"{i}.png").write_bytes(encode_png(np.full((8, 8), 40 * i, np.uint8)))
+    return folder
+
+
+def folder_of_two_sizes(root: Path) -> object:
+    from dcgmm.images import encode_png
+
+    folder = _png_folder(root)
+    (folder / "small.png").write_bytes(encode_png(np.zeros((4, 4), np.uint8)))
+    return load_dataset(folder)
+
+
+def folder_grey_and_rgb(root: Path) -> object:
+    from dcgmm.images import encode_png
+
+    folder = _png_folder(root)
+    (folder / "rgb.png").write_bytes(encode_png(np.zeros((8, 8, 3), np.uint8)))
+    return load_dataset(folder)
+
+
+def folder_with_a_broken_png(root: Path) -> object:
+    folder = _png_folder(root)
+    (folder / "broken.png").write_bytes(b"not a png")
+    return load_dataset(folder)
+
+
+def empty_folder_cli(root: Path) -> object:
+    (root / "nothing").mkdir()
+    return ["train", "--model", "A", "--data", "nothing", "--steps", "1", "--out", "run"]
+
+
 CASES: tuple[Case, ...] = (
     Case("nchw", 1, "NCHW images `(N, C, H, W)` given to a model of NHWC `(N, H, W, C)`",
          "`DCGMM.scores` (every image entry point: `DCGMM.check_input`)", nchw, ValueError,
@@ -497,6 +535,18 @@ CASES: tuple[Case, ...] = (
          disk_full_cli, 2, ("dcgmm train: error: cannot write run/model.safetensors",
                             "the disk is full", "the previous file is kept"),
          previous_checkpoint_kept),
+    Case("folder-sizes", 16, "a folder of PNG images of two sizes",
+         "`load_dataset` (`image_files._stack`)", folder_of_two_sizes, DataError,
+         ("images of different sizes: 8x8 (2), 4x4 (1)", "never resizes silently")),
+    Case("folder-channels", 16, "a folder of grey and RGB PNG images",
+         "`load_dataset` (`image_files._stack`)", folder_grey_and_rgb, DataError,
+         ("grey and RGB images mixed (2 grey", "Convert them all")),
+    Case("folder-unreadable", 16, "a folder with a `.png` file that is not an image",
+         "`load_dataset` (`image_files._read_image`)", folder_with_a_broken_png, DataError,
+         ("broken.png is not a readable image", "fix or remove it")),
+    Case("folder-empty", 16, "`--data` naming a folder with neither IDX files nor images",
+         "`dcgmm train` (`read_arrays`)", empty_folder_cli, 2,
+         ("holds neither the four IDX files", "nor PNG or JPEG images")),
 )  # fmt: skip
 
 
@@ -583,6 +633,8 @@ Messages quote relative paths because the cases ran in a scratch folder.
 def write_doc(path: Path = DOC) -> None:
     """Run every case and write the table of docs/errors.md."""
     logging.basicConfig(level=logging.WARNING)  # the CLI's INFO lines are not messages
+    # As under pytest (pyproject.toml): the budgets here are tiny on purpose.
+    warnings.filterwarnings("ignore", category=AnnealingWarning)
     rows = []
     for case in CASES:
         with tempfile.TemporaryDirectory() as folder:

@@ -4,7 +4,9 @@ A data source is one of:
 
 * a built-in name, ``mnist`` or ``fashion-mnist``: small real subsets shipped in the package;
 * a folder with the four standard IDX files (``train-images-idx3-ubyte[.gz]``, ...);
-* a Keras-style ``.npz`` with ``x_train, y_train, x_test, y_test`` (uint8, (N,H,W[,C])).
+* a Keras-style ``.npz`` with ``x_train, y_train, x_test, y_test`` (uint8, (N,H,W[,C]));
+* a folder of PNG/JPEG images (class subfolders optional) or a ``.npy`` array
+  (:mod:`dcgmm.image_files`, which also reads any ``torch.utils.data.Dataset``).
 """
 
 import difflib
@@ -23,6 +25,12 @@ import torch
 from torch import Tensor
 
 from dcgmm.exceptions import DataError
+from dcgmm.image_files import (
+    is_image_folder,
+    read_image_folder,
+    read_npy,
+    torch_dataset_arrays,
+)
 
 Split = Literal["train", "test"]
 BUILTIN = ("mnist", "fashion-mnist")
@@ -142,6 +150,16 @@ def read_arrays(source: str | Path, split: Split) -> tuple[np.ndarray, np.ndarra
         images, labels = _read_npz(builtin_path(text), split)
         return images, labels, f"builtin:{text}"
     path = Path(source)
+    idx_files = path.is_dir() and any(path.glob(_IDX_STEMS["train"][0] + "*"))
+    if path.is_dir() and not idx_files:
+        if is_image_folder(path):
+            return read_image_folder(path, split)
+        raise DataError(
+            f"folder {path} holds neither the four IDX files (train-images-idx3-ubyte.gz, ...) "
+            "nor PNG or JPEG images (loose, or in one subfolder per class)"
+        )
+    if path.suffix == ".npy" and path.is_file():
+        return read_npy(path, split)
     if path.is_dir():
         image_stem, label_stem = _IDX_STEMS[split]
         images = read_idx(_find_idx(path, image_stem))
@@ -159,7 +177,8 @@ def read_arrays(source: str | Path, split: Split) -> tuple[np.ndarray, np.ndarra
         problem, hint = "no such file or folder", " Check the path."
     raise DataError(
         f"unknown data source {text!r} ({problem}): expected a built-in name {list(BUILTIN)}, "
-        f"a folder with the four IDX files, or a Keras-style .npz file.{hint}"
+        "a folder with the four IDX files, a folder of PNG/JPEG images, a Keras-style .npz or "
+        f"a .npy file.{hint}"
     )
 
 
@@ -330,6 +349,17 @@ def load_dataset(
         images, labels, classes=classes, limit_per_class=limit_per_class, name=name, limit=limit
     )
     return Dataset(to_nhwc_float(images, name), torch.from_numpy(labels), name)
+
+
+def from_torch_dataset(dataset: object, *, limit: int | None = None) -> Dataset:
+    """Return a :class:`Dataset` of the first ``limit`` items of a ``torch.utils.data.Dataset``.
+
+    Items are ``(image, label)`` or images (label 0); see
+    :func:`dcgmm.image_files.torch_dataset_arrays` for the image kinds taken.
+    """
+    images, labels, name = torch_dataset_arrays(dataset, limit=limit)
+    checked = check_arrays(images, labels, name)
+    return Dataset(to_nhwc_float(images, name), torch.from_numpy(checked), name)
 
 
 # A class range wider than this is a typo (``0-99999``), not a label set: refuse it before
