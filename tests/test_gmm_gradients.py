@@ -81,11 +81,12 @@ def test_folded_stage_equals_folding_then_gmm(generator, input_shape, patch, str
     [((9, 9, 1), (3, 3), (1, 1)), ((8, 10, 3), (4, 2), (2, 3)), ((6, 6, 2), (6, 6), (1, 1)),
      ((4, 5, 3), None, None)],
 )  # fmt: skip
+@pytest.mark.parametrize("k", [4, 16])  # K = 16 puts the 3x3 windows on the segment-sum path
 def test_independent_stage_equals_folding_then_gmm(
-    generator, input_shape, patch, stride, objective, sigma
+    generator, input_shape, patch, stride, objective, sigma, k
 ):
     folding = Folding(input_shape, patch, stride) if patch else None
-    gmm = random_gmm(folding.out_shape if folding else input_shape, 4, generator, independent=True)
+    gmm = random_gmm(folding.out_shape if folding else input_shape, k, generator, independent=True)
     gmm.objective = objective
     gmm.set_sigma_som(sigma)
     kernel = gmm.annealing_kernel(torch.float64, torch.device("cpu"))

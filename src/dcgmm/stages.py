@@ -330,9 +330,10 @@ class IndependentGMMStage(_GMMStage):
     def train_step(self, h: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Return (responsibilities, mean objective) and set the GMM parameters' grads.
 
-        The hard objectives (annealed, max-component) take their statistics from segment
-        sums by winner (:func:`~dcgmm.layers.gmm_gradients.winner_statistics`); the exact
-        log-likelihood, whose gradient is dense, from two batched products.
+        The hard objectives (annealed, max-component) on narrow windows (D <= K) take their
+        statistics from segment sums by winner
+        (:func:`~dcgmm.layers.gmm_gradients.winner_statistics`); the exact log-likelihood,
+        whose gradient is dense, and wide windows from two batched products.
         """
         with torch.no_grad():
             gmm = self.layer
@@ -341,7 +342,9 @@ class IndependentGMMStage(_GMMStage):
             resp = torch.softmax(log_joint, dim=-1)
             kernel = gmm.annealing_kernel(log_joint.dtype, log_joint.device)
             ho, wo, k, dim = gmm.means.shape
-            if gmm.objective == "loglik":
+            if gmm.objective == "loglik" or dim > k:
+                # Dense products: the exact log-likelihood's gradient is dense, and for wide
+                # windows (D > K) CPU segment sums are no faster (docs/speed_independent.md).
                 objective = grads.objective_gradient(log_joint, gmm.objective, kernel, resp)
                 values = objective.values
                 d_log_joint = objective.d_log_joint.transpose(1, 2)  # (L, K, N)

@@ -124,7 +124,7 @@ def winner_statistics(
     (:math:`b` the winner, M = ``rows``, g the identity where ``kernel`` is None). So per
     position :math:`A_l = g^\top S_l / M` with :math:`S_{lj} = \sum_{n: b_{ln} = j} x_{ln}`:
     one pass adds every window to its winner's sum, instead of a (K, N) @ (N, D) matrix
-    product per position (``docs/speed_independent.md`` times the two).
+    product per position: faster for narrow windows (``docs/speed_independent.md``).
 
     Parameters
     ----------
