@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -314,3 +315,32 @@ def test_a_budget_too_short_for_the_annealing_is_named_before_training():
     assert short.annealing_shortfall() == [(2, "G(49)", 48, 53)]
     assert Trainer(model, TrainConfig(steps=5400), images).annealing_shortfall() != []
     assert Trainer(model, TrainConfig(steps=5500), images).annealing_shortfall() == []
+
+
+def test_uint8_images_train_bit_for_bit_as_their_float_pixels():
+    from dcgmm import load_dataset
+
+    compact = load_dataset("mnist", limit=300, dtype="uint8")
+    assert compact.images.dtype == torch.uint8
+    floats = load_dataset("mnist", limit=300)
+    torch.testing.assert_close(compact.images.float() / 255, floats.images, rtol=0, atol=0)
+    models = []
+    for data in (compact, floats):
+        model = DCGMM.from_spec("F(7,7)-G(4)-F(4,1)-G(4)", (28, 28, 1),
+                                generator=torch.Generator().manual_seed(0))  # fmt: skip
+        Trainer(model, TrainConfig(steps=12, batch_size=50), data.images).run()
+        models.append(model.state_dict())
+    for name, tensor in models[1].items():
+        torch.testing.assert_close(models[0][name], tensor, rtol=0, atol=0)
+
+
+def test_dtype_uint8_refuses_float_pixels_and_auto_converts_them(tmp_path):
+    from dcgmm import DataError, load_dataset
+
+    x = np.random.default_rng(0).random((4, 8, 8)).astype(np.float32)
+    path = tmp_path / "f.npz"
+    np.savez(path, x_train=x, y_train=np.arange(4), x_test=x, y_test=np.arange(4))
+    with pytest.raises(DataError, match="stores float32 pixels; dtype='uint8' keeps uint8"):
+        load_dataset(path, dtype="uint8")
+    assert load_dataset(path, dtype="auto").images.dtype == torch.float32
+    assert load_dataset("mnist", limit=3, dtype="auto").images.dtype == torch.uint8

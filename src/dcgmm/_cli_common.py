@@ -78,13 +78,17 @@ def load_data(
     classes: str | None,
     limit_per_class: int | None,
     limit: int | None = None,
+    *,
+    compact: bool = False,
 ) -> Dataset:
+    """Load a data flag's dataset; ``compact`` keeps uint8 pixels as uint8 (for training)."""
     return load_dataset(
         source,
         split=split,  # type: ignore[arg-type]
         classes=parse_classes(classes),
         limit_per_class=limit_per_class,
         limit=limit,
+        dtype="auto" if compact else "float32",
     )
 
 

@@ -308,7 +308,7 @@ def _resumed_trainer(
     data = run_data(run_dir, read_config(run_dir))
     dataset = load_data(
         data["source"], "train", data.get("classes"), data.get("limit_per_class"),
-        data.get("limit"),
+        data.get("limit"), compact=True,
     )  # fmt: skip
     model = load_model(run_dir)
     try:
@@ -344,7 +344,9 @@ def _new_trainer(
     ctx: DistContext,
 ) -> Trainer:
     """Return the trainer of a new run; its ``config.json`` records the data's source."""
-    dataset = load_data(args.data, "train", args.classes, args.limit_per_class, args.limit)
+    dataset = load_data(
+        args.data, "train", args.classes, args.limit_per_class, args.limit, compact=True
+    )  # uint8 pixels stay uint8: the trainer converts each batch
     objective: Objective = getattr(args, "objective", None) or "annealed"
     generator = torch.Generator().manual_seed(train_cfg.seed)
     model = DCGMM.from_spec(

@@ -233,7 +233,9 @@ def to_nhwc_float(images: np.ndarray, name: str) -> Tensor:
     if images.ndim != 4:
         raise DataError(f"{name}: images must be (N,H,W) or (N,H,W,C); got {images.shape}")
     if images.dtype == np.uint8:
-        return torch.from_numpy(images.astype(np.float32) / 255.0)
+        pixels = images.astype(np.float32)
+        pixels /= 255.0  # in place: no second float copy of the whole set at the peak
+        return torch.from_numpy(pixels)
     if images.dtype == np.bool_:
         return torch.from_numpy(images.astype(np.float32))
     # Check in the file's own precision: a float64 value beyond float32's range would turn
@@ -311,8 +313,9 @@ def load_dataset(
     classes: Sequence[int] | None = None,
     limit_per_class: int | None = None,
     limit: int | None = None,
+    dtype: Literal["float32", "uint8", "auto"] = "float32",
 ) -> Dataset:
-    """Load a split of a local dataset as float32 NHWC in [0, 1].
+    """Load a split of a local dataset as float32 NHWC in [0, 1] (or its uint8 pixels).
 
     Parameters
     ----------
@@ -327,6 +330,10 @@ def load_dataset(
     limit : int, optional
         Then keep the first ``limit`` samples of the selection (in file order, so with the
         classes in their natural proportions).
+    dtype : {"float32", "uint8", "auto"}
+        ``"uint8"`` keeps 0-255 pixels as stored (a quarter of the memory); a
+        :class:`~dcgmm.training.Trainer` converts each batch. Only for sources of uint8 pixels;
+        ``"auto"`` keeps uint8 pixels and converts other ones to float32.
 
     Raises
     ------
@@ -348,6 +355,19 @@ def load_dataset(
     images, labels = select(
         images, labels, classes=classes, limit_per_class=limit_per_class, name=name, limit=limit
     )
+    if dtype == "auto":
+        dtype = "uint8" if images.dtype == np.uint8 else "float32"
+    if dtype == "uint8":
+        if images.dtype != np.uint8:
+            raise DataError(
+                f"{name} stores {images.dtype} pixels; dtype='uint8' keeps uint8 pixels only. "
+                "Load it as float32"
+            )
+        pixels = torch.from_numpy(np.ascontiguousarray(images))
+        pixels = pixels if pixels.ndim == 4 else pixels[..., None]
+        return Dataset(pixels, torch.from_numpy(labels), name)
+    if dtype != "float32":
+        raise ValueError(f"dtype must be 'float32' or 'uint8'; got {dtype!r}")
     return Dataset(to_nhwc_float(images, name), torch.from_numpy(labels), name)
 
 
