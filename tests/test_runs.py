@@ -90,15 +90,23 @@ def test_run_info_may_not_overwrite_what_the_trainer_records():
         Trainer(model, TrainConfig(steps=2, batch_size=10), images, run_info={"spec": "A"})
 
 
-def test_load_run_returns_a_baseline_behind_the_common_interface(tmp_path, capsys):
-    out = tmp_path / "vae"
-    args = ["train", "--model", "gauss-vae", "--data", "mnist", "--limit", "300", "--out", str(out)]
-    assert main([*args, "--epochs", "2"]) == 0
+@pytest.mark.parametrize(
+    ("model", "flags", "adapter"),
+    [("gauss-vae", ["--epochs", "2"], "VAEModel"),
+     ("nsn", ["--steps", "2", "--nsn-images", "100"], "NSNModel")],
+)  # fmt: skip
+def test_load_run_returns_a_baseline_behind_the_common_interface(tmp_path, model, flags, adapter):
+    out = tmp_path / model
+    args = ["train", "--model", model, "--data", "mnist", "--limit", "300", "--out", str(out)]
+    assert main([*args, *flags]) == 0
     run = load_run(out)
-    assert run.kind == "gauss-vae"
+    assert run.kind == model
     assert run.trainer_state is None
+    assert type(run.model).__name__ == adapter
     assert run.model.image_shape == (28, 28, 1)
-    assert run.model.sample(3, generator=torch.Generator().manual_seed(0)).shape == (3, 28, 28, 1)
+    drawn = run.model.sample(3, generator=torch.Generator().manual_seed(0))
+    assert drawn.shape == (3, 28, 28, 1)
+    assert run.model.outlier_score(drawn).shape == (3,)
 
 
 def test_import_dcgmm_loads_no_baseline():
