@@ -41,7 +41,7 @@ from dcgmm.watchdog import NumericalError
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 DEFAULT_OUT = ROOT / "docs" / "results"
-SCORES = ("loglik", "max_component", "loss")
+SCORES = ("loglik", "max_component", "annealed")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -144,7 +144,7 @@ def run_one(
         "heldout": heldout_rows,
         "numerical_warnings": [str(w.message) for w in caught if w.category is NumericalWarning],
         "final_objective": {
-            str(layer["index"]): layer["loss"] for layer in (final["layers"] if final else [])
+            str(layer["index"]): layer["objective"] for layer in (final["layers"] if final else [])
         },
         "final_step_logged": final["step"] if final else None,
         "train_seconds": round(train_seconds, 2),

@@ -197,7 +197,7 @@ def test_cli_train_eval_info_resume(tmp_path, capsys):
     assert main(["eval", str(run), "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [layer["index"] for layer in result["layers"]] == [2, 4]
-    assert set(result["layers"][0]) == {"index", "spec", "loss", "max_component", "loglik"}
+    assert set(result["layers"][0]) == {"index", "spec", "annealed", "max_component", "loglik"}
     assert result["n_samples"] == 400
     assert result["classifier_accuracy"] is None
     assert main(["info", str(run)]) == 0

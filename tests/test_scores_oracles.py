@@ -45,7 +45,7 @@ def brute_force_scores(net: DCGMM, x: torch.Tensor) -> dict[int, dict[str, torch
             kinds = {
                 "loglik": torch.logsumexp(log_joint, -1),
                 "max_component": log_joint.amax(-1),
-                "loss": annealed,
+                "annealed": annealed,
             }
             out[index + 1] = {k: v.reshape(n, hh, ww) for k, v in kinds.items()}
             h = torch.softmax(log_joint, -1).reshape(n, hh, ww, -1)

@@ -41,7 +41,7 @@ def test_train_with_tensorboard_writes_scalars_and_image_grids(tmp_path):
     gmm_scalars = {f"{kind}/layer{n}" for kind in ("objective", "lr", "sigma_som",
                    "annealing_reductions") for n in (2, 4)}  # fmt: skip
     assert set(tags["scalars"]) == gmm_scalars | {
-        "train/epoch", "classifier/loss", "classifier/accuracy"
+        "train/epoch", "classifier/cross_entropy", "classifier/accuracy"
     }  # fmt: skip
     assert set(tags["images"]) == {"centroids/layer2", "centroids/layer4", "samples"}
 
@@ -51,7 +51,7 @@ def test_train_with_tensorboard_writes_scalars_and_image_grids(tmp_path):
     for n, slot in ((2, 0), (4, 1)):
         objective = scalars(events, f"objective/layer{n}")
         assert objective == [
-            (r["step"], pytest.approx(r["layers"][slot]["loss"], rel=1e-6)) for r in records
+            (r["step"], pytest.approx(r["layers"][slot]["objective"], rel=1e-6)) for r in records
         ]
         assert all(math.isfinite(v) for _, v in objective)
         sigma = [v for _, v in scalars(events, f"sigma_som/layer{n}")]
@@ -65,8 +65,8 @@ def test_train_with_tensorboard_writes_scalars_and_image_grids(tmp_path):
     assert scalars(events, "classifier/accuracy") == [
         (r["step"], pytest.approx(r["classifier_accuracy"], rel=1e-6)) for r in records
     ]
-    assert scalars(events, "classifier/loss") == [
-        (r["step"], pytest.approx(r["layers"][2]["loss"], rel=1e-6)) for r in records
+    assert scalars(events, "classifier/cross_entropy") == [
+        (r["step"], pytest.approx(r["layers"][2]["cross_entropy"], rel=1e-6)) for r in records
     ]
     assert [s for s, _ in scalars(events, "train/epoch")] == [5, 10, 15, 20, 25, 30]
 
@@ -113,7 +113,7 @@ def test_monitor_purges_the_steps_a_rollback_redoes(tmp_path):
     monitor = TensorBoardMonitor(tmp_path, model, image_every=100)
 
     def record(step, loss):
-        layer = {"index": 2, "spec": "G(4)", "loss": loss, "lr": 0.01, "sigma_som": 1.0,
+        layer = {"index": 2, "spec": "G(4)", "objective": loss, "lr": 0.01, "sigma_som": 1.0,
                  "n_reductions": 0}  # fmt: skip
         return {"step": step, "epoch": step / 10, "layers": [layer], "classifier_accuracy": None}
 

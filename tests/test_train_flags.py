@@ -136,7 +136,7 @@ def test_layer_delays_on_the_command_line_act_and_survive_a_resume(tmp_path, cap
     assert json.loads((run / "config.json").read_text())["train"]["layer_delays"] == [0.0, 0.5]
     assert main(["train", "--resume", str(run)]) == 0
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    waiting = [r["step"] for r in records if r["layers"][1]["loss"] is None]
+    waiting = [r["step"] for r in records if r["layers"][1]["objective"] is None]
     assert waiting == [5, 10]  # layer 4 starts at half the run, after step 10
     with pytest.raises(SystemExit) as bad:  # argparse's own exit for a value it cannot read
         main([*argv[:-4], "--layer-delays", "0,x", "--out", str(tmp_path / "bad")])

@@ -19,7 +19,7 @@ def test_training_on_builtin_mnist_raises_test_loglik(mnist_small):
     Trainer(model, TrainConfig(steps=200, annealing_window=20), train.images).run()
     after = evaluate(model, test.images)["layers"]
     for _b, a in zip(before, after, strict=True):
-        assert torch.isfinite(torch.tensor([a["loglik"], a["loss"], a["max_component"]])).all()
+        assert torch.isfinite(torch.tensor([a["loglik"], a["annealed"], a["max_component"]])).all()
     # measured: layer 2 -22.8 -> -7.7 nats per position, layer 4 22.3 -> 53.6 per image
     assert after[0]["loglik"] > before[0]["loglik"] + 10
     assert after[1]["loglik"] > before[1]["loglik"] + 20
@@ -296,8 +296,8 @@ def test_logged_objectives_are_means_of_the_steps_and_windows_have_the_set_lengt
     coarse, _ = run(4)
     assert [r["step"] for r in coarse] == [4, 8, 12]
     for k, record in enumerate(coarse):
-        steps = [r["layers"][0]["loss"] for r in fine[4 * k : 4 * k + 4]]
-        assert record["layers"][0]["loss"] == pytest.approx(sum(steps) / 4, rel=1e-12)
+        steps = [r["layers"][0]["objective"] for r in fine[4 * k : 4 * k + 4]]
+        assert record["layers"][0]["objective"] == pytest.approx(sum(steps) / 4, rel=1e-12)
     assert fine_trainer.schedules[1].n_windows == 12 // 3
 
 

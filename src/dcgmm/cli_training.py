@@ -130,9 +130,9 @@ def _progress(total: int, initial: int, *, show: bool = True) -> tuple[Any, Any]
         bar.update(step - bar.n)
         if record is not None:
             parts = [
-                f"{layer['spec']}:{layer['loss']:.1f}"
+                f"{layer['spec']}:{value:.1f}"
                 for layer in record["layers"]
-                if layer["loss"] is not None
+                if (value := layer.get("objective", layer.get("cross_entropy"))) is not None
             ]
             bar.set_postfix_str(" ".join(parts))
             logger.debug("metrics %s", record)

@@ -21,7 +21,7 @@ def evaluate(
     Returns
     -------
     dict
-        ``{"layers": [{"index", "spec", "loss", "max_component", "loglik"}, ...],
+        ``{"layers": [{"index", "spec", "annealed", "max_component", "loglik"}, ...],
         "classifier_accuracy": float or None, "n_samples": int}``; ``index`` is 1-based
         over all layers, as in error messages and ``dcgmm info``.
     """
@@ -47,7 +47,7 @@ def evaluate(
         {
             "index": idx + 1,
             "spec": model.layers[idx].spec,
-            "loss": row[0],
+            "annealed": row[0],
             "max_component": row[1],
             "loglik": row[2],
         }
@@ -63,10 +63,10 @@ def evaluate(
 
 def format_scores(result: dict[str, Any]) -> str:
     """Return an aligned text table of :func:`evaluate`'s result."""
-    lines = [f"{'layer':>5}  {'spec':<12} {'loss':>12} {'max_comp':>12} {'loglik':>12}"]
+    lines = [f"{'layer':>5}  {'spec':<12} {'annealed':>12} {'max_comp':>12} {'loglik':>12}"]
     for row in result["layers"]:
         lines.append(
-            f"{row['index']:>5}  {row['spec']:<12} {row['loss']:>12.3f} "
+            f"{row['index']:>5}  {row['spec']:<12} {row['annealed']:>12.3f} "
             f"{row['max_component']:>12.3f} {row['loglik']:>12.3f}"
         )
     if result["classifier_accuracy"] is not None:

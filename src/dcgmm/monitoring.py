@@ -6,7 +6,7 @@ that writes to ``RUN_DIR/tensorboard/``. Tags:
 - at every metrics record (``log_every`` steps), per trainable layer number ``n``:
   ``objective/layer{n}`` (a GMM layer's mean objective, nats), ``lr/layer{n}`` (its annealed
   learning rate), ``sigma_som/layer{n}``, ``annealing_reductions/layer{n}``; for a classifier
-  ``classifier/loss`` and ``classifier/accuracy`` (on the training batches); ``train/epoch``;
+  ``classifier/cross_entropy`` and ``classifier/accuracy`` (on the training batches); ``train/epoch``;
 - every ``image_every`` steps and at the last step: ``centroids/layer{n}`` (each shared GMM
   layer's means as image patches, each rescaled to its own range) and ``samples`` (top-down
   samples with a fixed seed, so frames are comparable over time);
@@ -117,12 +117,12 @@ class TensorBoardMonitor:
         add("train/epoch", record["epoch"], step)
         for layer in record["layers"]:
             number = layer["index"]
-            if "lr" not in layer:  # the classifier: a cross-entropy, not an objective
-                if layer["loss"] is not None:
-                    add("classifier/loss", layer["loss"], step)
+            if "cross_entropy" in layer:  # the classifier: minimised, not an objective
+                if layer["cross_entropy"] is not None:
+                    add("classifier/cross_entropy", layer["cross_entropy"], step)
                 continue
-            if layer["loss"] is not None:  # None while a GMM layer still waits (layer_delay)
-                add(f"objective/layer{number}", layer["loss"], step)
+            if layer["objective"] is not None:  # None while a GMM layer waits (layer_delay)
+                add(f"objective/layer{number}", layer["objective"], step)
             add(f"lr/layer{number}", layer["lr"], step)
             add(f"sigma_som/layer{number}", layer["sigma_som"], step)
             add(f"annealing_reductions/layer{number}", layer["n_reductions"], step)

@@ -31,8 +31,8 @@ from dcgmm.model import DCGMM
 # Scores as a tensor, an array or a plain sequence of numbers (one per image).
 Scores = Tensor | np.ndarray | Sequence[float]
 
-ScoreKind = Literal["loglik", "max_component", "loss"]
-SCORE_KINDS: tuple[ScoreKind, ...] = ("loglik", "max_component", "loss")
+ScoreKind = Literal["loglik", "max_component", "annealed"]
+SCORE_KINDS: tuple[ScoreKind, ...] = ("loglik", "max_component", "annealed")
 STATISTICS_FILE = "outlier_statistics.safetensors"
 # The threshold's default width: a position is flagged when its log-likelihood lies more than
 # two training standard deviations below the training mean. The 2021 paper leaves c open.
@@ -85,9 +85,9 @@ def position_scores(
         parts: dict[int, list[Tensor]] = {n: [] for n in numbers}
         for start in range(0, images.shape[0], batch_size):
             batch = images[start : start + batch_size].to(device)
-            # GMMScores is (loss, max_component, loglik): reorder to SCORE_KINDS' order.
+            # GMMScores is (annealed, max_component, loglik): reorder to SCORE_KINDS' order.
             for number, scores in zip(numbers, model.scores(batch), strict=True):
-                value = (scores.loglik, scores.max_component, scores.loss)[column]
+                value = (scores.loglik, scores.max_component, scores.annealed)[column]
                 parts[number].append(value.cpu())
         return {n: torch.cat(chunks) for n, chunks in parts.items()}
 

@@ -114,10 +114,12 @@ def save_training_curves(path: str | Path, records: list[dict[str, Any]], *, tit
     accuracy: list[tuple[float, float]] = []
     for record in records:
         for layer in record["layers"]:
-            if layer.get("loss") is None:
+            value = layer.get("objective", layer.get("cross_entropy"))
+            if value is None:
                 continue
             series = layers.setdefault(f"{layer['index']} {layer['spec']}", {})
-            for key in ("loss", "lr", "sigma_som"):
+            series.setdefault("value", []).append(float(value))
+            for key in ("lr", "sigma_som"):
                 if key in layer:
                     series.setdefault(key, []).append(float(layer[key]))
             series.setdefault("step", []).append(float(record["step"]))
@@ -126,11 +128,11 @@ def save_training_curves(path: str | Path, records: list[dict[str, Any]], *, tit
     n_panels = 3 + bool(accuracy)
     fig, axes = plt.subplots(1, n_panels, figsize=(4.2 * n_panels, 3.4), dpi=110)
     labels = {
-        "loss": "objective (nats; classifier: loss)",
+        "value": "objective (nats; classifier: cross-entropy)",
         "lr": "learning rate",
         "sigma_som": "sigma_som",
     }
-    for ax, key in zip(axes, ("loss", "lr", "sigma_som"), strict=False):
+    for ax, key in zip(axes, ("value", "lr", "sigma_som"), strict=False):
         for colour, (name, series) in enumerate(layers.items()):
             if key in series:
                 steps = series["step"][: len(series[key])]
@@ -140,7 +142,7 @@ def save_training_curves(path: str | Path, records: list[dict[str, Any]], *, tit
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(plt.MaxNLocator(4))
         # Layers' objectives differ by orders of magnitude (nats grow with the dimension).
-        ax.set_yscale("symlog" if key == "loss" else "log")
+        ax.set_yscale("symlog" if key == "value" else "log")
     axes[0].legend(fontsize=7)
     if accuracy:
         accuracy_steps, accuracy_values = zip(*accuracy, strict=True)

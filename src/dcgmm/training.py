@@ -427,10 +427,12 @@ class Trainer(CheckpointedTraining):
         accuracy = None
         for slot, (idx, layer) in enumerate(self._trainable):
             count = self._log_count[slot]
+            # A GMM layer's objective is maximised; the classifier's cross-entropy minimised.
+            key = "objective" if isinstance(layer, GMM) else "cross_entropy"
             entry: dict[str, Any] = {
                 "index": idx + 1,
                 "spec": layer.spec,
-                "loss": sums[slot] / count if count else None,
+                key: sums[slot] / count if count else None,
             }
             if isinstance(layer, GMM):
                 entry["lr"] = self.schedules[idx].lr

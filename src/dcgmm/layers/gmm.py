@@ -181,7 +181,7 @@ class GMMScores(NamedTuple):
 
     Attributes
     ----------
-    loss : Tensor
+    annealed : Tensor
         The annealed max-component log-likelihood (the training objective at the current
         annealing radius; at the radius floor it equals ``max_component``).
     max_component : Tensor
@@ -190,7 +190,7 @@ class GMMScores(NamedTuple):
         The exact log-likelihood ``log sum_k pi_k N_k(x)``.
     """
 
-    loss: Tensor
+    annealed: Tensor
     max_component: Tensor
     loglik: Tensor
 
