@@ -5,8 +5,9 @@ that writes to ``RUN_DIR/tensorboard/``. Tags:
 
 - at every metrics record (``log_every`` steps), per trainable layer number ``n``:
   ``objective/layer{n}`` (a GMM layer's mean objective, nats), ``lr/layer{n}`` (its annealed
-  learning rate), ``sigma_som/layer{n}``, ``annealing_reductions/layer{n}``; for a classifier
-  ``classifier/cross_entropy`` and ``classifier/accuracy`` (on the training batches); ``train/epoch``;
+  learning rate), ``sigma_som/layer{n}``, ``annealing_reductions/layer{n}``; for a
+  classifier ``classifier/cross_entropy`` and ``classifier/accuracy`` (on the training
+  batches); ``train/epoch``;
 - every ``image_every`` steps and at the last step: ``centroids/layer{n}`` (each shared GMM
   layer's means as image patches, each rescaled to its own range) and ``samples`` (top-down
   samples with a fixed seed, so frames are comparable over time);

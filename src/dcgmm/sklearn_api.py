@@ -189,11 +189,10 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):  # type: ignore[misc]
     ``benchmarks/sklearn_em.py``): standardising lets the precision bound follow each pixel's
     spread, so the near-constant background pixels get precisions far above 20 in pixel units
     and test digits fall outside them (-305.9 nats); without it, 50 SGD epochs reach 94.2 and
-    250 epochs 159.1, because a step of the recipe's rate moves a mean by at most 1% of its
-    distance to the batch mean, and the annealing spends its first windows on a wide kernel;
-    the exact-log-likelihood objective stops at 135.0, its components sharing samples from
-    the start. Stepwise EM jumps to each batch's weighted means (step 0.66 at first) and gets
-    207.9 in 10 passes (scikit-learn's batch EM: 193.5, with the floor added, not clipped).
+    250 epochs 159.1: small SGD steps and an annealing that must run its course need many
+    passes; the exact-log-likelihood objective (no annealing) stops at 135.0 after 50. Stepwise
+    EM moves to each batch's responsibility-weighted statistics (a step of 0.66 at first) and
+    gets 207.9 in 10 passes (scikit-learn's batch EM: 193.5, its floor added, not clipped).
 
     Choices a scikit-learn user should know about:
 
