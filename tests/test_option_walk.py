@@ -11,21 +11,24 @@ import pytest
 from dcgmm.cli import build_parser, main
 
 # A value for every option that differs from its default (and is valid where the option acts).
+SAMPLING = {  # add_sampling_flags: both commands
+    "top_s": ["--top-s", "1"],
+    "noise_divisor": ["--noise-divisor", "5"],
+    "noise_at_bound": ["--noise-at-bound"],
+    "sharpen": ["--sharpen", "3"],
+    "sharpen_rate": ["--sharpen-rate", "0.5"],
+    "sharpen_weight": ["--sharpen-weight", "0.5"],
+    "sharpen_target": ["--sharpen-target", "top"],
+    "seed": ["--seed", "5"],
+}
 VALUES = {
     "sample": {
         "n": ["-n", "3"],
         "cls": ["--class", "1"],
         "per_class": ["--per-class", "2"],
         "npy": ["--npy", "out.npy"],
-        "top_s": ["--top-s", "1"],
-        "noise_divisor": ["--noise-divisor", "5"],
-        "noise_at_bound": ["--noise-at-bound"],
         "start": ["--start", "weights"],
-        "sharpen": ["--sharpen", "3"],
-        "sharpen_rate": ["--sharpen-rate", "0.5"],
-        "sharpen_weight": ["--sharpen-weight", "0.5"],
-        "sharpen_target": ["--sharpen-target", "top"],
-        "seed": ["--seed", "5"],
+        **SAMPLING,
     },
     "inpaint": {
         "split": ["--split", "train"],
@@ -33,14 +36,7 @@ VALUES = {
         "limit": ["--limit", "3"],
         "mask": ["--mask", "random:0.5"],
         "layer": ["--layer", "2"],
-        "top_s": ["--top-s", "1"],
-        "noise_divisor": ["--noise-divisor", "5"],
-        "noise_at_bound": ["--noise-at-bound"],
-        "sharpen": ["--sharpen", "3"],
-        "sharpen_rate": ["--sharpen-rate", "0.5"],
-        "sharpen_weight": ["--sharpen-weight", "0.5"],
-        "sharpen_target": ["--sharpen-target", "top"],
-        "seed": ["--seed", "5"],
+        **SAMPLING,
     },
 }
 REQUIRED = {"sample": ["-n", "4"], "inpaint": ["--data", "mnist", "--limit", "4"]}
