@@ -88,17 +88,24 @@ def train_run(
     trainer.run()
     seconds = time.perf_counter() - start
     save_checkpoint(out, model, trainer.state_dict())
+    write_record(out, trainer, seconds)
+    return model, seconds
+
+
+def write_record(out: Path, trainer: Trainer, seconds: float, **extra: Any) -> dict[str, Any]:
+    """Write and return a finished run's record (``TIMING_FILE``): steps, why it stopped, sigmas."""
     record = {
         "seconds": seconds,
         "steps": trainer.step,
         "max_steps": trainer.n_steps,
         "stopped_by": trainer.stopped_by,
         # The annealing at the end: a number is only the method's once every layer got there.
-        "sigma_som": {str(i + 1): g.sigma_som_value for i, g in model.gmm_layers()},
+        "sigma_som": {str(i + 1): g.sigma_som_value for i, g in trainer.model.gmm_layers()},
         "annealed": not trainer.unannealed_layers(),
+        **extra,
     }
     (out / TIMING_FILE).write_text(json.dumps(record))
-    return model, seconds
+    return record
 
 
 def extend_run(source: Path, out: Path, steps: int, data: Dataset) -> dict[str, Any]:
@@ -120,17 +127,8 @@ def extend_run(source: Path, out: Path, steps: int, data: Dataset) -> dict[str, 
     trainer.resume(extend=True)
     start = time.perf_counter()
     trainer.run()
-    record = {
-        "seconds": before["seconds"] + time.perf_counter() - start,
-        "steps": trainer.step,
-        "max_steps": trainer.n_steps,
-        "stopped_by": trainer.stopped_by,
-        "sigma_som": {str(i + 1): g.sigma_som_value for i, g in model.gmm_layers()},
-        "annealed": not trainer.unannealed_layers(),
-        "extended_from": before["steps"],
-    }
-    (out / TIMING_FILE).write_text(json.dumps(record))
-    return record
+    seconds = before["seconds"] + time.perf_counter() - start
+    return write_record(out, trainer, seconds, extended_from=before["steps"])
 
 
 def run_record(out: Path) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from tqdm import tqdm  # type: ignore[import-untyped]
 
-from dcgmm._cli_common import CLIError, check_writable, load_data, run_data
+from dcgmm._cli_common import CLIError, check_writable, flag_name, load_data, run_data
 from dcgmm._validation import check_device
 from dcgmm.baselines.runs import BASELINES
 from dcgmm.checkpoint import load_model, load_trainer_state
@@ -174,8 +174,8 @@ def refuse_unused_flags(args: argparse.Namespace, kind: str) -> None:
     """Raise a one-line :class:`CLIError` naming any flag that ``kind`` would ignore."""
     unused = sorted(given_flags(args) - DATA_FLAGS - FLAGS_BY_KIND[kind])
     if unused:
-        flags = ", ".join("--" + f.replace("_", "-") for f in unused)
-        takes = ", ".join("--" + f.replace("_", "-") for f in sorted(FLAGS_BY_KIND[kind]))
+        flags = ", ".join(flag_name(f) for f in unused)
+        takes = ", ".join(flag_name(f) for f in sorted(FLAGS_BY_KIND[kind]))
         name = args.model if kind != "DCGMM" else "a DCGMM"
         raise CLIError(f"{flags} {'does' if len(unused) == 1 else 'do'} not apply to {name}; "
                        f"it takes {takes}")  # fmt: skip
@@ -215,7 +215,7 @@ def resume_config(args: argparse.Namespace, run_dir: Path, config: dict[str, Any
         )
     refused = sorted(given_flags(args) - RESUME_FLAGS)
     if refused:
-        flags = ", ".join("--" + f.replace("_", "-") for f in refused)
+        flags = ", ".join(flag_name(f) for f in refused)
         raise CLIError(
             f"{flags} cannot change when resuming: {run_dir} continues with the options in its "
             f"{CONFIG_FILE}. --resume takes --steps N (to extend the run), --stop-at, "
