@@ -9,7 +9,8 @@ import torch
 from dcgmm import DCGMM, CheckpointError, DataError, load_dataset
 from dcgmm.checkpoint import load_model, read_checkpoint, save_checkpoint
 from dcgmm.cli import main
-from dcgmm.data import parse_classes, read_idx
+from dcgmm.data import parse_classes
+from dcgmm.idx_files import read_idx
 from dcgmm.images import encode_png
 from dcgmm.io import MODEL_FILE, write_config, write_verified_safetensors
 

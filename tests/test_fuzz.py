@@ -20,7 +20,8 @@ from hypothesis.extra import numpy as hnp
 
 from dcgmm import DCGMM, CheckpointError, DataError, SpecError, format_spec, load_dataset
 from dcgmm.checkpoint import load_model, load_trainer_state, save_checkpoint
-from dcgmm.data import parse_classes, read_idx
+from dcgmm.data import parse_classes
+from dcgmm.idx_files import read_idx
 from dcgmm.io import CONFIG_FILE, MODEL_FILE, write_config
 from dcgmm.spec import parse_spec
 

@@ -10,11 +10,7 @@ A data source is one of:
 """
 
 import difflib
-import gzip
 import importlib.resources
-import math
-import struct
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +21,7 @@ import torch
 from torch import Tensor
 
 from dcgmm.exceptions import DataError
+from dcgmm.idx_files import IDX_STEMS, find_idx, read_idx
 from dcgmm.image_files import (
     is_image_folder,
     read_image_folder,
@@ -34,11 +31,6 @@ from dcgmm.image_files import (
 
 Split = Literal["train", "test"]
 BUILTIN = ("mnist", "fashion-mnist")
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.int16, 0x0C: np.int32, 0x0D: np.float32}
-_IDX_STEMS = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
 
 
 @dataclass(frozen=True)
@@ -65,56 +57,6 @@ class Dataset:
         """``(H, W, C)``."""
         h, w, c = self.images.shape[1:]
         return (h, w, c)
-
-
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (optionally gzip-compressed) into a numpy array.
-
-    Raises
-    ------
-    DataError
-        If the file is missing, truncated or not IDX.
-    """
-    path = Path(path)
-    try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"IDX file {path} does not exist") from None
-    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
-        raise DataError(
-            f"cannot read IDX file {path}: {err}; expected an IDX file, gzip-compressed if its "
-            "name ends in .gz. Download it again if it was cut short"
-        ) from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise DataError(
-            f"{path} is not an IDX file: bad magic number {raw[:4].hex()!r}; expected 0000 "
-            "then a type code (08 for uint8) and the number of dimensions, as in MNIST's "
-            "train-images-idx3-ubyte"
-        )
-    dtype, ndim = np.dtype(_IDX_DTYPES[raw[2]]).newbyteorder(">"), raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path} is truncated: header of {header} bytes, file has {len(raw)}")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = header + math.prod(dims) * dtype.itemsize  # Python ints: no overflow
-    if len(raw) != expected:
-        raise DataError(
-            f"{path} has {len(raw)} bytes but its header {dims} needs {expected}; "
-            "the file is truncated or corrupted. Download it again"
-        )
-    return (
-        np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
-    )
-
-
-def _find_idx(folder: Path, stem: str) -> Path:
-    for candidate in (folder / f"{stem}.gz", folder / stem, folder / stem.replace("-idx", ".idx")):
-        if candidate.exists():
-            return candidate
-    raise DataError(
-        f"folder {folder} has no {stem}[.gz]; expected the four standard IDX files "
-        "(train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-...)"
-    )
 
 
 def _read_npz(path: Path, split: Split) -> tuple[np.ndarray, np.ndarray]:
@@ -150,7 +92,7 @@ def read_arrays(source: str | Path, split: Split) -> tuple[np.ndarray, np.ndarra
         images, labels = _read_npz(builtin_path(text), split)
         return images, labels, f"builtin:{text}"
     path = Path(source)
-    idx_files = path.is_dir() and any(path.glob(_IDX_STEMS["train"][0] + "*"))
+    idx_files = path.is_dir() and any(path.glob(IDX_STEMS["train"][0] + "*"))
     if path.is_dir() and not idx_files:
         if is_image_folder(path):
             return read_image_folder(path, split)
@@ -161,9 +103,9 @@ def read_arrays(source: str | Path, split: Split) -> tuple[np.ndarray, np.ndarra
     if path.suffix == ".npy" and path.is_file():
         return read_npy(path, split)
     if path.is_dir():
-        image_stem, label_stem = _IDX_STEMS[split]
-        images = read_idx(_find_idx(path, image_stem))
-        labels = read_idx(_find_idx(path, label_stem))
+        image_stem, label_stem = IDX_STEMS[split]
+        images = read_idx(find_idx(path, image_stem))
+        labels = read_idx(find_idx(path, label_stem))
         return images, labels, str(path)
     if path.suffix == ".npz" and path.exists():
         images, labels = _read_npz(path, split)
