@@ -65,6 +65,19 @@ def test_table1_tiny_run_writes_auc_clustering_and_pictures(tmp_path):
 
 
 @needs_data
+def test_table1_em_rows_sit_beside_the_sgd_rows(tmp_path):
+    tiny("table1", tmp_path, "--presets", "A", "--protocols", "paper", "--solvers", "sgd,em")
+    rows = json.loads((tmp_path / "table1.json").read_text())["rows"]
+    assert [(r["model"], r["solver"]) for r in rows] == [("A", "sgd"), ("A EM", "em")]
+    config = json.loads((tmp_path / "runs" / "table1" / "mnist" / "paper" / "A-tiny-em-s0" /
+                         "config.json").read_text())  # fmt: skip
+    # Under EM the preset's SGD factors are dropped, not silently kept.
+    assert config["train"]["solver"] == "em"
+    assert config["train"]["lr_factor_precisions"] == 0.1
+    assert "| mnist | A EM | paper |" in (tmp_path / "table1.md").read_text()
+
+
+@needs_data
 def test_table3_extend_to_trains_unannealed_class_models_on_in_copies(tmp_path):
     args = ("--presets", "A", "--protocols", "paper", "--judges", "1")
     tiny("table3", tmp_path, *args)
@@ -151,13 +164,19 @@ def test_flat_gmm_tiny_run_compares_with_sklearn(tmp_path):
     rows = json.loads((tmp_path / "flat_gmm.json").read_text())["rows"]
     methods = [r["method"] for r in rows if "method" in r]
     assert methods == [
-        "ours, SGD, annealed loss",
-        "ours, SGD, loglik loss",
+        "ours, SGD, annealed objective",
+        "ours, EM, annealed objective",
+        "ours, SGD, loglik objective",
+        "ours, EM, loglik objective",
+        "SGDGaussianMixture, defaults (stepwise EM, k-means++ seeds)",
         "sklearn EM, reg_covar=0.05",
     ]
-    for row in rows[:3]:
+    for row in rows[:6]:
         assert row["bits_per_dim"] > 0.0  # an 8-bit image needs a positive code length
-    assert len(rows[3]["sample_grids"]) == 3
+    assert len(rows[6]["sample_grids"]) == 6
+    em = json.loads((tmp_path / "runs" / "flatgmm" / "mnist" / "K4-loglik-tiny-em" /
+                     "config.json").read_text())  # fmt: skip
+    assert em["train"]["solver"] == "em"
     assert "bits/dim" in (tmp_path / "flat_gmm.md").read_text()
 
 

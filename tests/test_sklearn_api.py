@@ -15,7 +15,6 @@ from sklearn.mixture import GaussianMixture
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from dcgmm.sklearn_api import SGDGaussianMixture
-from dcgmm.stepwise_em import StepwiseEM
 from dcgmm.training import NumericalError
 
 # A known 2-D mixture, far from [0, 1] on purpose: the estimator is a generic GMM.
@@ -420,34 +419,6 @@ def test_sklearn_estimator_checks(estimator, check):
 
 
 # ------------------------------------------------------------ stepwise EM
-
-
-def test_a_stepwise_em_step_is_the_running_average_of_the_batch_statistics_float64():
-    rng = np.random.default_rng(0)
-    k, d = 3, 4
-    weights = rng.dirichlet(np.ones(k))
-    means, variances = rng.normal(size=(k, d)), rng.uniform(0.5, 2.0, size=(k, d))
-    x = rng.normal(size=(6, d))
-    em = StepwiseEM(*(torch.tensor(a) for a in (weights, means, variances)),
-                    variance_floor=0.6, exponent=0.7, offset=2.0)  # fmt: skip
-    loglik = em.step(torch.tensor(x))
-    # Oracle: responsibilities by broadcasting at the floored start, then
-    # s <- (1 - eta) s + eta mean_b(stats) and the M-step.
-    start_var = np.maximum(variances, 0.6)
-    log_joint = np.log(weights)[None] - 0.5 * (
-        (x[:, None] - means[None]) ** 2 / start_var[None] + np.log(2 * np.pi * start_var)[None]
-    ).sum(-1)
-    assert loglik == pytest.approx(diag_mixture_log_prob(x, weights, means, start_var).mean())
-    resp = np.exp(log_joint - log_joint.max(1, keepdims=True))
-    resp /= resp.sum(1, keepdims=True)
-    eta = 2.0**-0.7
-    s0 = (1 - eta) * weights + eta * resp.mean(0)
-    s1 = (1 - eta) * weights[:, None] * means + eta * resp.T @ x / 6
-    s2 = (1 - eta) * weights[:, None] * (start_var + means**2) + eta * resp.T @ x**2 / 6
-    np.testing.assert_allclose(em.weights.numpy(), s0 / s0.sum(), rtol=1e-12)
-    np.testing.assert_allclose(em.means.numpy(), s1 / s0[:, None], rtol=1e-12)
-    expected_var = np.maximum(s2 / s0[:, None] - (s1 / s0[:, None]) ** 2, 0.6)
-    np.testing.assert_allclose(em.variances.numpy(), expected_var, rtol=1e-10)
 
 
 def test_em_scores_as_sklearn_em_on_held_out_data(data):

@@ -16,7 +16,7 @@ from dcgmm.checkpoint import load_model, save_checkpoint
 from dcgmm.data import Dataset
 from dcgmm.io import read_config, write_config
 from dcgmm.layers.gmm import Objective
-from dcgmm.training import PRESET_TRAIN_OVERRIDES
+from dcgmm.train_config import PRESET_TRAIN_OVERRIDES, options_for_solver
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
@@ -67,7 +67,9 @@ def train_run(
     overrides = dict(overrides)
     if "layer_delays" in overrides and overrides["layer_delays"] is not None:
         overrides["layer_delays"] = tuple(overrides["layer_delays"])
-    recipe: dict[str, Any] = dict(PRESET_TRAIN_OVERRIDES.get(preset or "", {}))
+    # A preset's SGD factors do not apply to solver "em" (TrainConfig refuses them there).
+    solver = overrides.get("solver", "sgd")
+    recipe = options_for_solver(PRESET_TRAIN_OVERRIDES.get(preset or "", {}), solver)
     recipe.update(overrides)
     config = TrainConfig(epochs=epochs, steps=steps, seed=seed, checkpoint_every=10**9, **recipe)
     generator = torch.Generator().manual_seed(seed)

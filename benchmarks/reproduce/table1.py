@@ -1,10 +1,13 @@
 """Table I/II: outlier detection, train on classes 1-9, class 0 of the test set as outliers.
 
     python -m benchmarks.reproduce table1 [--presets A,B,C,D,E,F,G] [--protocols paper,recipes]
-        [--seeds 0,1,2] [--epochs 25] [--max-epochs N] [--until-annealed] [--tiny]
+        [--seeds 0,1,2] [--epochs 25] [--max-epochs N] [--until-annealed] [--solvers sgd,em]
+        [--tiny]
 
 Per preset, protocol (:mod:`benchmarks.reproduce.protocols`), dataset and seed: one DCGMM
-trained on the training images of classes 1-9; rows are mean +- sd over the seeds;
+trained on the training images of classes 1-9, its GMM layers by SGD (the papers') or by
+stepwise EM (``--solvers em``, :mod:`dcgmm.layers.gmm_em`; an "EM" after the preset names
+the row); rows are mean +- sd over the seeds;
 the per-sample score is the top GMM layer's log-likelihood (exact, and max-component as in the
 training loss at the annealing floor); AUC of the test set's classes 1-9 (inliers) against its
 class 0 (outliers). Beside it: the AUC of every lower GMM layer, the top layer's Dunn index and
@@ -37,6 +40,7 @@ from dcgmm.data import Dataset
 from dcgmm.model import DCGMM
 from dcgmm.outliers import fit_position_statistics, position_scores, roc_auc, roc_curve, to_pixels
 from dcgmm.plots import save_outlier_maps, save_roc
+from dcgmm.train_config import options_for_solver
 
 PAPER_TABLE1 = {
     "mnist": {"A": 95.4, "B": 93.3, "C": 94.2, "D": 92.5, "E": 92.8, "F": 84.1, "G": 77.4},
@@ -66,6 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", default="0", help="e.g. 0,1,2: rows are mean +- sd")
     parser.add_argument(
         "--until-annealed", action="store_true", help="stop each model once it is annealed"
+    )
+    parser.add_argument(
+        "--solvers", default="sgd", help="sgd (the papers'), em (stepwise EM), or sgd,em"
     )
 
 
@@ -123,30 +130,35 @@ def table1(args: argparse.Namespace) -> dict[str, Any]:
     data_dir, runs, out = Path(args.data_dir), Path(args.runs), Path(args.out)
     seeds = [int(s) for s in args.seeds.split(",")]
     protocols = [p for p in args.protocols.split(",") if p in PROTOCOLS]
+    solvers = args.solvers.split(",")
+    if not set(solvers) <= {"sgd", "em"}:
+        raise SystemExit(f"--solvers takes sgd and em; got {args.solvers!r}")
     runs_rows, summary, maps = [], [], {}
     for dataset in args.datasets.split(","):
         limit = 60 if args.tiny else None
         train = load_dataset(data_dir / dataset, classes=INLIERS, limit_per_class=limit)
         inliers, outliers = split_test(data_dir, dataset, args.tiny)
         curves = {}
-        for preset, protocol in itertools.product(args.presets.split(","), protocols):
+        for preset, protocol, solver in itertools.product(
+            args.presets.split(","), protocols, solvers
+        ):
             recipe = outlier_recipe(preset, protocol, args.epochs)
             epochs = min(recipe.epochs, args.max_epochs or recipe.epochs)
             per_seed = []
             for seed in seeds:
-                row = score_seed(args, dataset, preset, protocol, recipe, epochs, seed,
-                                 (train, inliers, outliers))  # fmt: skip
+                row = score_seed(args, dataset, (preset, protocol, solver), recipe, epochs,
+                                 seed, (train, inliers, outliers))  # fmt: skip
                 per_seed.append(row)
                 runs_rows.append(row)
             summary.append(summarise(per_seed))
             first = per_seed[0]
-            curves[f"{preset} {protocol}"] = (*first.pop("roc"), first["auc"])
+            curves[f"{first['model']} {protocol}"] = (*first.pop("roc"), first["auc"])
             for row in per_seed[1:]:
                 row.pop("roc")
-            if preset == MAP_PRESET and protocol == protocols[0]:
+            if preset == MAP_PRESET and protocol == protocols[0] and solver == solvers[0]:
                 png = out / "table1" / f"maps_{dataset}_{preset}.png"
                 model = load_model(
-                    model_dir(runs, dataset, preset, protocol, epochs, seeds[0], args)
+                    model_dir(runs, dataset, (preset, protocol, solver), epochs, seeds[0], args)
                 )
                 maps[dataset] = outlier_maps(model, train, inliers, outliers, png)
         save_roc(
@@ -159,18 +171,19 @@ def table1(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def model_dir(
-    runs: Path, dataset: str, preset: str, protocol: str, epochs: int, seed: int, args: Any
+    runs: Path, dataset: str, model: tuple[str, str, str], epochs: int, seed: int, args: Any
 ) -> Path:
-    """Where the model of one (dataset, preset, protocol, budget, seed) is cached."""
+    """Where the model of one (dataset, (preset, protocol, solver), budget, seed) is cached."""
+    preset, protocol, solver = model
     budget = "tiny" if args.tiny else f"e{epochs}" + ("-annealed" if args.until_annealed else "")
+    budget += "-em" if solver == "em" else ""
     return runs / "table1" / dataset / protocol / f"{preset}-{budget}-s{seed}"
 
 
 def score_seed(
     args: Any,
     dataset: str,
-    preset: str,
-    protocol: str,
+    model_key: tuple[str, str, str],
     recipe: Any,
     epochs: int,
     seed: int,
@@ -178,8 +191,9 @@ def score_seed(
 ) -> dict[str, Any]:
     """Train (or reuse) one model and return its row: AUCs, clustering, annealing, budget."""
     train, inliers, outliers = data
-    run_dir = model_dir(Path(args.runs), dataset, preset, protocol, epochs, seed, args)
-    options = dict(recipe.train)
+    preset, protocol, solver = model_key
+    run_dir = model_dir(Path(args.runs), dataset, model_key, epochs, seed, args)
+    options = {**options_for_solver(recipe.train, solver), "solver": solver}
     if args.until_annealed:
         options["until_annealed"] = True
     model, seconds = train_run(
@@ -201,6 +215,8 @@ def score_seed(
     row = {
         "dataset": dataset,
         "preset": preset,
+        "model": preset + (" EM" if solver == "em" else ""),
+        "solver": solver,
         "protocol": protocol,
         "spec": model.spec,
         "recipe_note": recipe.note,
@@ -236,7 +252,8 @@ def summarise(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "table": "I",
         "dataset": first["dataset"],
-        "model": first["preset"],
+        "model": first["model"],
+        "solver": first["solver"],
         "spec": first["spec"],
         "protocol": first["protocol"],
         "recipe_note": first["recipe_note"],

@@ -8,6 +8,11 @@ device and talk to it once per window (one host sync every ``window`` steps).
 """
 
 from dataclasses import asdict, dataclass
+from typing import Literal
+
+# Under the "every_window" rule, a window at the radius floor is stationary when its mean moved
+# by less than this fraction of the objective's size (the estimator's tol: dcgmm.sklearn_api).
+EVERY_WINDOW_TOL = 1e-3
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -20,8 +25,11 @@ class AnnealingConfig:
     window: int = 100
     delta: float = 0.05
     gamma: float = 0.9
+    rule: Literal["stationary", "every_window"] = "stationary"
 
     def __post_init__(self) -> None:
+        if self.rule not in ("stationary", "every_window"):
+            raise ValueError(f"rule must be 'stationary' or 'every_window'; got {self.rule!r}")
         if not 0 < self.gamma < 1:
             raise ValueError(f"gamma must be in (0, 1); got {self.gamma}")
         if self.window <= 0:
@@ -42,6 +50,12 @@ class SingleExpSchedule:
     ``gamma`` (down to their floors) whenever :math:`-2\delta < r < \delta`; then
     ``last`` becomes the window's mean. The objective is a log-likelihood (it rises).
     If ``last == l_0`` the objective has not moved at all, which counts as stationary.
+
+    ``rule="every_window"`` (stepwise EM, ``TrainConfig(solver="em")``) shrinks them in every
+    window from the third: EM reaches the fixed point of a radius within a window, so its
+    first window already holds nearly all its progress and :math:`r` above would be noise.
+    There a window is stationary when its mean moved by less than ``EVERY_WINDOW_TOL`` of
+    :math:`\max(|last|, 1)`, which is what stopping once annealed reads at the floor.
     """
 
     config: AnnealingConfig
@@ -58,7 +72,10 @@ class SingleExpSchedule:
         return cls(config=config, lr=config.lr_start, sigma=sigma_start)
 
     def end_window(self, mean_objective: float) -> bool:
-        """Feed one window's mean objective; return True if lr and sigma were reduced."""
+        """Feed one window's mean objective; return whether it was stationary.
+
+        Under the ``"stationary"`` rule, lr and sigma were reduced exactly when it was.
+        """
         self.n_windows += 1
         if self.baseline is None:
             self.baseline = mean_objective
@@ -69,14 +86,17 @@ class SingleExpSchedule:
         cfg = self.config
         progress = self.last - self.baseline
         change = mean_objective - self.last
-        stationary = progress == 0 or -2 * cfg.delta < change / progress < cfg.delta
+        if cfg.rule == "every_window":
+            stationary = abs(change) < EVERY_WINDOW_TOL * max(abs(self.last), 1.0)
+        else:
+            stationary = progress == 0 or -2 * cfg.delta < change / progress < cfg.delta
         self.last = mean_objective
-        if not stationary:
+        if not stationary and cfg.rule == "stationary":
             return False
         self.lr = max(self.lr * cfg.gamma, cfg.lr_floor)
         self.sigma = max(self.sigma * cfg.gamma, cfg.sigma_floor)
         self.n_reductions += 1
-        return True
+        return stationary
 
     def state_dict(self) -> dict[str, float | int | None]:
         """Return the mutable state (floats round-trip exactly through JSON)."""

@@ -84,9 +84,11 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(model)
         state = load_trainer_state(target)
         print(f"  trained: step {state['step']} of {state['n_steps']}, seed {state['seed']}")
+        em = read_config(target).get("train", {}).get("solver") == "em"
         for idx, sched in state["schedules"].items():
+            rate = "stepwise EM" if em else f"lr {sched['lr']:.4g}"
             print(
-                f"  layer {int(idx) + 1}: lr {sched['lr']:.4g}, sigma_som {sched['sigma']:.4g}, "
+                f"  layer {int(idx) + 1}: {rate}, sigma_som {sched['sigma']:.4g}, "
                 f"{sched['n_reductions']} reductions"
             )
         for r in state.get("rollbacks", []):

@@ -44,6 +44,10 @@ FLAG_HELP = {
     "on_nonfinite": "what a NaN/Inf in a layer's objective or parameters does: stop, naming "
     "layer and step, or roll back to the last checkpoint, scale that layer's learning rates by "
     "--rollback-lr-factor, skip the batch and go on (at most --max-rollbacks times)",
+    "solver": "how GMM layers learn: sgd (the papers') or em (stepwise EM towards the same "
+    "objective's statistics; no learning rates, the radius shrinks every window)",
+    "em_step_exponent": "--solver em: step size (t+2)^-alpha of a layer's t-th step, alpha in "
+    "(0.5, 1]",
 }
 FLAG_ALIASES = {"on_nonfinite": ["--on-nan"]}
 

@@ -124,7 +124,9 @@ class TensorBoardMonitor:
                 continue
             if layer["objective"] is not None:  # None while a GMM layer waits (layer_delay)
                 add(f"objective/layer{number}", layer["objective"], step)
-            add(f"lr/layer{number}", layer["lr"], step)
+            for rate in ("lr", "em_step_size"):  # SGD's learning rate or EM's step size
+                if rate in layer:
+                    add(f"{rate}/layer{number}", layer[rate], step)
             add(f"sigma_som/layer{number}", layer["sigma_som"], step)
             add(f"annealing_reductions/layer{number}", layer["n_reductions"], step)
         if record.get("classifier_accuracy") is not None:

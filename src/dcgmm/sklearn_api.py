@@ -24,7 +24,7 @@ from torch import Tensor
 from dcgmm._numerics import PRECISION_LOWER_BOUND, SQRT_PRECISION_LOWER_BOUND
 from dcgmm.annealing import AnnealingConfig, SingleExpSchedule
 from dcgmm.layers.gmm import GMM, OBJECTIVES, Objective, draw_categorical, torus_grid_side
-from dcgmm.stepwise_em import StepwiseEM
+from dcgmm.layers.gmm_em import em_step_size, stepwise_em_step_
 from dcgmm.training import NumericalError
 
 try:
@@ -79,9 +79,10 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):  # type: ignore[misc]
     A scikit-learn estimator around one :class:`~dcgmm.layers.GMM` layer, for data that do
     not fit one EM pass (``partial_fit`` streams chunks). Two solvers:
 
-    - ``"em"`` (default): stepwise (online) EM (:mod:`dcgmm.stepwise_em`). Each mini-batch's
-      expected sufficient statistics enter a running average with step
-      :math:`(t + 2)^{-\alpha}`; the M-step follows every batch. On 4,000 MNIST digits
+    - ``"em"`` (default): stepwise (online) EM (:mod:`dcgmm.layers.gmm_em`, the solver
+      ``TrainConfig(solver="em")`` gives DCGMM layers). Each mini-batch's expected sufficient
+      statistics enter a running average with step :math:`(t + 2)^{-\alpha}`; the M-step
+      follows every batch. On 4,000 MNIST digits
       (K = 49, pixels in [0, 1]) it reaches a higher test log-likelihood than scikit-learn's
       batch EM in a fifth of its time (``benchmarks/sklearn_em.py``).
     - ``"sgd"``: the papers' SGD (spec §3, the training of every DCGMM layer). Each step
@@ -477,17 +478,12 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):  # type: ignore[misc]
         self._layer = layer
         self._rng = rng
         self._converged = False
-        self._em = None
         if self.solver == "em":
             # EM starts from the seeds with every component as wide as the data.
-            zt = torch.from_numpy(z).to(DTYPES[self.dtype])
-            self._em = StepwiseEM(
-                torch.full((k,), 1.0 / k, dtype=zt.dtype),
-                layer.means.detach().clone(),
-                zt.var(0, unbiased=False).expand(k, d).clone(),
-                variance_floor=1.0 / float(self.precision_upper_bound),
-                exponent=float(self.step_exponent),
-            )
+            variance = torch.from_numpy(z.var(0)).to(layer.means.dtype)
+            floor = 1.0 / float(self.precision_upper_bound)
+            with torch.no_grad():
+                layer.sqrt_precisions.copy_(variance.clamp_min(floor).rsqrt().expand(k, d))
         self._schedule = SingleExpSchedule.start(self._annealing_config(), layer.sigma_som_value)
         self._window_sum = torch.zeros((), dtype=torch.float64)
         self._window_count = 0
@@ -505,11 +501,15 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):  # type: ignore[misc]
         pass_sum = torch.zeros((), dtype=torch.float64)
         for i in range(n_batches):
             rows = z[order[i * size : (i + 1) * size]]
-            if self._em is not None:
-                pass_sum += self._em.step(rows)
+            batch = rows.reshape(size, 1, 1, -1)  # (B, 1, 1, D)
+            if self.solver == "em":  # the objective is the exact log-likelihood
+                _, objective, stats = self._layer.forward_and_statistics(batch)
+                step = em_step_size(self.n_steps_, float(self.step_exponent))
+                floor = 1.0 / float(self.precision_upper_bound)
+                stepwise_em_step_(self._layer, stats, step, variance_floor=floor)
+                pass_sum += objective.double()  # before the step, as EM's lower bound
                 self.n_steps_ += 1
                 continue
-            batch = rows.reshape(size, 1, 1, -1)  # (B, 1, 1, D)
             _, objective = self._layer.forward_and_grad(batch)  # fills .grad, no autograd
             self._sgd_step()
             value = objective.double()
@@ -520,19 +520,8 @@ class SGDGaussianMixture(DensityMixin, BaseEstimator):  # type: ignore[misc]
             if self._window_count == self.annealing_window:
                 self._end_window()
         self.n_iter_ += 1
-        if self._em is not None:
-            self._em_to_layer()
         log_det = float(np.log(self.feature_scale_).sum())
         self.lower_bound_ = pass_sum.item() / n_batches - log_det
-
-    @torch.no_grad()
-    def _em_to_layer(self) -> None:
-        """Copy stepwise EM's parameters into the layer that scores and samples."""
-        assert self._em is not None
-        layer, em = self._layer, self._em
-        layer.logits.copy_(torch.log(em.weights))
-        layer.means.copy_(em.means)
-        layer.sqrt_precisions.copy_(em.variances.rsqrt())
 
     @torch.no_grad()
     def _sgd_step(self) -> None:

@@ -73,6 +73,12 @@ class LayerStage:
             return torch.softmax(log_joint, -1), self.layer.scores_from_log_joint(log_joint)
         return self.layer(h), None
 
+    def objective_and_statistics(self, h: Tensor) -> tuple[Tensor, Tensor, grads.Statistics]:
+        """Return a GMM layer's (responsibilities, mean objective, sufficient statistics)."""
+        if not isinstance(self.layer, GMM):
+            raise TypeError(f"{self.layer.spec} is not a GMM layer")
+        return self.layer.forward_and_statistics(h)
+
     def train_step(self, h: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor]:
         """Return (output, the layer's own objective or loss) and set its parameters' grads."""
         if isinstance(self.layer, GMM):
@@ -90,8 +96,21 @@ class LayerStage:
 class _GMMStage:
     """What the fused GMM stages share: the GMM layer and its index in the chain.
 
-    Each stage keeps its own folding, typed as it needs it.
+    Each stage keeps its own folding, typed as it needs it, and computes its batch's
+    sufficient statistics its own way (:meth:`objective_and_statistics`); SGD turns them into
+    gradients, stepwise EM (:mod:`dcgmm.layers.gmm_em`) into new parameters.
     """
+
+    def objective_and_statistics(self, h: Tensor) -> tuple[Tensor, Tensor, grads.Statistics]:
+        """Return (responsibilities, mean objective, the batch's sufficient statistics)."""
+        raise NotImplementedError
+
+    def train_step(self, h: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Return (responsibilities, mean objective) and set the GMM parameters' grads."""
+        out, value, stats = self.objective_and_statistics(h)
+        gmm = self.layer
+        grads.set_descent_gradients(gmm.means, gmm.sqrt_precisions, gmm.logits, stats)
+        return out, value
 
     def __init__(self, gmm: GMM, index: int) -> None:
         self.layer = gmm
@@ -193,8 +212,8 @@ class FoldedGMMStage(_GMMStage):
         log_joint = self.log_joint(h)
         return torch.softmax(log_joint, -1), self.layer.scores_from_log_joint(log_joint)
 
-    def train_step(self, h: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Return (responsibilities, mean objective) and set the GMM parameters' grads."""
+    def objective_and_statistics(self, h: Tensor) -> tuple[Tensor, Tensor, grads.Statistics]:
+        """Return (responsibilities, mean objective, the batch's sufficient statistics)."""
         with torch.no_grad():
             gmm = self.layer
             features, weight, resp, objective = self._objective(h)
@@ -207,9 +226,7 @@ class FoldedGMMStage(_GMMStage):
             c = halves.shape[-1] // 2
             second = halves[..., :c].reshape(k, dim)
             first = halves[..., c:].reshape(k, dim)
-            stats = grads.Statistics(objective.weight, first, second)
-            grads.set_descent_gradients(gmm.means, gmm.sqrt_precisions, gmm.logits, stats)
-            return resp, objective.values.mean()
+            return resp, objective.values.mean(), grads.Statistics(objective.weight, first, second)
 
     def objective_and_input_gradient(self, h: Tensor) -> tuple[Tensor, Tensor]:
         r"""Return each sample's mean objective over positions and its gradient w.r.t. ``h``.
@@ -327,8 +344,8 @@ class IndependentGMMStage(_GMMStage):
             maps = GMMScores(*(self._to_nhwc(m) for m in scores))
             return self._to_nhwc(torch.softmax(log_joint, dim=-1)), maps
 
-    def train_step(self, h: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Return (responsibilities, mean objective) and set the GMM parameters' grads.
+    def objective_and_statistics(self, h: Tensor) -> tuple[Tensor, Tensor, grads.Statistics]:
+        """Return (responsibilities, mean objective, the batch's sufficient statistics).
 
         The hard objectives (annealed, max-component) on narrow windows (D <= K) take their
         statistics from segment sums by winner
@@ -359,8 +376,7 @@ class IndependentGMMStage(_GMMStage):
                 stats.first.reshape(ho, wo, k, dim),  # A = R^T x
                 stats.second.reshape(ho, wo, k, dim),  # B = R^T x^2
             )
-            grads.set_descent_gradients(gmm.means, gmm.sqrt_precisions, gmm.logits, stats)
-            return self._to_nhwc(resp), values.mean()
+            return self._to_nhwc(resp), values.mean(), stats
 
 
 Stage = LayerStage | FoldedGMMStage | IndependentGMMStage

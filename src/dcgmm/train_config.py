@@ -32,6 +32,15 @@ class TrainConfig:
     annealing schedule found it stationary (:class:`~dcgmm.annealing.SingleExpSchedule`) in
     ``annealed_patience`` windows in a row at the floor. A run that ends with a layer above
     its floor warns (:class:`~dcgmm.exceptions.AnnealingWarning`), naming the layer.
+
+    ``solver`` says how a GMM layer learns from its batch: ``"sgd"`` (the papers' method, the
+    default) steps along its objective's gradient; ``"em"`` takes a stepwise-EM step of size
+    ``(t + 2) ** -em_step_exponent`` towards the same objective's sufficient statistics
+    (:mod:`dcgmm.layers.gmm_em`; t counts the layer's own steps), with the same annealing of
+    the radius. EM has no learning rates: under it ``lr_start``, ``lr_floor``,
+    ``lr_factor_means`` and ``lr_factor_precisions`` must stay at their defaults, and
+    ``lr_factor_weights`` is 0 (keep the mixing weights fixed, as the recipes' lambda_pi = 0)
+    or its default (learn them). The classifier layer is trained by SGD under both.
     """
 
     batch_size: int = 100
@@ -58,6 +67,8 @@ class TrainConfig:
     max_rollbacks: int = 3
     rollback_lr_factor: float = 0.5
     device: str = "cpu"
+    solver: Literal["sgd", "em"] = "sgd"
+    em_step_exponent: float = 0.6
 
     def __post_init__(self) -> None:
         if (self.epochs is None) == (self.steps is None):
@@ -96,6 +107,41 @@ class TrainConfig:
             if f.name.startswith("lr_factor") and getattr(self, f.name) < 0:
                 raise ValueError(f"{f.name} must be >= 0; got {getattr(self, f.name)}")
         AnnealingConfig(**self._annealing_kwargs())  # validates the schedule's fields
+        self._check_solver()
+
+    def _check_solver(self) -> None:
+        if self.solver not in ("sgd", "em"):
+            raise ValueError(f"solver must be 'sgd' or 'em'; got {self.solver!r}")
+        default = {f.name: f.default for f in fields(self)}
+        if self.solver == "sgd":
+            if self.em_step_exponent != default["em_step_exponent"]:
+                raise ValueError(
+                    "em_step_exponent sets the step size of solver 'em'; with solver 'sgd' "
+                    "the learning rates (lr_start, lr_floor, lr_factor_*) set it"
+                )
+            return
+        if not 0.5 < self.em_step_exponent <= 1.0:
+            raise ValueError(
+                f"em_step_exponent must be in (0.5, 1] (stepwise EM converges for those); "
+                f"got {self.em_step_exponent}"
+            )
+        sgd_only = [
+            name
+            for name in ("lr_start", "lr_floor", "lr_factor_means", "lr_factor_precisions")
+            if getattr(self, name) != default[name]
+        ]
+        if self.lr_factor_weights not in (0.0, default["lr_factor_weights"]):
+            sgd_only.append("lr_factor_weights (0 keeps the weights fixed under EM)")
+        if sgd_only:
+            raise ValueError(
+                f"solver 'em' has no learning rates, so {', '.join(sgd_only)} would do nothing; "
+                "leave them at their defaults, or set em_step_exponent (the EM step size)"
+            )
+
+    @property
+    def learns_weights(self) -> bool:
+        """Whether GMM layers learn their mixing weights (not under lr_factor_weights = 0)."""
+        return self.lr_factor_weights > 0
 
     def _annealing_kwargs(self) -> dict[str, Any]:
         return {
@@ -105,6 +151,7 @@ class TrainConfig:
             "window": self.annealing_window,
             "delta": self.annealing_delta,
             "gamma": self.annealing_gamma,
+            "rule": "every_window" if self.solver == "em" else "stationary",
         }
 
     @property
@@ -141,9 +188,28 @@ PRESET_TRAIN_OVERRIDES: dict[str, dict[str, float]] = {
 }
 
 
+def options_for_solver(options: dict[str, Any], solver: str) -> dict[str, Any]:
+    """Return the TrainConfig ``options`` (a recipe's) that act under ``solver``.
+
+    Under ``"em"`` the SGD learning rates and factors do nothing and are dropped, except
+    ``lr_factor_weights = 0`` (the mixing weights stay fixed), which EM honours.
+    """
+    if solver != "em":
+        return dict(options)
+    return {
+        k: v
+        for k, v in options.items()
+        if not k.startswith("lr_") or (k == "lr_factor_weights" and v == 0)
+    }
+
+
 def preset_config(preset: str | None, config: TrainConfig, explicit: set[str]) -> TrainConfig:
-    """Apply a preset's recipe factors to ``config``, except fields the user set explicitly."""
+    """Apply a preset's recipe factors to ``config``, except fields the user set explicitly.
+
+    Under ``solver="em"`` only the factor that EM honours applies (fixed mixing weights).
+    """
     overrides = {
         k: v for k, v in PRESET_TRAIN_OVERRIDES.get(preset or "", {}).items() if k not in explicit
     }
+    overrides = options_for_solver(overrides, config.solver)
     return replace(config, **overrides) if overrides else config  # type: ignore[arg-type]

@@ -1,8 +1,10 @@
-"""Layer-wise SGD training of a DCGMM (spec §3).
+"""Layer-wise SGD training of a DCGMM (spec §3), or stepwise EM for its GMM layers.
 
 Every trainable layer ascends its own objective on the same mini-batch, with SingleExp
-annealing per GMM layer. A numerical watchdog (:mod:`dcgmm.watchdog`) checks every step's
-objectives and every checkpoint's parameters; a run with a run directory saves its starting
+annealing per GMM layer (``TrainConfig.solver="em"``: GMM layers take stepwise-EM steps
+towards the same objective's statistics instead, :mod:`dcgmm.layers.gmm_em`). A numerical
+watchdog (:mod:`dcgmm.watchdog`) checks every step's objectives and every checkpoint's
+parameters; a run with a run directory saves its starting
 point, every ``checkpoint_every`` steps and its last step, each atomically, so a crash loses
 at most the steps since the last checkpoint.
 """
@@ -35,6 +37,8 @@ from dcgmm.io import (
 )
 from dcgmm.layers import GMM, ClassifierFeed, LinearClassifier
 from dcgmm.layers.base import TrainableLayer
+from dcgmm.layers.gmm_em import em_step_size, stepwise_em_step_
+from dcgmm.layers.gmm_gradients import Statistics
 from dcgmm.model import DCGMM
 from dcgmm.train_config import PRESET_TRAIN_OVERRIDES as PRESET_TRAIN_OVERRIDES
 from dcgmm.train_config import TrainConfig as TrainConfig
@@ -260,6 +264,7 @@ class Trainer(CheckpointedTraining):
         slots: list[int] = []
         values: list[Tensor] = []
         feed = ClassifierFeed(list(self.model.layers))
+        em_batches: list[tuple[int, Statistics]] = []  # solver "em": applied after the check
         for stage in self.model.stages:
             h = feed.input_for(stage.index, h)
             layer = stage.trainable
@@ -268,7 +273,11 @@ class Trainer(CheckpointedTraining):
                 feed.keep(stage.index, h)
                 continue
             if self.is_active(stage.index, self.step):
-                h, value = stage.train_step(h, y)
+                if self.config.solver == "em" and stage.gmm is not None:
+                    h, value, stats = stage.objective_and_statistics(h)
+                    em_batches.append((stage.index, stats))
+                else:
+                    h, value = stage.train_step(h, y)
                 slots.append(slot)
                 values.append(value.detach())
                 if isinstance(layer, LinearClassifier) and y is not None:
@@ -282,16 +291,32 @@ class Trainer(CheckpointedTraining):
         flags = (~torch.isfinite(step_values)).to(step_values.dtype)
         # One all-reduce carries the gradients and the flags, so every rank sees a NaN that
         # any rank met; a no-op in a single process.
-        self.dist.mean_gradients_(self.model, extra=[flags])
+        em_tensors = [t for _, stats in em_batches for t in stats]  # averaged like gradients
+        self.dist.mean_gradients_(self.model, extra=[flags, *em_tensors])
         if bool(flags.any()):
             bad_slot = slots[int(flags.nonzero()[0, 0])]
             raise self._objective_error(self._trainable[bad_slot][0], x, index)
         for slot_index, value in zip(slots, step_values.double(), strict=True):
             self._record(slot_index, value)
+        for layer_index, stats in em_batches:
+            self._em_step(layer_index, stats)
         self.optimizer.step()
         for _, gmm in self.model.gmm_layers():
             gmm.project_()
         self.step += 1
+
+    def _em_step(self, layer_index: int, stats: Statistics) -> None:
+        """Take one stepwise-EM step of GMM layer ``layer_index`` (``solver="em"``).
+
+        The step size follows the layer's own step count; a rollback scales it as it scales
+        SGD's learning rates.
+        """
+        gmm = self.model.layers[layer_index]
+        assert isinstance(gmm, GMM)
+        layer_step = self.step - self._start_step.get(layer_index, 0)
+        size = em_step_size(layer_step, self.config.em_step_exponent)
+        size *= self._lr_scale.get(layer_index, 1.0)
+        stepwise_em_step_(gmm, stats, size, learn_weights=self.config.learns_weights)
 
     def _error(self, event: NonFinite, suffix: str = "") -> NumericalError:
         hint = ""
@@ -435,7 +460,11 @@ class Trainer(CheckpointedTraining):
                 key: sums[slot] / count if count else None,
             }
             if isinstance(layer, GMM):
-                entry["lr"] = self.schedules[idx].lr
+                if self.config.solver == "em":  # EM has a step size, not a learning rate
+                    layer_step = max(self.step - self._start_step.get(idx, 0), 0)
+                    entry["em_step_size"] = em_step_size(layer_step, self.config.em_step_exponent)
+                else:
+                    entry["lr"] = self.schedules[idx].lr
                 entry["sigma_som"] = self.schedules[idx].sigma
                 entry["n_reductions"] = self.schedules[idx].n_reductions
             elif count:

@@ -356,6 +356,22 @@ class GMM(TrainableLayer):
         log_joint = self._checked(self.log_joint(x))
         return torch.softmax(log_joint, dim=-1), -self.objective_map(log_joint).mean()
 
+    def forward_and_statistics(
+        self, x: Float[Tensor, "N H W C"]
+    ) -> tuple[Float[Tensor, "N H W K"], Tensor, grads.Statistics]:
+        """Return (responsibilities, mean objective, the objective's sufficient statistics).
+
+        The statistics (:class:`~dcgmm.layers.gmm_gradients.Statistics`) are what both
+        solvers need: SGD's closed-form gradient and stepwise EM's M-step.
+        """
+        with torch.no_grad():
+            log_joint = self.log_joint(x)
+            resp = torch.softmax(log_joint, dim=-1)
+            kernel = self.annealing_kernel(log_joint.dtype, log_joint.device)
+            objective = grads.objective_gradient(log_joint, self.objective, kernel, resp)
+            stats = grads.statistics(x, objective, independent=self.independent)
+        return resp, objective.values.mean(), stats
+
     def forward_and_grad(
         self, x: Float[Tensor, "N H W C"]
     ) -> tuple[Float[Tensor, "N H W K"], Tensor]:
@@ -364,14 +380,10 @@ class GMM(TrainableLayer):
         The same numbers as ``forward_and_loss`` followed by ``backward``, from closed-form
         gradients (:mod:`dcgmm.layers.gmm_gradients`) and without autograd's passes.
         """
+        resp, value, stats = self.forward_and_statistics(x)
         with torch.no_grad():
-            log_joint = self.log_joint(x)
-            resp = torch.softmax(log_joint, dim=-1)
-            kernel = self.annealing_kernel(log_joint.dtype, log_joint.device)
-            objective = grads.objective_gradient(log_joint, self.objective, kernel, resp)
-            stats = grads.statistics(x, objective, independent=self.independent)
             grads.set_descent_gradients(self.means, self.sqrt_precisions, self.logits, stats)
-        return resp, objective.values.mean()
+        return resp, value
 
     def scores(self, x: Float[Tensor, "N H W C"]) -> GMMScores:
         """Return the per-position annealed loss, max-component and exact log-likelihoods."""
