@@ -402,6 +402,20 @@ def folder_with_a_broken_png(root: Path) -> object:
     return load_dataset(folder)
 
 
+def bad_resize(root: Path) -> object:
+    return load_dataset(_png_folder(root), resize=(8, 0))
+
+
+def bad_resize_cli(root: Path) -> object:
+    _png_folder(root)
+    return ["train", "--model", "F(8,1)-G(4)", "--data", "pngs", "--resize", "8x8", "--steps",
+            "1", "--out", "run"]  # fmt: skip
+
+
+def em_with_a_learning_rate(root: Path) -> object:
+    return TrainConfig(steps=10, solver="em", lr_start=0.05)
+
+
 def empty_folder_cli(root: Path) -> object:
     (root / "nothing").mkdir()
     return ["train", "--model", "A", "--data", "nothing", "--steps", "1", "--out", "run"]
@@ -547,6 +561,14 @@ CASES: tuple[Case, ...] = (
     Case("folder-empty", 16, "`--data` naming a folder with neither IDX files nor images",
          "`dcgmm train` (`read_arrays`)", empty_folder_cli, 2,
          ("holds neither the four IDX files", "nor PNG or JPEG images")),
+    Case("resize-bad", 16, "`load_dataset(folder, resize=(8, 0))`",
+         "`load_dataset` (`image_files.check_size`)", bad_resize, ValueError,
+         ("resize must be two positive whole numbers (H, W); got (8, 0)",)),
+    Case("resize-bad-cli", 16, "`dcgmm train --resize 8x8`", "argparse (`parse_size`)",
+         bad_resize_cli, 2, ("argument --resize: expected the height and width as H,W",)),
+    Case("em-learning-rate", 17, "`TrainConfig(solver='em', lr_start=0.05)`",
+         "`TrainConfig.__post_init__`", em_with_a_learning_rate, ValueError,
+         ("solver 'em' has no learning rates, so lr_start would do nothing",)),
 )  # fmt: skip
 
 

@@ -119,3 +119,52 @@ def test_a_torch_dataset_becomes_a_dataset(digits):
     assert data.image_shape == (28, 28, 1)
     np.testing.assert_array_equal(data.labels.numpy(), labels[:10])
     np.testing.assert_allclose(data.images[..., 0].numpy(), pixels[:10] / 255, atol=1e-6)
+
+
+def test_resize_averages_when_shrinking_and_keeps_the_dtype():
+    # A 2x2 checkerboard of 0/255 blocks shrunk to 1x1 is their mean (antialiased), not a
+    # sampled corner; uint8 stays uint8, float stays float.
+    from dcgmm.image_files import resize_images
+
+    blocks = np.kron(np.array([[0, 255], [255, 0]], dtype=np.uint8), np.ones((4, 4), np.uint8))
+    small = resize_images(blocks[None], (1, 1))
+    assert small.dtype == np.uint8
+    assert small.shape == (1, 1, 1)
+    assert abs(int(small[0, 0, 0]) - 128) <= 1
+    rgb = np.random.default_rng(0).random((3, 10, 12, 3)).astype(np.float32)
+    out = resize_images(rgb, (5, 6))
+    assert out.shape == (3, 5, 6, 3)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out.mean(), rgb.mean(), atol=0.02)
+    assert resize_images(rgb, (10, 12)) is rgb  # the size it has: untouched
+
+
+def test_resize_brings_a_mixed_folder_to_one_size_and_the_run_remembers_it(
+    tmp_path, digits, capsys
+):
+    folder = tmp_path / "mixed"
+    write_pngs(folder, digits[0][:6], digits[1][:6])
+    (folder / str(digits[1][0]) / "big.png").write_bytes(
+        encode_png(np.kron(digits[0][0], np.ones((2, 2), np.uint8)))  # 56x56
+    )
+    with pytest.raises(DataError, match="pass --resize H,W"):
+        load_dataset(folder)
+    data = load_dataset(folder, resize=(14, 14))
+    assert data.image_shape == (14, 14, 1)
+    assert len(data) == 7
+    with pytest.raises(ValueError, match="two positive whole numbers"):
+        load_dataset(folder, resize=(14, 0))
+    np.save(tmp_path / "x.npy", digits[0])  # the other sources resize too
+    assert load_dataset(tmp_path / "x.npy", resize=(7, 7)).image_shape == (7, 7, 1)
+    run = tmp_path / "run"
+    argv = ["train", "--model", "F(14,1)-G(4)", "--data", str(folder), "--steps", "2",
+            "--batch-size", "7", "--out", str(run)]  # fmt: skip
+    assert main(argv) == 2  # mixed sizes without --resize: refused, nothing written
+    assert "--resize" in capsys.readouterr().err
+    assert main([*argv, "--resize", "14,14"]) == 0
+    assert json.loads((run / "config.json").read_text())["data"]["resize"] == [14, 14]
+    assert main(["eval", str(run), "--split", "train"]) == 0  # at the recorded size
+    assert "(train, 7 samples)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # argparse's own exit for a value it cannot parse
+        main([*argv[:-1], str(tmp_path / "r2"), "--resize", "14x14"])
+    assert "expected the height and width as H,W" in capsys.readouterr().err

@@ -4,12 +4,13 @@ import argparse
 import difflib
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from dcgmm.data import Dataset, load_dataset, parse_classes
 from dcgmm.exceptions import OutputError
+from dcgmm.image_files import check_size
 
 
 class CLIError(Exception):
@@ -80,8 +81,17 @@ def load_data(
     limit: int | None = None,
     *,
     compact: bool = False,
+    resize: Sequence[int] | None = None,
 ) -> Dataset:
-    """Load a data flag's dataset; ``compact`` keeps uint8 pixels as uint8 (for training)."""
+    """Load a data flag's dataset; ``compact`` keeps uint8 pixels as uint8 (for training).
+
+    ``resize`` is ``--resize`` of a new run, or the size its ``config.json`` recorded: a run
+    trained on resized images reads every later data set at that size too.
+    """
+    try:
+        size = check_size(tuple(resize)) if resize is not None else None
+    except ValueError as err:
+        raise CLIError(str(err)) from None
     return load_dataset(
         source,
         split=split,  # type: ignore[arg-type]
@@ -89,7 +99,19 @@ def load_data(
         limit_per_class=limit_per_class,
         limit=limit,
         dtype="auto" if compact else "float32",
+        resize=size,
     )
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """Parse ``--resize H,W`` (e.g. ``28,28``)."""
+    try:
+        h, w = (int(part) for part in text.split(","))
+        return check_size((h, w))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected the height and width as H,W, e.g. 28,28; got {text!r}"
+        ) from None
 
 
 def run_data(run_dir: Path, config: Mapping[str, Any], data: str | None = None) -> dict[str, Any]:

@@ -47,7 +47,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model = load_model(run_dir, map_location=args.device)
     data = run_data(run_dir, config, args.data)
     classes = args.classes if args.classes is not None else data.get("classes")
-    dataset = load_data(data["source"], args.split, classes, args.limit_per_class, args.limit)
+    dataset = load_data(
+        data["source"], args.split, classes, args.limit_per_class, args.limit,
+        resize=data.get("resize"),
+    )  # fmt: skip
     result = evaluate(model, dataset.images, dataset.labels)
     if args.clustering:
         try:

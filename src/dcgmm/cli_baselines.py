@@ -87,9 +87,13 @@ def train_baseline(args: argparse.Namespace) -> int:
     if (out / CONFIG_FILE).exists():
         raise CLIError(f"{out} already holds a run; choose another --out")
     check_writable(out)
-    data = load_data(args.data, "train", args.classes, args.limit_per_class, args.limit)
+    data = load_data(
+        args.data, "train", args.classes, args.limit_per_class, args.limit, resize=args.resize
+    )
     seed = getattr(args, "seed", 0)
     info: dict[str, Any] = {"source": args.data, "classes": args.classes, "n_samples": len(data)}
+    if args.resize:
+        info["resize"] = list(args.resize)
     start = time.perf_counter()
     if args.model in VAE_MODELS:
         mode = getattr(args, "binarize", None) or "stochastic"
@@ -174,7 +178,8 @@ def baseline_inpaint(args: argparse.Namespace) -> int:
     name, model, config = load_baseline(args.run_dir)
     accepted = {"run_dir", "data", "split", "classes", "limit", "mask", "out", "seed"}
     refuse_options(args, accepted, f"a {name} run (a baseline)")
-    data = load_data(args.data, args.split, args.classes, None, args.limit)
+    resize = config["data"].get("resize")
+    data = load_data(args.data, args.split, args.classes, None, args.limit, resize=resize)
     images = data.images
     if isinstance(model, DeepLatentGMM):
         images = binarize(images, config["data"]["binarize"]["mode"], args.seed).reshape(
@@ -194,7 +199,10 @@ def baseline_eval(args: argparse.Namespace) -> int:
     name, model, config = load_baseline(args.run_dir)
     data = config["data"]
     source = args.data or data["source"]
-    dataset = load_data(source, args.split, args.classes, args.limit_per_class, args.limit)
+    dataset = load_data(
+        source, args.split, args.classes, args.limit_per_class, args.limit,
+        resize=data.get("resize"),
+    )  # fmt: skip
     if isinstance(model, DeepLatentGMM):
         x = binarize(dataset.images, data["binarize"]["mode"], data["binarize"]["seed"] + 1)
         total = 0.0

@@ -54,7 +54,8 @@ def baseline_outliers(args: argparse.Namespace) -> int:
     scores, sizes = {}, {}
     for role in ("inliers", "outliers"):
         source, classes = split_data_arg(getattr(args, role))
-        images = load_data(source, args.split, classes, None, args.limit).images
+        resize = config["data"].get("resize")
+        images = load_data(source, args.split, classes, None, args.limit, resize=resize).images
         mode = config["data"].get("binarize")
         if isinstance(model, DeepLatentGMM) and mode:  # the VAE saw binary images
             images = binarize(images, mode["mode"], mode["seed"] + 1).reshape(images.shape)
@@ -88,9 +89,10 @@ def cmd_outliers(args: argparse.Namespace) -> int:
         resolve_layer(model, args.map_layer)
     check_writable(out)
     sets = {}
+    resize = (read_config(run_dir).get("data") or {}).get("resize")  # the run's input size
     for role in ("inliers", "outliers"):
         source, classes = split_data_arg(getattr(args, role))
-        sets[role] = load_data(source, args.split, classes, None, args.limit)
+        sets[role] = load_data(source, args.split, classes, None, args.limit, resize=resize)
         logger.info("%s: %s, %d images", role, getattr(args, role), len(sets[role]))
     stats, stats_source = run_statistics(run_dir, model, args.kind, limit=args.stats_limit)
     report = detect_outliers(

@@ -108,6 +108,11 @@ def _model(args: argparse.Namespace) -> DCGMM:
     return load_model(args.run_dir, map_location=args.device)
 
 
+def _run_resize(run_dir: str) -> list[int] | None:
+    """Return the size a run resized its training images to (``--resize``), or None."""
+    return (read_config(Path(run_dir)).get("data") or {}).get("resize")
+
+
 def _generator(args: argparse.Namespace) -> torch.Generator:
     return torch.Generator(device=args.device).manual_seed(args.seed)
 
@@ -152,7 +157,9 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     if is_baseline_run(args.run_dir):
         return baseline_inpaint(args)
     model = _model(args)
-    data = load_data(args.data, args.split, args.classes, None, args.limit)
+    data = load_data(
+        args.data, args.split, args.classes, None, args.limit, resize=_run_resize(args.run_dir)
+    )
     images = data.images.to(args.device)
     try:
         mask_generator = torch.Generator().manual_seed(args.seed + 1)  # masks are drawn on the CPU
@@ -218,8 +225,8 @@ def cmd_sample_quality(args: argparse.Namespace) -> int:
     model = _model(args)
     evaluator, info = load_evaluator(args.evaluator)
     run_dir = Path(args.run_dir)
-    source = run_data(run_dir, read_config(run_dir), args.data)["source"]
-    real = load_data(source, "test", None, None, None)
+    record = run_data(run_dir, read_config(run_dir), args.data)
+    real = load_data(record["source"], "test", None, None, None, resize=record.get("resize"))
     config = sampling_config(args)
     generator = _generator(args)
     conditional = model.classifier is not None

@@ -13,7 +13,14 @@ from typing import Any
 import torch
 from tqdm import tqdm  # type: ignore[import-untyped]
 
-from dcgmm._cli_common import CLIError, check_writable, flag_name, load_data, run_data
+from dcgmm._cli_common import (
+    CLIError,
+    check_writable,
+    flag_name,
+    load_data,
+    parse_size,
+    run_data,
+)
 from dcgmm._validation import check_device
 from dcgmm.baselines.runs import BASELINES
 from dcgmm.checkpoint import load_model, load_trainer_state
@@ -146,7 +153,7 @@ def _progress(total: int, initial: int, *, show: bool = True) -> tuple[Any, Any]
 
 # What each kind of model does with `dcgmm train`'s flags, besides the data flags every kind
 # takes. A flag given for a kind that does not use it is refused: none is accepted and ignored.
-DATA_FLAGS = {"model", "data", "classes", "limit_per_class", "limit", "out", "resume"}
+DATA_FLAGS = {"model", "data", "classes", "limit_per_class", "limit", "resize", "out", "resume"}
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 FLAGS_BY_KIND = {
     "DCGMM": TRAIN_FIELDS
@@ -312,7 +319,7 @@ def _resumed_trainer(
     data = run_data(run_dir, read_config(run_dir))
     dataset = load_data(
         data["source"], "train", data.get("classes"), data.get("limit_per_class"),
-        data.get("limit"), compact=True,
+        data.get("limit"), compact=True, resize=data.get("resize"),
     )  # fmt: skip
     model = load_model(run_dir)
     try:
@@ -349,8 +356,9 @@ def _new_trainer(
 ) -> Trainer:
     """Return the trainer of a new run; its ``config.json`` records the data's source."""
     dataset = load_data(
-        args.data, "train", args.classes, args.limit_per_class, args.limit, compact=True
-    )  # uint8 pixels stay uint8: the trainer converts each batch
+        args.data, "train", args.classes, args.limit_per_class, args.limit, compact=True,
+        resize=args.resize,
+    )  # uint8 pixels stay uint8: the trainer converts each batch  # fmt: skip
     objective: Objective = getattr(args, "objective", None) or "annealed"
     generator = torch.Generator().manual_seed(train_cfg.seed)
     model = DCGMM.from_spec(
@@ -363,6 +371,7 @@ def _new_trainer(
             "classes": args.classes,
             "limit_per_class": args.limit_per_class,
             "limit": args.limit,
+            "resize": list(args.resize) if args.resize else None,
             "n_samples": len(dataset),
         },
         "tensorboard": _tensorboard_settings(args, train_cfg, None),
@@ -484,6 +493,14 @@ def add_training_commands(sub: Any) -> None:
     train.add_argument("--classes", help="keep only these classes, e.g. 1,2,3 or 1-9")
     train.add_argument("--limit-per-class", type=int, help="first N samples of every class")
     train.add_argument("--limit", type=int, help="then the first N samples (file order)")
+    train.add_argument(
+        "--resize",
+        type=parse_size,
+        metavar="H,W",
+        help="bring every image to H x W (antialiased bilinear); the run records it, and its "
+        "later commands read their data at that size (without it, images of different sizes "
+        "are refused)",
+    )
     train.add_argument(
         "--objective", choices=("annealed", "max_component", "loglik"), help="default annealed"
     )

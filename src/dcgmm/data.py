@@ -23,9 +23,11 @@ from torch import Tensor
 from dcgmm.exceptions import DataError
 from dcgmm.idx_files import IDX_STEMS, find_idx, read_idx
 from dcgmm.image_files import (
+    check_size,
     is_image_folder,
     read_image_folder,
     read_npy,
+    resize_images,
     torch_dataset_arrays,
 )
 
@@ -83,8 +85,14 @@ def builtin_path(name: str) -> Path:
     return Path(str(resource))
 
 
-def read_arrays(source: str | Path, split: Split) -> tuple[np.ndarray, np.ndarray, str]:
-    """Return raw ``(images, labels, name)`` of a source before any conversion."""
+def read_arrays(
+    source: str | Path, split: Split, resize: tuple[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Return raw ``(images, labels, name)`` of a source before any conversion.
+
+    ``resize`` reaches only the folder reader, whose images may differ in size; the other
+    sources hold one size and :func:`load_dataset` resizes them after the selection.
+    """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
     text = str(source)
@@ -95,7 +103,7 @@ def read_arrays(source: str | Path, split: Split) -> tuple[np.ndarray, np.ndarra
     idx_files = path.is_dir() and any(path.glob(IDX_STEMS["train"][0] + "*"))
     if path.is_dir() and not idx_files:
         if is_image_folder(path):
-            return read_image_folder(path, split)
+            return read_image_folder(path, split, resize)
         raise DataError(
             f"folder {path} holds neither the four IDX files (train-images-idx3-ubyte.gz, ...) "
             "nor PNG or JPEG images (loose, or in one subfolder per class)"
@@ -256,6 +264,7 @@ def load_dataset(
     limit_per_class: int | None = None,
     limit: int | None = None,
     dtype: Literal["float32", "uint8", "auto"] = "float32",
+    resize: tuple[int, int] | None = None,
 ) -> Dataset:
     """Load a split of a local dataset as float32 NHWC in [0, 1] (or its uint8 pixels).
 
@@ -276,6 +285,9 @@ def load_dataset(
         ``"uint8"`` keeps 0-255 pixels as stored (a quarter of the memory); a
         :class:`~dcgmm.training.Trainer` converts each batch. Only for sources of uint8 pixels;
         ``"auto"`` keeps uint8 pixels and converts other ones to float32.
+    resize : (int, int), optional
+        Bring every image to (H, W) (:func:`dcgmm.image_files.resize_images`: antialiased
+        bilinear). Without it, a folder of images of different sizes is refused.
 
     Raises
     ------
@@ -287,7 +299,8 @@ def load_dataset(
     Files store uint8 pixels 0-255 (divided by 255 here), bool pixels, or float pixels that
     already lie in [0, 1]; other dtypes are refused rather than guessed at.
     """
-    images, labels, name = read_arrays(source, split)
+    size = check_size(resize) if resize is not None else None
+    images, labels, name = read_arrays(source, split, size)
     labels = check_arrays(images, labels, name)
     if len(images) == 0:
         raise DataError(
@@ -297,6 +310,8 @@ def load_dataset(
     images, labels = select(
         images, labels, classes=classes, limit_per_class=limit_per_class, name=name, limit=limit
     )
+    if size is not None:
+        images = resize_images(images, size)  # after the selection: only what is kept
     if dtype == "auto":
         dtype = "uint8" if images.dtype == np.uint8 else "float32"
     if dtype == "uint8":
@@ -313,13 +328,17 @@ def load_dataset(
     return Dataset(to_nhwc_float(images, name), torch.from_numpy(labels), name)
 
 
-def from_torch_dataset(dataset: object, *, limit: int | None = None) -> Dataset:
+def from_torch_dataset(
+    dataset: object, *, limit: int | None = None, resize: tuple[int, int] | None = None
+) -> Dataset:
     """Return a :class:`Dataset` of the first ``limit`` items of a ``torch.utils.data.Dataset``.
 
     Items are ``(image, label)`` or images (label 0); see
-    :func:`dcgmm.image_files.torch_dataset_arrays` for the image kinds taken.
+    :func:`dcgmm.image_files.torch_dataset_arrays` for the image kinds taken. ``resize``
+    brings every image to (H, W), as in :func:`load_dataset`.
     """
-    images, labels, name = torch_dataset_arrays(dataset, limit=limit)
+    size = check_size(resize) if resize is not None else None
+    images, labels, name = torch_dataset_arrays(dataset, limit=limit, resize=size)
     checked = check_arrays(images, labels, name)
     return Dataset(to_nhwc_float(images, name), torch.from_numpy(checked), name)
 

@@ -10,7 +10,9 @@
 * **Any** ``torch.utils.data.Dataset`` yielding ``(image, label)`` or images, through
   :func:`dcgmm.data.from_torch_dataset` (Python only).
 
-Images are never resized: images of different sizes are refused with the sizes found.
+Images are never resized silently: images of different sizes are refused with the sizes
+found, unless a size is asked for (``resize=(H, W)``, ``--resize H,W``): then every image is
+brought to it by :func:`resize_images`.
 """
 
 from collections import Counter
@@ -22,10 +24,52 @@ import torch
 
 from dcgmm.exceptions import DataError
 
-__all__ = ["IMAGE_SUFFIXES", "is_image_folder", "read_image_folder", "read_npy",
-           "torch_dataset_arrays"]  # fmt: skip
+__all__ = ["IMAGE_SUFFIXES", "check_size", "is_image_folder", "read_image_folder", "read_npy",
+           "resize_images", "torch_dataset_arrays"]  # fmt: skip
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+RESIZE_HINT = "pass --resize H,W (Python: resize=(H, W)) to bring them all to one size"
+
+
+def check_size(size: object) -> tuple[int, int]:
+    """Return ``size`` as ``(H, W)``, or raise a ``ValueError`` if it is not two positive ints."""
+    if (
+        not isinstance(size, tuple | list)
+        or len(size) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
+    ):
+        raise ValueError(f"resize must be two positive whole numbers (H, W); got {size!r}")
+    return int(size[0]), int(size[1])
+
+
+def resize_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Return (N, H, W[, C]) images brought to ``size`` = (h, w), in their own dtype.
+
+    Bilinear interpolation with antialiasing (``torch.nn.functional.interpolate``, which
+    averages over the footprint when shrinking, as PIL does); uint8 pixels are rounded back
+    to uint8, bool pixels come back as float in [0, 1]. Done in chunks, so a memory-mapped
+    array is read a part at a time.
+    """
+    h, w = check_size(size)
+    if images.shape[1:3] == (h, w):
+        return images
+    chunks = []
+    for start in range(0, images.shape[0], 1024):
+        part = torch.from_numpy(np.asarray(images[start : start + 1024], dtype=np.float32))
+        nchw = part.unsqueeze(1) if part.ndim == 3 else part.permute(0, 3, 1, 2)
+        out = torch.nn.functional.interpolate(
+            nchw, size=(h, w), mode="bilinear", antialias=True, align_corners=False
+        )
+        out = out.squeeze(1) if part.ndim == 3 else out.permute(0, 2, 3, 1)
+        chunks.append(out.numpy())
+    resized = np.concatenate(chunks)
+    if images.dtype == np.uint8:
+        return np.clip(np.rint(resized), 0, 255).astype(np.uint8)
+    if images.dtype == np.bool_:
+        return np.clip(resized, 0.0, 1.0)
+    return resized.astype(images.dtype, copy=False)
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -60,9 +104,11 @@ def _read_image(path: Path) -> np.ndarray:
     return pixels
 
 
-def _stack(paths: list[Path], name: str) -> np.ndarray:
-    """Read ``paths`` and stack them, refusing mixed sizes and channel counts."""
+def _stack(paths: list[Path], name: str, resize: tuple[int, int] | None) -> np.ndarray:
+    """Read ``paths`` and stack them, refusing mixed sizes (unless resized) and channels."""
     images = [_read_image(p) for p in paths]
+    if resize is not None:
+        images = [resize_images(im[None], resize)[0] for im in images]
     shapes = Counter(im.shape[:2] for im in images)
     if len(shapes) > 1:
         (common, _), *_ = shapes.most_common()
@@ -70,7 +116,7 @@ def _stack(paths: list[Path], name: str) -> np.ndarray:
         found = ", ".join(f"{h}x{w} ({n})" for (h, w), n in shapes.most_common())
         raise DataError(
             f"{name}: images of different sizes: {found} (e.g. {odd}); expected one size. "
-            "dcgmm never resizes silently: resize them to one size first"
+            f"dcgmm never resizes silently: {RESIZE_HINT}"
         )
     channels = Counter(im.shape[2] for im in images)
     if len(channels) > 1:
@@ -82,7 +128,9 @@ def _stack(paths: list[Path], name: str) -> np.ndarray:
     return np.stack(images)
 
 
-def read_image_folder(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray, str]:
+def read_image_folder(
+    folder: Path, split: str, resize: tuple[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray, str]:
     """Return ``(images uint8 NHWC, labels, name)`` of a folder of images (module doc)."""
     if (folder / "train").is_dir() or (folder / "test").is_dir():
         if not (folder / split).is_dir():
@@ -102,7 +150,7 @@ def read_image_folder(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray,
             "expected one layout: move the loose images into a class subfolder"
         )
     if flat:
-        return _stack(flat, name), np.zeros(len(flat), dtype=np.int64), name
+        return _stack(flat, name, resize), np.zeros(len(flat), dtype=np.int64), name
     if not classes:
         raise DataError(f"{name} holds no PNG or JPEG images (nor class subfolders of them)")
     numbered = all(c.name.isdigit() for c in classes)
@@ -111,7 +159,7 @@ def read_image_folder(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray,
         files = _images_in(cls)
         paths += files
         labels += [int(cls.name) if numbered else index] * len(files)
-    return _stack(paths, name), np.asarray(labels, dtype=np.int64), name
+    return _stack(paths, name, resize), np.asarray(labels, dtype=np.int64), name
 
 
 def read_npy(path: Path, split: str) -> tuple[np.ndarray, np.ndarray, str]:
@@ -141,7 +189,7 @@ def _to_hwc(image: Any, index: int) -> np.ndarray:
 
 
 def torch_dataset_arrays(
-    dataset: Any, *, limit: int | None = None
+    dataset: Any, *, limit: int | None = None, resize: tuple[int, int] | None = None
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """Return ``(images (N, H, W, C), labels, name)`` of a ``torch.utils.data.Dataset``.
 
@@ -156,10 +204,14 @@ def torch_dataset_arrays(
     for i in range(n):
         item = dataset[i]
         image, label = item if isinstance(item, tuple) and len(item) == 2 else (item, 0)
-        images.append(_to_hwc(image, i))
+        hwc = _to_hwc(image, i)
+        images.append(hwc if resize is None else resize_images(hwc[None], resize)[0])
         labels.append(int(label))
     shapes = Counter(im.shape for im in images)
     if len(shapes) > 1:
         found = ", ".join(f"{s} ({c})" for s, c in shapes.most_common())
-        raise DataError(f"the dataset's images have different shapes: {found}; expected one")
+        raise DataError(
+            f"the dataset's images have different shapes: {found}; expected one, or "
+            + RESIZE_HINT.replace("pass --resize H,W (Python: resize=(H, W))", "pass resize=(H, W)")
+        )
     return np.stack(images), np.asarray(labels), f"{type(dataset).__name__} ({n} items)"
