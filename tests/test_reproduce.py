@@ -131,6 +131,17 @@ def test_table3_tiny_run_writes_the_table(tmp_path):
 
 
 @needs_data
+def test_table3_em_class_models_are_their_own_rows(tmp_path):
+    tiny("table3", tmp_path, "--presets", "A", "--protocols", "paper", "--solvers", "em")
+    row = json.loads((tmp_path / "table3.json").read_text())["rows"][0]
+    assert (row["model"], row["solver"]) == ("A EM", "em")
+    folder = tmp_path / "runs" / "mnist" / "paper" / "A" / "tiny-em-seed0" / "class3"
+    assert json.loads((folder / "config.json").read_text())["train"]["solver"] == "em"
+    assert (tmp_path / "table3" / "mnist_A_paper_em.png").exists()
+    assert "(table3/mnist_A_paper_em.png)" in (tmp_path / "table3.md").read_text()
+
+
+@needs_data
 def test_table4_tiny_run_reports_both_protocols_and_the_rate_search(tmp_path):
     tiny("table4", tmp_path, "--probe", "--classifier-lrs", "0.1,1.0")
     result = json.loads((tmp_path / "table4.json").read_text())

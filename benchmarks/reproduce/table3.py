@@ -2,6 +2,7 @@
 
     python -m benchmarks.reproduce table3 [--presets A,E] [--protocols paper,recipes]
         [--steps 5000] [--until-annealed] [--seeds 0,1,2] [--judge small|paper] [--judges 5]
+        [--solvers sgd,em]
 
 Sample quality of class-conditional generation, one DCGMM per class (the paper's
 protocol): an independent CNN evaluator (``dcgmm.evaluator``) trained on the real training
@@ -49,6 +50,7 @@ from dcgmm.evaluator import (
 )
 from dcgmm.images import save_grid
 from dcgmm.sampling import SamplingConfig, sample
+from dcgmm.train_config import options_for_solver
 
 # 2022 paper, Table III: evaluator accuracy (%) on class-conditional samples.
 PAPER_TABLE3 = {
@@ -117,13 +119,13 @@ def get_judges(
 
 def train_class_model(
     recipe: Recipe, dataset: str, data_dir: Path, cls: int, out: Path, *, steps: int,
-    seed: int, tiny: bool, until_annealed: bool,
+    seed: int, tiny: bool, until_annealed: bool, solver: str = "sgd",
 ) -> dict[str, Any]:  # fmt: skip
     """Train one DCGMM on one class (reuse a finished run); return its record."""
     if (out / TIMING_FILE).exists():
         return run_record(out)
     data = load_dataset(data_dir / dataset, classes=[cls], limit=300 if tiny else None)
-    options = dict(recipe.train)
+    options = {**options_for_solver(recipe.train, solver), "solver": solver}
     if until_annealed:
         options["until_annealed"] = True
     train_run(
@@ -156,22 +158,25 @@ def table3(args: argparse.Namespace) -> dict[str, Any]:
     for dataset in args.datasets.split(","):
         judges = get_judges(dataset, data_dir, runs, args)
         real = load_dataset(data_dir / dataset, split="test", limit=500 if args.tiny else None)
-        for preset, protocol in itertools.product(
-            args.presets.split(","), args.protocols.split(",")
+        for preset, protocol, solver in itertools.product(
+            args.presets.split(","), args.protocols.split(","), args.solvers.split(",")
         ):
             recipe = class_recipe(preset, protocol)
+            name = preset + (" EM" if solver == "em" else "")
             accuracies, frechet, records = [], [], []
             for seed in seeds:
                 samples, intended = [], []
                 for cls in range(10):
                     budget = "tiny" if args.tiny else f"s{args.steps}" + (
                         "-annealed" if args.until_annealed else "")  # fmt: skip
+                    budget += "-em" if solver == "em" else ""
                     out = (
                         runs / dataset / protocol / preset / f"{budget}-seed{seed}" / f"class{cls}"
                     )
                     record = train_class_model(
                         recipe, dataset, data_dir, cls, out, steps=args.steps, seed=seed,
-                        tiny=args.tiny, until_annealed=args.until_annealed)  # fmt: skip
+                        tiny=args.tiny, until_annealed=args.until_annealed,
+                        solver=solver)  # fmt: skip
                     if args.extend_to and not record["annealed"]:  # the budget ablation
                         source, out = (
                             out,
@@ -187,21 +192,23 @@ def table3(args: argparse.Namespace) -> dict[str, Any]:
                     samples.append(sample(model, per_class, config=config, generator=generator))
                     intended.append(torch.full((per_class,), cls))
                 if seed == seeds[0]:
-                    name = f"{dataset}_{preset}_{protocol}.png"
-                    save_class_grid(samples, Path(args.out) / "table3" / name)
+                    png = f"{dataset}_{preset}_{protocol}{'_em' if solver == 'em' else ''}.png"
+                    save_class_grid(samples, Path(args.out) / "table3" / png)
                 for j, (judge, _info) in enumerate(judges):
                     quality = sample_quality(judge, torch.cat(samples), real.images,
                                              torch.cat(intended))  # fmt: skip
                     accuracies.append(100 * quality["accuracy"])
                     frechet.append(quality["frechet_distance"])
-                    runs_rows.append({"dataset": dataset, "preset": preset, "protocol": protocol,
-                                      "seed": seed, "judge": j, "accuracy": quality["accuracy"],
+                    runs_rows.append({"dataset": dataset, "preset": preset, "model": name,
+                                      "protocol": protocol, "seed": seed, "judge": j,
+                                      "accuracy": quality["accuracy"],
                                       "frechet_distance": quality["frechet_distance"]})  # fmt: skip
             mean, sd = mean_sd(accuracies)
             row = {
                 "table": "III",
                 "dataset": dataset,
-                "model": preset,
+                "model": name,
+                "solver": solver,
                 "spec": recipe.spec,
                 "protocol": protocol,
                 "recipe_note": recipe.note,
@@ -267,7 +274,8 @@ def write_table3(result: dict[str, Any], out: Path, command: str, wall: float) -
         )
     lines += ["", "First samples of every class (a row per class, the first seed):", ""]
     for r in result["rows"]:
-        name = f"{r['dataset']}_{r['model']}_{r['protocol']}.png"
+        solver = "_em" if r.get("solver") == "em" else ""
+        name = f"{r['dataset']}_{r['model'].split()[0]}_{r['protocol']}{solver}.png"
         lines.append(f"![{r['dataset']} {r['model']} {r['protocol']}](table3/{name})")
     write_results(out, "table3", lines, result)
     update_summary(out, "III", result["rows"])
@@ -292,6 +300,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the judge CNN: ours, or the paper's Table VII")  # fmt: skip
     parser.add_argument("--judges", type=int, default=1, help="judges trained (the paper: 5)")
     parser.add_argument("--evaluator-epochs", type=int, default=5, help="the small judge's")
+    parser.add_argument(
+        "--solvers", default="sgd", help="the class models' GMM-layer solvers: sgd, em or sgd,em"
+    )
 
 
 def run(args: argparse.Namespace, command: str) -> None:
