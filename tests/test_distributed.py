@@ -38,12 +38,17 @@ def final_record(run_dir: Path) -> dict:
 @pytest.mark.distributed
 def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    run(dcgmm_cmd("train", *COMMON, "--out", str(one)))
+    # Under torchrun each of the 2 ranks holds only its half of the data (data_shards = 2,
+    # set by itself); one process cutting the data into the same 2 blocks sees the same batches.
+    run(dcgmm_cmd("train", *COMMON, "--data-shards", "2", "--out", str(one)))
     # Two ranks, stopped at step 30 and resumed: the same result as an uninterrupted run.
     run(dcgmm_cmd("train", *COMMON, "--out", str(two), "--stop-at", "30", nproc=2))
     assert final_record(two)["step"] == 30
     run(dcgmm_cmd("train", "--resume", str(two), nproc=2))
 
+    config = json.loads((two / "config.json").read_text())
+    assert config["train"]["data_shards"] == 2
+    assert config["data"]["n_samples"] == 400  # two blocks of 200
     a, b = load_model(one), load_model(two)
     for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters(), strict=True):
         # Each rank sums half the batch, so float32 sums round differently. Measured on this

@@ -344,3 +344,29 @@ def test_dtype_uint8_refuses_float_pixels_and_auto_converts_them(tmp_path):
         load_dataset(path, dtype="uint8")
     assert load_dataset(path, dtype="auto").images.dtype == torch.float32
     assert load_dataset("mnist", limit=3, dtype="auto").images.dtype == torch.uint8
+
+
+def test_data_shards_batches_take_an_equal_share_of_every_block(mnist_small):
+    """A batch of data_shards = 2 takes half its rows from each half of the data, each
+    half shuffled on its own; the blocks are what load_dataset(shard=...) gives a rank."""
+    from dcgmm.data import load_dataset
+
+    train, _ = mnist_small
+    images = train.images[:300]
+    model = DCGMM.from_spec("F(28,1)-G(4)", train.image_shape)
+    config = TrainConfig(steps=3, batch_size=10, data_shards=2)
+    trainer = Trainer(model, config, images)
+    assert trainer.steps_per_epoch == 30  # blocks of 150, 5 rows of each per batch
+    seen = []
+    for step in range(30):
+        _, _, index = trainer._batch(step)
+        assert (index[:5] < 150).all() and (index[5:] >= 150).all()
+        seen.append(index)
+    assert sorted(torch.cat(seen).tolist()) == list(range(300))  # one epoch: every row once
+    full = load_dataset("mnist", limit_per_class=100, limit=300)
+    blocks = [load_dataset("mnist", limit_per_class=100, limit=300, shard=(i, 2)) for i in (0, 1)]
+    assert torch.equal(torch.cat([b.images for b in blocks]), full.images)
+    with pytest.raises(ValueError, match="divisible by data_shards"):
+        TrainConfig(steps=3, batch_size=10, data_shards=3)
+    with pytest.raises(ValueError, match="0 <= i < S"):
+        load_dataset("mnist", shard=(2, 2))

@@ -82,11 +82,13 @@ def load_data(
     *,
     compact: bool = False,
     resize: Sequence[int] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> Dataset:
     """Load a data flag's dataset; ``compact`` keeps uint8 pixels as uint8 (for training).
 
     ``resize`` is ``--resize`` of a new run, or the size its ``config.json`` recorded: a run
-    trained on resized images reads every later data set at that size too.
+    trained on resized images reads every later data set at that size too. ``shard``: one
+    process's block of a data-parallel job (:func:`dcgmm.data.load_dataset`).
     """
     try:
         size = check_size(tuple(resize)) if resize is not None else None
@@ -100,6 +102,7 @@ def load_data(
         limit=limit,
         dtype="auto" if compact else "float32",
         resize=size,
+        shard=shard,
     )
 
 

@@ -55,6 +55,9 @@ FLAG_HELP = {
     "objective's statistics; no learning rates, the radius shrinks every window)",
     "em_step_exponent": "--solver em: step size (t+2)^-alpha of a layer's t-th step, alpha in "
     "(0.5, 1]",
+    "data_shards": "cut the data into this many blocks, each shuffled on its own, a batch taking "
+    "an equal share of each; under torchrun it is the number of processes (set by itself), each "
+    "holding only its block, and one process with the same value sees the same batches",
 }
 FLAG_ALIASES = {"on_nonfinite": ["--on-nan"]}
 
@@ -294,6 +297,10 @@ def _train(
     ctx: DistContext,
     device: str,
 ) -> int:
+    if ctx.active and not args.resume and train_cfg.data_shards == 1:
+        # Each process holds only its block of the data; one process with --data-shards W
+        # sees the same batches.
+        train_cfg = dataclasses.replace(train_cfg, data_shards=ctx.world_size)
     run_cfg = dataclasses.replace(train_cfg, device=device)  # cuda:LOCAL_RANK under torchrun
     if not ctx.is_main:
         logger.setLevel(logging.WARNING)  # one voice per job: rank 0 reports
@@ -312,6 +319,11 @@ def _train(
     return 0
 
 
+def _this_block(config: TrainConfig, ctx: DistContext) -> tuple[int, int] | None:
+    """Return ``(rank, data_shards)`` when this process holds one block of the data."""
+    return (ctx.rank, config.data_shards) if ctx.active and config.data_shards > 1 else None
+
+
 def _resumed_trainer(
     args: argparse.Namespace, run_dir: Path, run_cfg: TrainConfig, ctx: DistContext
 ) -> Trainer | None:
@@ -320,6 +332,7 @@ def _resumed_trainer(
     dataset = load_data(
         data["source"], "train", data.get("classes"), data.get("limit_per_class"),
         data.get("limit"), compact=True, resize=data.get("resize"),
+        shard=_this_block(run_cfg, ctx),
     )  # fmt: skip
     model = load_model(run_dir)
     try:
@@ -357,7 +370,7 @@ def _new_trainer(
     """Return the trainer of a new run; its ``config.json`` records the data's source."""
     dataset = load_data(
         args.data, "train", args.classes, args.limit_per_class, args.limit, compact=True,
-        resize=args.resize,
+        resize=args.resize, shard=_this_block(run_cfg, ctx),
     )  # uint8 pixels stay uint8: the trainer converts each batch  # fmt: skip
     objective: Objective = getattr(args, "objective", None) or "annealed"
     generator = torch.Generator().manual_seed(train_cfg.seed)
@@ -372,7 +385,7 @@ def _new_trainer(
             "limit_per_class": args.limit_per_class,
             "limit": args.limit,
             "resize": list(args.resize) if args.resize else None,
-            "n_samples": len(dataset),
+            "n_samples": len(dataset) * (run_cfg.data_shards if ctx.active else 1),
         },
         "tensorboard": _tensorboard_settings(args, train_cfg, None),
     }

@@ -265,6 +265,7 @@ def load_dataset(
     limit: int | None = None,
     dtype: Literal["float32", "uint8", "auto"] = "float32",
     resize: tuple[int, int] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> Dataset:
     """Load a split of a local dataset as float32 NHWC in [0, 1] (or its uint8 pixels).
 
@@ -288,6 +289,10 @@ def load_dataset(
     resize : (int, int), optional
         Bring every image to (H, W) (:func:`dcgmm.image_files.resize_images`: antialiased
         bilinear). Without it, a folder of images of different sizes is refused.
+    shard : (int, int), optional
+        ``(i, S)``: keep only block i of S equal contiguous blocks of the selection (each of
+        ``N // S`` images; the remainder is dropped), before any conversion: what one of S
+        processes holds with ``TrainConfig(data_shards=S)``.
 
     Raises
     ------
@@ -310,6 +315,8 @@ def load_dataset(
     images, labels = select(
         images, labels, classes=classes, limit_per_class=limit_per_class, name=name, limit=limit
     )
+    if shard is not None:
+        images, labels = _block(images, labels, shard, name)
     if size is not None:
         images = resize_images(images, size)  # after the selection: only what is kept
     if dtype == "auto":
@@ -326,6 +333,20 @@ def load_dataset(
     if dtype != "float32":
         raise ValueError(f"dtype must be 'float32' or 'uint8'; got {dtype!r}")
     return Dataset(to_nhwc_float(images, name), torch.from_numpy(labels), name)
+
+
+def _block(
+    images: np.ndarray, labels: np.ndarray, shard: tuple[int, int], name: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return block ``i`` of ``S`` equal contiguous blocks of the rows (``shard = (i, S)``)."""
+    index, count = shard
+    if not (isinstance(count, int) and count >= 1 and isinstance(index, int)
+            and 0 <= index < count):  # fmt: skip
+        raise ValueError(f"shard must be (i, S) with 0 <= i < S; got {shard!r}")
+    size = len(images) // count
+    if size == 0:
+        raise DataError(f"{name}: {len(images)} images cannot fill {count} blocks of one or more")
+    return images[index * size : (index + 1) * size], labels[index * size : (index + 1) * size]
 
 
 def from_torch_dataset(

@@ -41,6 +41,12 @@ class TrainConfig:
     ``lr_factor_means`` and ``lr_factor_precisions`` must stay at their defaults, and
     ``lr_factor_weights`` is 0 (keep the mixing weights fixed, as the recipes' lambda_pi = 0)
     or its default (learn them). The classifier layer is trained by SGD under both.
+
+    ``data_shards = S`` cuts the training images into S contiguous blocks of ``N // S``
+    (the remainder is dropped), each shuffled on its own every epoch; a batch takes
+    ``batch_size / S`` images of every block. Under ``torchrun`` with S processes each one
+    then holds only its block (``dcgmm train`` sets S to the number of processes by itself),
+    and a one-process run with the same S sees exactly the same batches.
     """
 
     batch_size: int = 100
@@ -69,6 +75,7 @@ class TrainConfig:
     device: str = "cpu"
     solver: Literal["sgd", "em"] = "sgd"
     em_step_exponent: float = 0.6
+    data_shards: int = 1
 
     def __post_init__(self) -> None:
         if (self.epochs is None) == (self.steps is None):
@@ -83,6 +90,7 @@ class TrainConfig:
             "log_every",
             "max_rollbacks",
             "annealed_patience",
+            "data_shards",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive; got {getattr(self, name)}")
@@ -108,6 +116,11 @@ class TrainConfig:
                 raise ValueError(f"{f.name} must be >= 0; got {getattr(self, f.name)}")
         AnnealingConfig(**self._annealing_kwargs())  # validates the schedule's fields
         self._check_solver()
+        if self.batch_size % self.data_shards:
+            raise ValueError(
+                f"batch_size {self.batch_size} must be divisible by data_shards "
+                f"{self.data_shards}: a batch takes an equal share of every block"
+            )
 
     def _check_solver(self) -> None:
         if self.solver not in ("sgd", "em"):
@@ -159,21 +172,27 @@ class TrainConfig:
         """The SingleExp schedule's parameters."""
         return AnnealingConfig(**self._annealing_kwargs())
 
-    def steps_per_epoch(self, n_samples: int) -> int:
-        """Return the number of full batches in one pass (the remainder is dropped)."""
-        if n_samples < self.batch_size:
+    def steps_per_epoch(self, n_samples: int, *, one_block: bool = False) -> int:
+        """Return the number of full batches in one pass (the remainder is dropped).
+
+        ``n_samples`` is all the data, or with ``one_block`` one process's block of
+        ``data_shards`` (each batch takes ``batch_size / data_shards`` of a block).
+        """
+        total = n_samples * self.data_shards if one_block else n_samples
+        if total < self.batch_size:
             raise ValueError(
-                f"the dataset has {n_samples} samples, fewer than one batch of "
+                f"the dataset has {total} samples, fewer than one batch of "
                 f"{self.batch_size}; lower --batch-size or use more data"
             )
-        return n_samples // self.batch_size
+        block = n_samples if one_block else n_samples // self.data_shards
+        return block // (self.batch_size // self.data_shards)
 
-    def total_steps(self, n_samples: int) -> int:
-        """Return the number of SGD steps of the whole run."""
+    def total_steps(self, n_samples: int, *, one_block: bool = False) -> int:
+        """Return the number of SGD steps of the whole run (see :meth:`steps_per_epoch`)."""
         if self.steps is not None:
             return self.steps
         assert self.epochs is not None
-        return self.epochs * self.steps_per_epoch(n_samples)
+        return self.epochs * self.steps_per_epoch(n_samples, one_block=one_block)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the fields as a JSON-ready dict."""

@@ -50,13 +50,16 @@ from dcgmm.watchdog import NumericalError as NumericalError  # re-exported: it w
 logger = logging.getLogger(__name__)
 
 
-def epoch_permutation(n: int, seed: int, epoch: int, device: torch.device) -> Tensor:
-    """Return the sample order of one epoch.
+def epoch_permutation(
+    n: int, seed: int, epoch: int, device: torch.device, block: int | None = None
+) -> Tensor:
+    """Return the sample order of one epoch (of one block of ``data_shards``, if given).
 
-    It is a function of (seed, epoch) alone, so a resumed run sees exactly the batches an
-    uninterrupted one would.
+    It is a function of (seed, epoch, block) alone, so a resumed run sees exactly the batches
+    an uninterrupted one would, and a block's order does not depend on who holds it.
     """
-    derived = int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0])
+    entropy = [seed, epoch] if block is None else [seed, epoch, block]
+    derived = int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0])
     generator = torch.Generator().manual_seed(derived & 0x7FFF_FFFF_FFFF_FFFF)
     return torch.randperm(n, generator=generator).to(device)
 
@@ -111,7 +114,9 @@ class Trainer(CheckpointedTraining):
     dist : DistContext, optional
         This process's place in a data-parallel job (:mod:`dcgmm.distributed`): each rank
         trains on its share of every global batch of ``config.batch_size`` and the gradients
-        are averaged; only rank 0 writes files.
+        are averaged; only rank 0 writes files. With ``config.data_shards`` equal to the
+        number of ranks, ``images`` (and ``labels``) are this rank's block of the data only
+        (:func:`dcgmm.data.load_dataset` with ``shard=``); otherwise every rank passes all.
     """
 
     def __init__(
@@ -142,8 +147,15 @@ class Trainer(CheckpointedTraining):
             stored = read_config(self.run_dir)  # a run of another model is not overwritten
             shape = json.dumps(stored.get("input_shape"))
             check_fits(model, {"spec": str(stored.get("spec")), "input_shape": shape}, self.run_dir)
-        self.n_steps = config.total_steps(images.shape[0])
-        self.steps_per_epoch = config.steps_per_epoch(images.shape[0])
+        # One block of the data per rank (config.data_shards), or all of it.
+        self._one_block = self.dist.active and config.data_shards > 1
+        if self._one_block and config.data_shards != self.dist.world_size:
+            raise ValueError(
+                f"data_shards is {config.data_shards} but the job has {self.dist.world_size} "
+                "processes; each process holds one block, so they must be equal"
+            )
+        self.n_steps = config.total_steps(images.shape[0], one_block=self._one_block)
+        self.steps_per_epoch = config.steps_per_epoch(images.shape[0], one_block=self._one_block)
         self.step = 0
         self._trainable = [
             (i, layer) for i, layer in enumerate(model.layers) if isinstance(layer, TrainableLayer)
@@ -234,16 +246,33 @@ class Trainer(CheckpointedTraining):
     def _batch(self, step: int) -> tuple[Tensor, Tensor | None, Tensor]:
         """Return this rank's (images, labels, row numbers) of the batch of ``step``."""
         epoch, offset = divmod(step, self.steps_per_epoch)
+        shards = self.config.data_shards
         if self._perm is None or self._perm[0] != epoch:
-            n = self.images.shape[0]
-            self._perm = (epoch, epoch_permutation(n, self.config.seed, epoch, self.device))
-        b = self.config.batch_size
-        index = self.dist.shard(self._perm[1][offset * b : (offset + 1) * b])
+            self._perm = (epoch, self._epoch_order(epoch))
+        if shards == 1:
+            b = self.config.batch_size
+            index = self.dist.shard(self._perm[1][offset * b : (offset + 1) * b])
+        else:  # b / S rows of every block this process holds, block after block
+            b = self.config.batch_size // shards
+            index = self._perm[1][:, offset * b : (offset + 1) * b].reshape(-1)
         y = self.labels[index] if self.labels is not None else None
         x = self.images[index]
         if x.dtype == torch.uint8:  # stored as 0-255: a quarter of the memory of float32
             x = x.to(torch.float32).div_(255.0)
         return x, y, index
+
+    def _epoch_order(self, epoch: int) -> Tensor:
+        """Return an epoch's sample order: (N,), or per block (blocks held, N // S) of rows."""
+        n, seed, shards = self.images.shape[0], self.config.seed, self.config.data_shards
+        if shards == 1:
+            return epoch_permutation(n, seed, epoch, self.device)
+        if self._one_block:  # this rank's block is all its images
+            return epoch_permutation(n, seed, epoch, self.device, block=self.dist.rank)[None]
+        size = n // shards
+        return torch.stack([
+            s * size + epoch_permutation(size, seed, epoch, self.device, block=s)
+            for s in range(shards)
+        ])  # fmt: skip
 
     def train_step(self) -> None:
         """Run one SGD step on the next mini-batch.
