@@ -77,6 +77,30 @@ class LayerFit:
     out_of_time: bool = False  # stopped by the time budget
 
 
+@dataclass
+class _Sweep:
+    """What one E-step over all patches found: sums by filter and the unexplained patches."""
+
+    count: Tensor
+    sum_x: Tensor
+    sum_sq: Tensor
+    unexplained: list[Tensor]
+    unexplained_scores: list[Tensor]
+    changed: int
+    means_before: Tensor
+
+
+@dataclass(frozen=True)
+class _Growth:
+    """How a layer's fit grows its bank: the threshold, the cap and the seeding knobs."""
+
+    tau: float
+    max_filters: int
+    per_iteration: int
+    sigma_cap: float
+    generator: torch.Generator | None
+
+
 class NSNLayer(nn.Module):
     """One layer of Gaussian filters over ``window x window`` patches with a stride.
 
@@ -221,76 +245,91 @@ class NSNLayer(nn.Module):
         self.set_filters(first[pick : pick + 1], spread[None], torch.ones(1))
         assignment = torch.full((n_images * n_pos,), -2, dtype=torch.long)
         record = LayerFit()
-        sigma_cap = self._sigma_cap(tau)
+        growth = _Growth(tau, max_filters, new_filters_per_iter, self._sigma_cap(tau), generator)
         for iteration in range(max_iters):
-            k = self.n_filters
-            count = torch.zeros(k, dtype=torch.float64)
-            sum_x = torch.zeros(k, d, dtype=torch.float64)
-            sum_sq = torch.zeros(k, dtype=torch.float64)
-            unexplained: list[Tensor] = []
-            unexplained_scores: list[Tensor] = []
-            changed = 0
-            means_before = self.means.clone()
-            for first_row, patches, norms, norms64 in batches:
-                best_score, best = self.best_filters(patches, norms)
-                # Unexplained patches (below tau) go to a spare row k, dropped afterwards.
-                row = torch.where(best_score < tau, k, best)
-                slot = slice(first_row, first_row + patches.shape[0])
-                assigned = torch.where(row == k, -1, row)
-                changed += int((assignment[slot] != assigned).sum())
-                assignment[slot] = assigned
-                count += torch.bincount(row, minlength=k + 1)[:k].double()
-                sum_x += sum_x.new_zeros(k + 1, d).index_add_(0, row, patches.double())[:k]
-                sum_sq += sum_sq.new_zeros(k + 1).index_add_(0, row, norms64)[:k]
-                left = row == k
-                if bool(left.any()):
-                    unexplained.append(patches[left])
-                    unexplained_scores.append(best_score[left])
-            alive = count > 0
-            means = sum_x[alive] / count[alive, None]
-            var = (sum_sq[alive] / count[alive] - means.square().sum(-1)) / d
-            sigmas = var.clamp_min(0).sqrt().clamp_min(self.sigma_min)
-            counts = count[alive]
-            n_unexplained = sum(u.shape[0] for u in unexplained)
-            room = max_filters - means.shape[0]
-            if n_unexplained and room > 0:
-                # Seed only on patches the refitted filters still leave below tau: a patch
-                # left out while the sigmas were still settling is no reason for a new filter.
-                self.set_filters(means, sigmas, counts)
-                pool = torch.cat(unexplained)
-                if means.shape[0]:
-                    rescored = self.patch_scores(pool).amax(-1)
-                    pool, pool_scores = pool[rescored < tau], rescored[rescored < tau]
-                else:
-                    pool_scores = torch.cat(unexplained_scores)
-            if n_unexplained and room > 0 and pool.shape[0]:
-                new_means, new_sigmas, new_counts = self._new_filters(
-                    pool.double(),
-                    pool_scores,
-                    min(new_filters_per_iter, room),
-                    sigma_cap,
-                    generator,
-                )
-                means = torch.cat([means, new_means])
-                sigmas = torch.cat([sigmas, new_sigmas])
-                counts = torch.cat([counts, new_counts])
-            if means.shape[0] == 0:  # nothing explained and no room: keep the old bank
-                means, sigmas, counts = means_before.double(), self.sigmas.double(), self.counts
-            self.set_filters(means, sigmas, counts)
+            sweep = self._assign(batches, tau, assignment)
+            n_unexplained, room = self._refit_and_grow(sweep, growth)
+            changed = sweep.changed / assignment.numel()
             record.n_filters.append(self.n_filters)
             record.n_unexplained.append(n_unexplained)
-            record.changed_fraction.append(changed / assignment.numel())
+            record.changed_fraction.append(changed)
             if progress is not None:
                 progress(iteration, self.n_filters, n_unexplained)
-            if n_unexplained == 0 and changed / assignment.numel() < tol:
+            if n_unexplained == 0 and changed < tol:
                 record.converged = True
                 break
-            if n_unexplained and room <= 0 and changed / assignment.numel() < tol:
+            if n_unexplained and room <= 0 and changed < tol:
                 break  # at the cap: more iterations cannot add what tau asks for
             if deadline is not None and time.perf_counter() >= deadline:
                 record.out_of_time = True
                 break
         return record
+
+    def _assign(self, batches: "PatchBatches", tau: float, assignment: Tensor) -> "_Sweep":
+        """E-step: give every patch its best filter (or none, below ``tau``); sum by filter.
+
+        ``assignment`` (one entry per patch) is updated in place; the sweep counts changes.
+        """
+        k, d = self.n_filters, self.means.shape[1]
+        sweep = _Sweep(
+            torch.zeros(k, dtype=torch.float64),
+            torch.zeros(k, d, dtype=torch.float64),
+            torch.zeros(k, dtype=torch.float64),
+            [], [], 0, self.means.clone(),
+        )  # fmt: skip
+        for first_row, patches, norms, norms64 in batches:
+            best_score, best = self.best_filters(patches, norms)
+            # Unexplained patches (below tau) go to a spare row k, dropped afterwards.
+            row = torch.where(best_score < tau, k, best)
+            slot = slice(first_row, first_row + patches.shape[0])
+            assigned = torch.where(row == k, -1, row)
+            sweep.changed += int((assignment[slot] != assigned).sum())
+            assignment[slot] = assigned
+            sweep.count += torch.bincount(row, minlength=k + 1)[:k].double()
+            sweep.sum_x += sweep.sum_x.new_zeros(k + 1, d).index_add_(0, row, patches.double())[:k]
+            sweep.sum_sq += sweep.sum_sq.new_zeros(k + 1).index_add_(0, row, norms64)[:k]
+            left = row == k
+            if bool(left.any()):
+                sweep.unexplained.append(patches[left])
+                sweep.unexplained_scores.append(best_score[left])
+        return sweep
+
+    def _refit_and_grow(self, sweep: "_Sweep", growth: "_Growth") -> tuple[int, int]:
+        """M-step: refit the used filters, seed new ones on what is still unexplained.
+
+        Returns the number of patches the sweep left unexplained and the room for new
+        filters the refit left (``max_filters`` minus the filters still used).
+        """
+        d = self.means.shape[1]
+        alive = sweep.count > 0
+        means = sweep.sum_x[alive] / sweep.count[alive, None]
+        var = (sweep.sum_sq[alive] / sweep.count[alive] - means.square().sum(-1)) / d
+        sigmas = var.clamp_min(0).sqrt().clamp_min(self.sigma_min)
+        counts = sweep.count[alive]
+        n_unexplained = sum(u.shape[0] for u in sweep.unexplained)
+        room = growth.max_filters - means.shape[0]
+        if n_unexplained and room > 0:
+            # Seed only on patches the refitted filters still leave below tau: a patch
+            # left out while the sigmas were still settling is no reason for a new filter.
+            self.set_filters(means, sigmas, counts)
+            pool = torch.cat(sweep.unexplained)
+            if means.shape[0]:
+                rescored = self.patch_scores(pool).amax(-1)
+                pool, pool_scores = pool[rescored < growth.tau], rescored[rescored < growth.tau]
+            else:
+                pool_scores = torch.cat(sweep.unexplained_scores)
+            if pool.shape[0]:
+                new_means, new_sigmas, new_counts = self._new_filters(
+                    pool.double(), pool_scores, min(growth.per_iteration, room),
+                    growth.sigma_cap, growth.generator,
+                )  # fmt: skip
+                means = torch.cat([means, new_means])
+                sigmas = torch.cat([sigmas, new_sigmas])
+                counts = torch.cat([counts, new_counts])
+        if means.shape[0] == 0:  # nothing explained and no room: keep the old bank
+            means, sigmas, counts = sweep.means_before.double(), self.sigmas.double(), self.counts
+        self.set_filters(means, sigmas, counts)
+        return n_unexplained, room
 
     def _sigma_cap(self, tau: float) -> float:
         # Largest sigma at which a patch sitting on the mean still scores tau.
