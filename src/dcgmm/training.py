@@ -143,10 +143,7 @@ class Trainer(CheckpointedTraining):
         self.run_dir = Path(run_dir) if run_dir is not None else None
         info = {"data": {"source": None, "n_samples": images.shape[0]}, **(run_info or {})}
         self._run_config = run_config(model, config, world_size=self.dist.world_size, info=info)
-        if self.run_dir is not None and (self.run_dir / CONFIG_FILE).exists():
-            stored = read_config(self.run_dir)  # a run of another model is not overwritten
-            shape = json.dumps(stored.get("input_shape"))
-            check_fits(model, {"spec": str(stored.get("spec")), "input_shape": shape}, self.run_dir)
+        self._check_run_dir_holds_this_model()
         # One block of the data per rank (config.data_shards), or all of it.
         self._one_block = self.dist.active and config.data_shards > 1
         if self._one_block and config.data_shards != self.dist.world_size:
@@ -160,19 +157,7 @@ class Trainer(CheckpointedTraining):
         self._trainable = [
             (i, layer) for i, layer in enumerate(model.layers) if isinstance(layer, TrainableLayer)
         ]
-        gmm_indices = [i for i, _ in model.gmm_layers()]
-        delays = config.layer_delays or tuple(
-            config.layer_delay * r for r in range(len(gmm_indices))
-        )
-        if len(delays) != len(gmm_indices):
-            raise ValueError(
-                f"layer_delays has {len(delays)} entries; {model.spec!r} has {len(gmm_indices)} "
-                "GMM layers (one start fraction each, bottom first)"
-            )
-        self._start_step = {
-            idx: math.ceil(delay * self.n_steps - 1e-9)
-            for delay, idx in zip(delays, gmm_indices, strict=True)
-        }
+        self._start_step = self._layer_start_steps()
         self.schedules = {
             idx: SingleExpSchedule.start(config.annealing, layer.sigma_som_value)
             for idx, layer in model.gmm_layers()
@@ -186,16 +171,44 @@ class Trainer(CheckpointedTraining):
         self._log_count = [0] * n
         self._correct = torch.zeros((), dtype=torch.float64, device=self.device)
         self._perm: tuple[int, Tensor] | None = None
-        # The watchdog's record: rollbacks so far, learning-rate scales they left per layer
-        # index, and the steps (from 1) whose batches are skipped. All saved in checkpoints.
-        self.rollbacks: list[dict[str, Any]] = []
-        self._lr_scale: dict[int, float] = {}
-        self._skipped: set[int] = set()
+        self._reset_watchdog_record()
         self._saved_step: int | None = None  # step of the checkpoint on disk, once known
         self.stopped_by: Literal["end", "stop_at", "time", "annealed"] = "end"  # why run() ended
         # Per GMM layer index: annealing windows in a row found stationary at the radius floor.
         self._settled = {idx: 0 for idx in self.schedules}
         self._warn_if_budget_too_short()
+
+    def _check_run_dir_holds_this_model(self) -> None:
+        """Refuse a run directory that already holds a run of another model (not overwritten)."""
+        if self.run_dir is not None and (self.run_dir / CONFIG_FILE).exists():
+            stored = read_config(self.run_dir)
+            shape = json.dumps(stored.get("input_shape"))
+            check_fits(self.model, {"spec": str(stored.get("spec")), "input_shape": shape},
+                       self.run_dir)  # fmt: skip
+
+    def _layer_start_steps(self) -> dict[int, int]:
+        """Return the step at which each GMM layer (by index) starts: its delay's share."""
+        config, model = self.config, self.model
+        gmm_indices = [i for i, _ in model.gmm_layers()]
+        delays = config.layer_delays or tuple(
+            config.layer_delay * r for r in range(len(gmm_indices))
+        )
+        if len(delays) != len(gmm_indices):
+            raise ValueError(
+                f"layer_delays has {len(delays)} entries; {model.spec!r} has {len(gmm_indices)} "
+                "GMM layers (one start fraction each, bottom first)"
+            )
+        return {
+            idx: math.ceil(delay * self.n_steps - 1e-9)
+            for delay, idx in zip(delays, gmm_indices, strict=True)
+        }
+
+    def _reset_watchdog_record(self) -> None:
+        # The watchdog's record: rollbacks so far, learning-rate scales they left per layer
+        # index, and the steps (from 1) whose batches are skipped. All saved in checkpoints.
+        self.rollbacks: list[dict[str, Any]] = []
+        self._lr_scale: dict[int, float] = {}
+        self._skipped: set[int] = set()
 
     def _param_groups(self) -> list[dict[str, Any]]:
         cfg = self.config
