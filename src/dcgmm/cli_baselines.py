@@ -20,6 +20,7 @@ from dcgmm._cli_common import CLIError, check_writable, load_data, refuse_option
 from dcgmm.baselines.nsn import NSN
 from dcgmm.baselines.runs import VAE_MODELS, load_baseline, save_baseline
 from dcgmm.baselines.vae import DeepLatentGMM, dldpmm, dlgmm, gauss_vae
+from dcgmm.data import Dataset
 from dcgmm.images import save_grid
 from dcgmm.inpainting import make_mask
 from dcgmm.interface import as_image_model
@@ -95,69 +96,81 @@ def train_baseline(args: argparse.Namespace) -> int:
     if args.resize:
         info["resize"] = list(args.resize)
     start = time.perf_counter()
-    if args.model in VAE_MODELS:
-        mode = getattr(args, "binarize", None) or "stochastic"
-        x = binarize(data.images, mode, seed)
-        n_val = min(10_000, x.shape[0] // 6)
-        builders: dict[str, Callable[..., DeepLatentGMM]] = {
-            "dlgmm": dlgmm,
-            "dldpmm": dldpmm,
-            "gauss-vae": gauss_vae,
-        }
-        builder = builders[args.model]
-        vae = builder(n_inputs=x.shape[1], generator=torch.Generator().manual_seed(seed))
-        epochs = getattr(args, "epochs", None) or 500
-        history = vae.fit(
-            x[:-n_val],
-            val=x[-n_val:],
-            max_epochs=epochs,
-            batch_size=getattr(args, "batch_size", 100),
-            seed=seed,
-            max_seconds=60 * args.max_minutes if getattr(args, "max_minutes", None) else None,
-            callback=lambda e, r: logger.info(
-                "epoch %d: train %.2f, validation %.2f", e, r["train_elbo"], r["val_elbo"]
-            ),
-        )
-        info["binarize"] = {"mode": mode, "seed": seed}
-        fit: dict[str, Any] = {"epochs": len(history.train_elbo), "best_epoch": history.best_epoch}
-        model: DeepLatentGMM | NSN = vae
-    else:
-        h, w, _ = data.image_shape
-        arch = "28x28" if (h, w) == (28, 28) else "64x64" if (h, w) == (64, 64) else None
-        if arch is None:
-            raise CLIError(f"NSN has architectures for 28x28 and 64x64 images; got {h}x{w}")
-        taus = [float(t) for t in args.taus.split(",")] if args.taus else list(DEFAULT_TAUS[arch])
-        n_images = getattr(args, "nsn_images", None) or NSN_IMAGES
-        max_iters = getattr(args, "steps", None) or NSN_MAX_ITERS
-        max_minutes = getattr(args, "max_minutes", None)
-        nsn = NSN(data.image_shape, arch)
-        with NSNProgress(len(taus), max_iters) as progress:
-            try:
-                records = nsn.fit(
-                    data.images[:n_images],
-                    taus=taus,
-                    max_iters=max_iters,
-                    new_filters_per_iter=8,
-                    generator=torch.Generator().manual_seed(seed),
-                    progress=progress,
-                    max_seconds=None if max_minutes is None else 60 * max_minutes,
-                )
-            except ValueError as err:
-                raise CLIError(str(err)) from None
-        info["n_fit_images"] = min(n_images, len(data))
-        fit = {
-            "taus": taus,
-            "max_iters": max_iters,
-            "iterations": [len(r.n_filters) for r in records],
-            "converged": [r.converged for r in records],
-            "out_of_time": [r.out_of_time for r in records],
-        }
-        model = nsn
+    fitter = _fit_vae if args.model in VAE_MODELS else _fit_nsn
+    model, fit = fitter(args, data, seed, info)
     fit["seconds"] = round(time.perf_counter() - start, 1)
     info["image_shape"] = list(data.image_shape)
     save_baseline(out, args.model, model, data=info, extra={"fit": fit})
     print(f"trained {args.model} in {fit['seconds']:.0f} s; run directory {out}")
     return 0
+
+
+def _fit_vae(
+    args: argparse.Namespace, data: Dataset, seed: int, info: dict[str, Any]
+) -> tuple[DeepLatentGMM, dict[str, Any]]:
+    """Fit the VAE of ``--model`` on binarised images; note the binarisation in ``info``."""
+    mode = getattr(args, "binarize", None) or "stochastic"
+    x = binarize(data.images, mode, seed)
+    n_val = min(10_000, x.shape[0] // 6)
+    builders: dict[str, Callable[..., DeepLatentGMM]] = {
+        "dlgmm": dlgmm,
+        "dldpmm": dldpmm,
+        "gauss-vae": gauss_vae,
+    }
+    builder = builders[args.model]
+    vae = builder(n_inputs=x.shape[1], generator=torch.Generator().manual_seed(seed))
+    epochs = getattr(args, "epochs", None) or 500
+    history = vae.fit(
+        x[:-n_val],
+        val=x[-n_val:],
+        max_epochs=epochs,
+        batch_size=getattr(args, "batch_size", 100),
+        seed=seed,
+        max_seconds=60 * args.max_minutes if getattr(args, "max_minutes", None) else None,
+        callback=lambda e, r: logger.info(
+            "epoch %d: train %.2f, validation %.2f", e, r["train_elbo"], r["val_elbo"]
+        ),
+    )
+    info["binarize"] = {"mode": mode, "seed": seed}
+    fit: dict[str, Any] = {"epochs": len(history.train_elbo), "best_epoch": history.best_epoch}
+    return vae, fit
+
+
+def _fit_nsn(
+    args: argparse.Namespace, data: Dataset, seed: int, info: dict[str, Any]
+) -> tuple[NSN, dict[str, Any]]:
+    """Fit the NSN layer by layer on the first ``--nsn-images`` images."""
+    h, w, _ = data.image_shape
+    arch = "28x28" if (h, w) == (28, 28) else "64x64" if (h, w) == (64, 64) else None
+    if arch is None:
+        raise CLIError(f"NSN has architectures for 28x28 and 64x64 images; got {h}x{w}")
+    taus = [float(t) for t in args.taus.split(",")] if args.taus else list(DEFAULT_TAUS[arch])
+    n_images = getattr(args, "nsn_images", None) or NSN_IMAGES
+    max_iters = getattr(args, "steps", None) or NSN_MAX_ITERS
+    max_minutes = getattr(args, "max_minutes", None)
+    nsn = NSN(data.image_shape, arch)
+    with NSNProgress(len(taus), max_iters) as progress:
+        try:
+            records = nsn.fit(
+                data.images[:n_images],
+                taus=taus,
+                max_iters=max_iters,
+                new_filters_per_iter=8,
+                generator=torch.Generator().manual_seed(seed),
+                progress=progress,
+                max_seconds=None if max_minutes is None else 60 * max_minutes,
+            )
+        except ValueError as err:
+            raise CLIError(str(err)) from None
+    info["n_fit_images"] = min(n_images, len(data))
+    fit = {
+        "taus": taus,
+        "max_iters": max_iters,
+        "iterations": [len(r.n_filters) for r in records],
+        "converged": [r.converged for r in records],
+        "out_of_time": [r.out_of_time for r in records],
+    }
+    return nsn, fit
 
 
 def baseline_sample(args: argparse.Namespace) -> int:

@@ -319,6 +319,11 @@ def load_dataset(
         images, labels = _block(images, labels, shard, name)
     if size is not None:
         images = resize_images(images, size)  # after the selection: only what is kept
+    return _as_dataset(images, labels, name, dtype)
+
+
+def _as_dataset(images: np.ndarray, labels: np.ndarray, name: str, dtype: str) -> Dataset:
+    """Return the selected arrays as a Dataset of float32 in [0, 1] or of uint8 pixels."""
     if dtype == "auto":
         dtype = "uint8" if images.dtype == np.uint8 else "float32"
     if dtype == "uint8":
