@@ -14,6 +14,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -157,24 +158,8 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> Parser:
-    """Return the argument parser with all subcommands."""
-    parser = Parser(
-        prog="dcgmm",
-        description="Deep convolutional Gaussian mixture models: train, evaluate, sample, "
-        "in-paint, detect outliers; baselines NSN, DLGMM, DLDPMM, Gauss-VAE.",
-    )
-    parser.add_argument("--version", action="version", version=f"dcgmm {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        help="torch threads (default: OMP_NUM_THREADS, else the CPUs this process may use); "
-        "give jobs that run side by side 1 each, e.g. dcgmm --threads 1 train ...",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_training_commands(sub)  # train, demo
-
+def _add_eval_and_info(sub: Any) -> None:
+    """Add ``eval`` and ``info`` to the CLI's subparsers."""
     ev = sub.add_parser("eval", help="per-layer scores of a trained model")
     ev.add_argument("run_dir")
     ev.add_argument("--data", help="data source (default: the run's)")
@@ -211,6 +196,26 @@ def build_parser() -> Parser:
     info.add_argument("--device", default="cpu", help="device for --measure")
     info.set_defaults(func=cmd_info)
 
+
+def build_parser() -> Parser:
+    """Return the argument parser with all subcommands."""
+    parser = Parser(
+        prog="dcgmm",
+        description="Deep convolutional Gaussian mixture models: train, evaluate, sample, "
+        "in-paint, detect outliers; baselines NSN, DLGMM, DLDPMM, Gauss-VAE.",
+    )
+    parser.add_argument("--version", action="version", version=f"dcgmm {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads (default: OMP_NUM_THREADS, else the CPUs this process may use); "
+        "give jobs that run side by side 1 each, e.g. dcgmm --threads 1 train ...",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_training_commands(sub)  # train, demo
+
+    _add_eval_and_info(sub)
     add_generation_commands(sub)
     add_evaluation_commands(sub)
 

@@ -494,15 +494,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_training_commands(sub: Any) -> None:
-    """Add ``train`` and ``demo`` to the CLI's subparsers."""
-    train = sub.add_parser("train", help="train a DCGMM")
+def _add_data_flags(train: argparse.ArgumentParser) -> None:
+    """Add the training data flags: a source, a selection of it, and an image size."""
     train.add_argument(
-        "--model",
-        help=f"spec string, preset {sorted(PRESETS)} (or its recipes' independent variant, "
-        f"e.g. E-indep), or a baseline: {', '.join(BASELINES)}",
+        "--data",
+        help="mnist, fashion-mnist, an IDX folder, a .npz or .npy file, or a folder of PNG/JPEG "
+        "images (one subfolder per class, or flat)",
     )
-    train.add_argument("--data", help="mnist, fashion-mnist, an IDX folder or a .npz file")
     train.add_argument("--classes", help="keep only these classes, e.g. 1,2,3 or 1-9")
     train.add_argument("--limit-per-class", type=int, help="first N samples of every class")
     train.add_argument("--limit", type=int, help="then the first N samples (file order)")
@@ -514,6 +512,17 @@ def add_training_commands(sub: Any) -> None:
         "later commands read their data at that size (without it, images of different sizes "
         "are refused)",
     )
+
+
+def add_training_commands(sub: Any) -> None:
+    """Add ``train`` and ``demo`` to the CLI's subparsers."""
+    train = sub.add_parser("train", help="train a DCGMM")
+    train.add_argument(
+        "--model",
+        help=f"spec string, preset {sorted(PRESETS)} (or its recipes' independent variant, "
+        f"e.g. E-indep), or a baseline: {', '.join(BASELINES)}",
+    )
+    _add_data_flags(train)
     train.add_argument(
         "--objective", choices=("annealed", "max_component", "loglik"), help="default annealed"
     )

@@ -308,18 +308,15 @@ def load_dataset(
     images, labels, name = read_arrays(source, split, size)
     labels = check_arrays(images, labels, name)
     if len(images) == 0:
-        raise DataError(
-            f"{name} holds no {split} images; expected at least one. Check that the file is "
-            "complete, or use another --data"
-        )
+        raise DataError(f"{name} holds no {split} images; expected at least one. Check that "
+                        "the file is complete, or use another --data")  # fmt: skip
     images, labels = select(
         images, labels, classes=classes, limit_per_class=limit_per_class, name=name, limit=limit
     )
     if shard is not None:
         images, labels = _block(images, labels, shard, name)
-    if size is not None:
-        images = resize_images(images, size)  # after the selection: only what is kept
-    return _as_dataset(images, labels, name, dtype)
+    # Resized after the selection: only what is kept.
+    return _as_dataset(images if size is None else resize_images(images, size), labels, name, dtype)
 
 
 def _as_dataset(images: np.ndarray, labels: np.ndarray, name: str, dtype: str) -> Dataset:

@@ -186,32 +186,38 @@ def inpaint(
     """
     with torch.no_grad():
         check_nhwc(images, model.input_shape, "images")  # NaN allowed here: it marks missing
-        if missing is None:
-            missing = torch.isnan(images)
-            if not bool(missing.any()):
-                raise ValueError(
-                    "nothing to in-paint: pass a boolean mask as missing= or mark the missing "
-                    "pixels NaN"
-                )
-        if not isinstance(missing, Tensor) or missing.dtype != torch.bool:
-            got = missing.dtype if isinstance(missing, Tensor) else type(missing).__name__
-            raise TypeError(
-                f"missing must be a bool tensor, True where a pixel is missing; got {got}. Use "
-                "make_mask(...) or a comparison such as mask > 0"
-            )
-        if missing.shape != images.shape:
-            try:
-                missing = missing.expand_as(images)
-            except RuntimeError:
-                raise ValueError(
-                    f"missing has shape {tuple(missing.shape)}; expected the images' shape "
-                    f"{tuple(images.shape)} or one that broadcasts to it, e.g. (N, H, W, 1)"
-                ) from None
+        missing = _checked_mask(images, missing)
         known = images.masked_fill(missing, fill)
         model.check_input(known, "images")
         hidden = missing if marginalize else None
         completed = read_and_resample(model, known, hidden, layer, config, generator)
         return torch.where(missing, completed, images)
+
+
+def _checked_mask(images: Tensor, missing: Tensor | None) -> Tensor:
+    """Return the bool mask of missing pixels, shaped as ``images`` (default: the NaNs)."""
+    if missing is None:
+        missing = torch.isnan(images)
+        if not bool(missing.any()):
+            raise ValueError(
+                "nothing to in-paint: pass a boolean mask as missing= or mark the missing "
+                "pixels NaN"
+            )
+    if not isinstance(missing, Tensor) or missing.dtype != torch.bool:
+        got = missing.dtype if isinstance(missing, Tensor) else type(missing).__name__
+        raise TypeError(
+            f"missing must be a bool tensor, True where a pixel is missing; got {got}. Use "
+            "make_mask(...) or a comparison such as mask > 0"
+        )
+    if missing.shape != images.shape:
+        try:
+            missing = missing.expand_as(images)
+        except RuntimeError:
+            raise ValueError(
+                f"missing has shape {tuple(missing.shape)}; expected the images' shape "
+                f"{tuple(images.shape)} or one that broadcasts to it, e.g. (N, H, W, 1)"
+            ) from None
+    return missing
 
 
 def variants(

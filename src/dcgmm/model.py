@@ -62,6 +62,30 @@ def build_layer(
     )
 
 
+def _out_of_memory(layer: str, shape: tuple[int, int, int], err: BaseException) -> SpecError:
+    return SpecError(
+        f"{layer} on a {shape[0]}x{shape[1]}x{shape[2]} input needs more memory than there is "
+        f"({str(err).splitlines()[0][:200]}); expected sizes that fit. Use fewer components or "
+        "smaller patches"
+    )
+
+
+def _classifier_lower_shape(
+    spec: ClassifierSpec, index: int, n_layers: int, below: list[Layer]
+) -> tuple[int, int, int] | None:
+    """Check a classifier's place in the chain; return the lower GMM layer's shape for C(K,2)."""
+    token = format_layer(spec)
+    if index != n_layers - 1:
+        raise SpecError(f"layer {index + 1} {token}: a classifier must be the last layer")
+    gmm_shapes = [lay.out_shape for lay in below if isinstance(lay, GMM)]
+    if spec.n_inputs > len(gmm_shapes):
+        raise SpecError(
+            f"layer {index + 1} {token} reads the top {spec.n_inputs} GMM layers; "
+            f"the spec has {len(gmm_shapes)}"
+        )
+    return gmm_shapes[-2] if spec.n_inputs == 2 else None
+
+
 class DCGMM(nn.Module):
     """A deep convolutional Gaussian mixture model (Gepperth & Pfuelb, 2021/2022).
 
@@ -132,16 +156,7 @@ class DCGMM(nn.Module):
             token = format_layer(layer_spec)
             lower_shape = None
             if isinstance(layer_spec, ClassifierSpec):
-                if i != len(layer_specs) - 1:
-                    raise SpecError(f"layer {i + 1} {token}: a classifier must be the last layer")
-                gmm_shapes = [lay.out_shape for lay in layers if isinstance(lay, GMM)]
-                if layer_spec.n_inputs > len(gmm_shapes):
-                    raise SpecError(
-                        f"layer {i + 1} {token} reads the top {layer_spec.n_inputs} GMM layers; "
-                        f"the spec has {len(gmm_shapes)}"
-                    )
-                if layer_spec.n_inputs == 2:
-                    lower_shape = gmm_shapes[-2]
+                lower_shape = _classifier_lower_shape(layer_spec, i, len(layer_specs), layers)
             try:
                 layer = build_layer(
                     layer_spec,
@@ -153,11 +168,7 @@ class DCGMM(nn.Module):
             except ValueError as err:
                 raise SpecError(f"layer {i + 1} {token}: {err} (from {origin})") from None
             except (RuntimeError, MemoryError) as err:  # torch's allocator: sizes beyond memory
-                raise SpecError(
-                    f"layer {i + 1} {token} on a {shape[0]}x{shape[1]}x{shape[2]} input needs "
-                    f"more memory than there is ({str(err).splitlines()[0][:200]}); expected "
-                    "sizes that fit. Use fewer components or smaller patches"
-                ) from None
+                raise _out_of_memory(f"layer {i + 1} {token}", shape, err) from None
             layers.append(layer)
             shape = layer.out_shape
             origin = f"layer {i + 1} {token}"

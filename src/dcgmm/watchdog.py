@@ -147,29 +147,21 @@ def diagnose(
     for index, layer in enumerate(layers):
         names = nonfinite_parameters(layer)
         if names:
-            return NonFinite(
-                step=step,
-                layer=index + 1,
-                spec=str(getattr(layer, "spec", type(layer).__name__)),
-                what=what,
-                cause="parameters",
-                detail=", ".join(names),
-            )
-    spec = str(getattr(layers[bad_layer], "spec", type(layers[bad_layer]).__name__))
+            return NonFinite(step=step, layer=index + 1, spec=_spec(layer), what=what,
+                             cause="parameters", detail=", ".join(names))  # fmt: skip
+    spec = _spec(layers[bad_layer])
     detail = ""
     if images is not None:
         rows = nonfinite_samples(images)
         if rows.numel():
             ids = sample_index[rows] if sample_index is not None else rows
-            return NonFinite(
-                step=step,
-                layer=bad_layer + 1,
-                spec=spec,
-                what=what,
-                cause="data",
-                detail=_listed(ids.tolist()),
-            )
+            return NonFinite(step=step, layer=bad_layer + 1, spec=spec, what=what,
+                             cause="data", detail=_listed(ids.tolist()))  # fmt: skip
         detail = f" (largest |pixel| of the batch: {float(images.abs().max()):.3g})"
     return NonFinite(
         step=step, layer=bad_layer + 1, spec=spec, what=what, cause="overflow", detail=detail
     )
+
+
+def _spec(layer: nn.Module) -> str:
+    return str(getattr(layer, "spec", type(layer).__name__))

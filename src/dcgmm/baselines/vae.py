@@ -415,17 +415,8 @@ class DeepLatentGMM(nn.Module):
         best, best_state, waited, spent = -math.inf, copy.deepcopy(self.state_dict()), 0, 0.0
         for epoch in range(max_epochs):
             start = time.perf_counter()
-            order = torch.randperm(train.shape[0], generator=generator, device=train.device)
-            total = 0.0
-            for i in range(0, train.shape[0] - batch_size + 1, batch_size):
-                batch = train[order[i : i + batch_size]]
-                loss = -self.elbo(batch, generator=generator).mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()  # type: ignore[no-untyped-call]
-                optimizer.step()
-                total += float(loss.detach()) * batch.shape[0]
+            history.train_elbo.append(self._train_epoch(train, optimizer, batch_size, generator))
             spent += time.perf_counter() - start
-            history.train_elbo.append(-total / (train.shape[0] // batch_size * batch_size))
             history.seconds.append(spent)
             score = history.train_elbo[-1]
             if val is not None:
@@ -449,6 +440,25 @@ class DeepLatentGMM(nn.Module):
                 break
         self.load_state_dict(best_state)
         return history
+
+    def _train_epoch(
+        self,
+        train: Tensor,
+        optimizer: torch.optim.Optimizer,
+        batch_size: int,
+        generator: torch.Generator,
+    ) -> float:
+        """Take one pass of Adam steps over a fresh shuffle; return its mean training ELBO."""
+        order = torch.randperm(train.shape[0], generator=generator, device=train.device)
+        total = 0.0
+        for i in range(0, train.shape[0] - batch_size + 1, batch_size):
+            batch = train[order[i : i + batch_size]]
+            loss = -self.elbo(batch, generator=generator).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+            total += float(loss.detach()) * batch.shape[0]
+        return -total / (train.shape[0] // batch_size * batch_size)
 
     @torch.no_grad()
     def mean_elbo(self, x: Tensor, *, seed: int = 0, batch_size: int = 1000) -> float:
