@@ -288,7 +288,7 @@ def load_dataset(
         ``"auto"`` keeps uint8 pixels and converts other ones to float32.
     resize : (int, int), optional
         Bring every image to (H, W) (:func:`dcgmm.image_files.resize_images`: antialiased
-        bilinear). Without it, a folder of images of different sizes is refused.
+        bilinear), after the selection. Without it, images of different sizes are refused.
     shard : (int, int), optional
         ``(i, S)``: keep only block i of S equal contiguous blocks of the selection (each of
         ``N // S`` images; the remainder is dropped), before any conversion: what one of S
@@ -315,7 +315,6 @@ def load_dataset(
     )
     if shard is not None:
         images, labels = _block(images, labels, shard, name)
-    # Resized after the selection: only what is kept.
     return _as_dataset(images if size is None else resize_images(images, size), labels, name, dtype)
 
 
