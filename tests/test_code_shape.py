@@ -1,0 +1,18 @@
+"""The shape of the source itself: functions short enough to read in one screen (issue 16)."""
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "dcgmm"
+MAX_FUNCTION_LINES = 60  # docstring included
+
+
+def test_no_function_in_src_is_longer_than_sixty_lines():
+    long = []
+    for path in sorted(SRC.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1  # type: ignore[operator]
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name} ({lines})")
+    assert not long, "split these into named steps: " + "; ".join(long)
