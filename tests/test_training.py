@@ -360,7 +360,8 @@ def test_data_shards_batches_take_an_equal_share_of_every_block(mnist_small):
     seen = []
     for step in range(30):
         _, _, index = trainer._batch(step)
-        assert (index[:5] < 150).all() and (index[5:] >= 150).all()
+        assert (index[:5] < 150).all()
+        assert (index[5:] >= 150).all()
         seen.append(index)
     assert sorted(torch.cat(seen).tolist()) == list(range(300))  # one epoch: every row once
     full = load_dataset("mnist", limit_per_class=100, limit=300)
