@@ -29,7 +29,7 @@ from dcgmm.io import (
 )
 from dcgmm.model import DCGMM
 from dcgmm.train_config import TrainConfig
-from dcgmm.watchdog import NumericalError
+from dcgmm.watchdog import NonFinite, NumericalError, diagnose, nonfinite_parameters
 
 __all__ = ["CheckpointedTraining"]
 
@@ -67,9 +67,37 @@ class CheckpointedTraining:
     def _sync_learning_rates(self) -> None:
         raise NotImplementedError  # Trainer's
 
+    def _error(self, event: NonFinite, suffix: str = "") -> NumericalError:
+        hint = ""
+        if self.config.on_nonfinite == "stop" and event.cause != "data":
+            hint = ", or let the run roll back (on_nonfinite='rollback', --on-nan rollback)"
+        return NumericalError(f"{event.message()}{hint}{suffix}", event)
+
+    def _objective_error(self, layer_index: int, x: Tensor, index: Tensor) -> NumericalError:
+        event = diagnose(
+            list(self.model.layers),
+            step=self.step + 1,
+            bad_layer=layer_index,
+            what="objective",
+            images=x,
+            sample_index=index,
+        )
+        return self._error(event)
+
     def check_parameters(self) -> None:
-        """Raise a NumericalError if a parameter is not finite (``Trainer``'s)."""
-        raise NotImplementedError
+        """Raise :class:`NumericalError` naming the lowest layer with a non-finite parameter."""
+        flags = [torch.isfinite(p).all() for p in self.model.parameters()]
+        if bool(torch.stack(flags).all()):  # one host sync
+            return
+        layers = list(self.model.layers)
+        bad = next(i for i, layer in enumerate(layers) if nonfinite_parameters(layer))
+        event = diagnose(layers, step=self.step, bad_layer=bad, what="parameters")
+        kept = (
+            f" (the checkpoint of step {self._saved_step} is kept)"
+            if self._saved_step is not None
+            else ""
+        )
+        raise self._error(event, f"; not writing a broken checkpoint{kept}")
 
     def state_dict(self) -> dict[str, Any]:
         """Return everything besides the model that a resumed run needs."""

@@ -13,24 +13,22 @@ import json
 import logging
 import math
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from dcgmm._allocator import retain_freed_memory
 from dcgmm._validation import check_device
 from dcgmm.annealing import SingleExpSchedule
+from dcgmm.batch_order import epoch_order
 from dcgmm.checkpoint import (
     check_fits,
     run_config,
 )
 from dcgmm.distributed import DistContext
-from dcgmm.exceptions import AnnealingWarning
 from dcgmm.io import (
     CONFIG_FILE,
     read_config,
@@ -44,24 +42,10 @@ from dcgmm.train_config import PRESET_TRAIN_OVERRIDES as PRESET_TRAIN_OVERRIDES
 from dcgmm.train_config import TrainConfig as TrainConfig
 from dcgmm.train_config import preset_config as preset_config
 from dcgmm.trainer_state import CheckpointedTraining
-from dcgmm.watchdog import NonFinite, diagnose, nonfinite_parameters
+from dcgmm.training_records import AnnealingRecords
 from dcgmm.watchdog import NumericalError as NumericalError  # re-exported: it was defined here
 
 logger = logging.getLogger(__name__)
-
-
-def epoch_permutation(
-    n: int, seed: int, epoch: int, device: torch.device, block: int | None = None
-) -> Tensor:
-    """Return the sample order of one epoch (of one block of ``data_shards``, if given).
-
-    It is a function of (seed, epoch, block) alone, so a resumed run sees exactly the batches
-    an uninterrupted one would, and a block's order does not depend on who holds it.
-    """
-    entropy = [seed, epoch] if block is None else [seed, epoch, block]
-    derived = int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0])
-    generator = torch.Generator().manual_seed(derived & 0x7FFF_FFFF_FFFF_FFFF)
-    return torch.randperm(n, generator=generator).to(device)
 
 
 def _check_arguments(
@@ -89,7 +73,7 @@ def _check_arguments(
         )
 
 
-class Trainer(CheckpointedTraining):
+class Trainer(AnnealingRecords, CheckpointedTraining):
     """Train a :class:`DCGMM` on in-memory images, layer by layer, with SGD and annealing.
 
     Parameters
@@ -276,16 +260,9 @@ class Trainer(CheckpointedTraining):
 
     def _epoch_order(self, epoch: int) -> Tensor:
         """Return an epoch's sample order: (N,), or per block (blocks held, N // S) of rows."""
-        n, seed, shards = self.images.shape[0], self.config.seed, self.config.data_shards
-        if shards == 1:
-            return epoch_permutation(n, seed, epoch, self.device)
-        if self._one_block:  # this rank's block is all its images
-            return epoch_permutation(n, seed, epoch, self.device, block=self.dist.rank)[None]
-        size = n // shards
-        return torch.stack([
-            s * size + epoch_permutation(size, seed, epoch, self.device, block=s)
-            for s in range(shards)
-        ])  # fmt: skip
+        rank = self.dist.rank if self._one_block else None
+        return epoch_order(self.images.shape[0], self.config.seed, epoch, self.device,
+                           shards=self.config.data_shards, only_block=rank)  # fmt: skip
 
     def train_step(self) -> None:
         """Run one SGD step on the next mini-batch.
@@ -359,170 +336,6 @@ class Trainer(CheckpointedTraining):
         size = em_step_size(layer_step, self.config.em_step_exponent)
         size *= self._lr_scale.get(layer_index, 1.0)
         stepwise_em_step_(gmm, stats, size, learn_weights=self.config.learns_weights)
-
-    def _error(self, event: NonFinite, suffix: str = "") -> NumericalError:
-        hint = ""
-        if self.config.on_nonfinite == "stop" and event.cause != "data":
-            hint = ", or let the run roll back (on_nonfinite='rollback', --on-nan rollback)"
-        return NumericalError(f"{event.message()}{hint}{suffix}", event)
-
-    def _objective_error(self, layer_index: int, x: Tensor, index: Tensor) -> NumericalError:
-        event = diagnose(
-            list(self.model.layers),
-            step=self.step + 1,
-            bad_layer=layer_index,
-            what="objective",
-            images=x,
-            sample_index=index,
-        )
-        return self._error(event)
-
-    def check_parameters(self) -> None:
-        """Raise :class:`NumericalError` naming the lowest layer with a non-finite parameter."""
-        flags = [torch.isfinite(p).all() for p in self.model.parameters()]
-        if bool(torch.stack(flags).all()):  # one host sync
-            return
-        layers = list(self.model.layers)
-        bad = next(i for i, layer in enumerate(layers) if nonfinite_parameters(layer))
-        event = diagnose(layers, step=self.step, bad_layer=bad, what="parameters")
-        kept = (
-            f" (the checkpoint of step {self._saved_step} is kept)"
-            if self._saved_step is not None
-            else ""
-        )
-        raise self._error(event, f"; not writing a broken checkpoint{kept}")
-
-    def _record(self, slot: int, value: Tensor) -> None:
-        # GMM stages report their objective (a log-likelihood), the classifier its loss.
-        self._window_sum[slot] += value
-        self._log_sum[slot] += value
-        self._window_count[slot] += 1
-        self._log_count[slot] += 1
-
-    def _end_windows(self) -> None:
-        window = self.config.annealing_window
-        due = [s for s, c in enumerate(self._window_count) if c >= window]
-        if not due:
-            return
-        # Every rank has the same counts, so all reach this point together; deciding on the
-        # loss averaged over ranks keeps the schedules identical everywhere.
-        self.dist.mean_([self._window_sum])
-        sums = self._window_sum.tolist()  # one host sync per window
-        for slot in due:
-            idx, layer = self._trainable[slot]
-            mean = sums[slot] / self._window_count[slot]  # finite: the watchdog saw each value
-            if isinstance(layer, GMM):
-                at_floor = self.schedules[idx].sigma <= self.config.sigma_floor
-                stationary = self.schedules[idx].end_window(mean)
-                self._settled[idx] = self._settled[idx] + 1 if stationary and at_floor else 0
-                if stationary:
-                    logger.debug("step %d layer %d: lr/sigma reduced", self.step, idx + 1)
-            self._window_sum[slot] = 0.0
-            self._window_count[slot] = 0
-        self._sync_learning_rates()
-
-    @property
-    def annealed(self) -> bool:
-        """Whether every GMM layer is at its radius floor and settled there (until_annealed)."""
-        return all(n >= self.config.annealed_patience for n in self._settled.values())
-
-    def unannealed_layers(self) -> list[tuple[int, str, float]]:
-        """Return ``(1-based index, spec, sigma_som)`` of annealed GMM layers above the floor."""
-        return [
-            (idx + 1, gmm.spec, self.schedules[idx].sigma)
-            for idx, gmm in self.model.gmm_layers()
-            if gmm.objective == "annealed" and self.schedules[idx].sigma > self.config.sigma_floor
-        ]
-
-    def annealing_shortfall(self) -> list[tuple[int, str, int, int]]:
-        """Return the GMM layers whose radius cannot reach its floor within the budget.
-
-        Each entry is ``(layer number, spec, reductions possible, reductions needed)``,
-        whatever the data: the radius shrinks by ``gamma`` at most once per window, from the
-        third window after the layer starts (spec §3), so a layer that starts late in a short
-        budget cannot anneal.
-        """
-        cfg, short = self.config.annealing, []
-        gmm = dict(self.model.gmm_layers())
-        for index, schedule in self.schedules.items():
-            if schedule.sigma <= cfg.sigma_floor:
-                continue
-            needed = math.ceil(math.log(cfg.sigma_floor / schedule.sigma) / math.log(cfg.gamma))
-            windows = (self.n_steps - self._start_step[index]) // cfg.window
-            possible = max(windows - 2, 0)
-            if possible < needed:
-                short.append((index + 1, gmm[index].spec, possible, needed))
-        return short
-
-    def _warn_if_budget_too_short(self) -> None:
-        short = self.annealing_shortfall()
-        if short:
-            layers = "; ".join(
-                f"layer {n} {spec} can shrink its radius {possible} times, {needed} are needed"
-                for n, spec, possible, needed in short
-            )
-            warnings.warn(
-                f"this budget of {self.n_steps} steps cannot finish the annealing: {layers} "
-                f"(one reduction per {self.config.annealing.window}-step window at most, from "
-                "the third after the layer starts). Raise the budget or lower the layer's delay",
-                AnnealingWarning,
-                stacklevel=3,
-            )
-
-    def _warn_if_unannealed(self) -> None:
-        late = self.unannealed_layers()
-        if late:
-            layers = ", ".join(f"layer {i} {spec} at {sigma:.3g}" for i, spec, sigma in late)
-            warnings.warn(
-                f"the annealing did not finish in {self.step} steps: sigma_som of {layers} "
-                f"(floor {self.config.sigma_floor}). Its scores and samples are those of a "
-                "blurred model: train longer (--steps, --epochs) or until annealed "
-                "(--until-annealed, TrainConfig(until_annealed=True))",
-                AnnealingWarning,
-                stacklevel=3,
-            )
-
-    def metrics(self) -> dict[str, Any]:
-        """Return the mean objective per layer since the last call, with lr and sigma_som.
-
-        In a data-parallel job every rank must call it at the same step (it averages over
-        ranks).
-        """
-        self.dist.mean_([self._log_sum, self._correct.reshape(1)])
-        sums = self._log_sum.tolist()
-        layers = []
-        accuracy = None
-        for slot, (idx, layer) in enumerate(self._trainable):
-            count = self._log_count[slot]
-            # A GMM layer's objective is maximised; the classifier's cross-entropy minimised.
-            key = "objective" if isinstance(layer, GMM) else "cross_entropy"
-            entry: dict[str, Any] = {
-                "index": idx + 1,
-                "spec": layer.spec,
-                key: sums[slot] / count if count else None,
-            }
-            if isinstance(layer, GMM):
-                if self.config.solver == "em":  # EM has a step size, not a learning rate
-                    layer_step = max(self.step - self._start_step.get(idx, 0), 0)
-                    entry["em_step_size"] = em_step_size(layer_step, self.config.em_step_exponent)
-                else:
-                    entry["lr"] = self.schedules[idx].lr
-                entry["sigma_som"] = self.schedules[idx].sigma
-                entry["n_reductions"] = self.schedules[idx].n_reductions
-            elif count:
-                local_batch = self.config.batch_size // self.dist.world_size
-                accuracy = float(self._correct) / (count * local_batch)
-            layers.append(entry)
-        self._log_sum.zero_()
-        self._log_count = [0] * len(self._trainable)
-        self._correct.zero_()
-        epoch = self.step / self.steps_per_epoch
-        return {
-            "step": self.step,
-            "epoch": epoch,
-            "layers": layers,
-            "classifier_accuracy": accuracy,
-        }
 
     def run(
         self,
