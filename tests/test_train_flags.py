@@ -8,7 +8,7 @@ import torch
 
 from dcgmm import DCGMM, TrainConfig, Trainer
 from dcgmm.cli import build_parser, main
-from dcgmm.cli_training import DATA_FLAGS, FLAGS_BY_KIND
+from dcgmm.cli_train_flags import DATA_FLAGS, FLAGS_BY_KIND
 
 KINDS = {"DCGMM": "F(28,1)-G(4)", "VAE": "gauss-vae", "NSN": "nsn"}
 
