@@ -22,7 +22,7 @@ import torch
 
 import dcgmm
 from dcgmm.layers import gmm_gradients as grads
-from dcgmm.layers.gmm import torus_smoothing_kernel
+from dcgmm.layers.torus import torus_smoothing_kernel
 
 ROOT = Path(__file__).resolve().parents[1]
 # (label, positions L, batch N, window entries D, components K): E-indep's layers 2 and 4.

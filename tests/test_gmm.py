@@ -5,7 +5,8 @@ import torch
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
 from dcgmm.layers import GMM
-from dcgmm.layers.gmm import diag_gaussian_log_density, torus_smoothing_kernel
+from dcgmm.layers.gaussian import diag_gaussian_log_density
+from dcgmm.layers.torus import torus_smoothing_kernel
 
 from .reference import naive_log_joint, naive_torus_kernel
 

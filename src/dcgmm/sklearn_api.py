@@ -23,8 +23,10 @@ from torch import Tensor
 
 from dcgmm._numerics import PRECISION_LOWER_BOUND, SQRT_PRECISION_LOWER_BOUND
 from dcgmm.annealing import AnnealingConfig, SingleExpSchedule
-from dcgmm.layers.gmm import GMM, OBJECTIVES, Objective, draw_categorical, torus_grid_side
+from dcgmm.layers.draws import draw_categorical
+from dcgmm.layers.gmm import GMM, OBJECTIVES, Objective
 from dcgmm.layers.gmm_em import em_step_size, stepwise_em_step_
+from dcgmm.layers.torus import torus_grid_side
 from dcgmm.training import NumericalError
 
 try:

@@ -1,11 +1,12 @@
 r"""Convolutional GMM layer: K diagonal Gaussians at every position of a feature map.
 
 Densities use the matmul expansion of the squared Mahalanobis distance, so no (N, H, W, K, C)
-temporary is ever built. Parameters are shared over positions, shape (K, C), or independent
+temporary is ever built (:mod:`dcgmm.layers.gaussian`); the annealed objective smooths over
+the components' torus (:mod:`dcgmm.layers.torus`); sampling draws components with
+:mod:`dcgmm.layers.draws`. Parameters are shared over positions, shape (K, C), or independent
 per position, shape (H, W, K, C).
 """
 
-import math
 import warnings
 from typing import Literal, NamedTuple
 
@@ -14,7 +15,6 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from dcgmm._numerics import (
-    LOG_2PI,
     MEAN_INIT_RANGE,
     SIGMA_SOM_FLOOR,
     SQRT_PRECISION_LOWER_BOUND,
@@ -25,149 +25,16 @@ from dcgmm._numerics import (
 from dcgmm.exceptions import NumericalWarning
 from dcgmm.layers import gmm_gradients as grads
 from dcgmm.layers.base import Shape, TrainableLayer
+from dcgmm.layers.draws import draw_best, draw_categorical
+from dcgmm.layers.gaussian import (
+    diag_gaussian_log_density,
+    diag_gaussian_log_density_per_position,
+    observed_log_density,
+)
+from dcgmm.layers.torus import torus_grid_side, torus_smoothing_kernel
 
 Objective = Literal["annealed", "max_component", "loglik"]
 OBJECTIVES: tuple[Objective, ...] = ("annealed", "max_component", "loglik")
-
-
-def diag_gaussian_log_density(
-    x: Float[Tensor, "*B C"], means: Float[Tensor, "K C"], sqrt_precisions: Float[Tensor, "K C"]
-) -> Float[Tensor, "*B K"]:
-    r"""Return :math:`\log N(x \mid \mu_k, \mathrm{diag}(s_k^{-2}))` for every component.
-
-    .. math::
-        \log N_k(x) = \sum_c \log s_{kc} - \tfrac12 \sum_c s_{kc}^2 (x_c - \mu_{kc})^2
-                      - \tfrac{C}{2} \log 2\pi
-
-    The squared distance is expanded as ``x^2 @ P^T - 2 x @ (mu P)^T + sum(mu^2 P)`` with
-    ``P = s^2``: two matrix products instead of a broadcast over (..., K, C).
-    """
-    precisions = sqrt_precisions * sqrt_precisions
-    sq_dist = (
-        (x * x) @ precisions.T
-        - 2.0 * (x @ (means * precisions).T)
-        + (means * means * precisions).sum(-1)
-    ).clamp_min(0.0)  # cancellation can go below 0
-    log_det = sqrt_precisions.log().sum(-1)
-    return log_det - 0.5 * sq_dist - 0.5 * x.shape[-1] * LOG_2PI
-
-
-def diag_gaussian_log_density_per_position(
-    x: Float[Tensor, "N H W C"],
-    means: Float[Tensor, "H W K C"],
-    sqrt_precisions: Float[Tensor, "H W K C"],
-) -> Float[Tensor, "N H W K"]:
-    """Return the log-densities of independent per-position components (same expansion)."""
-    precisions = sqrt_precisions * sqrt_precisions
-    # n batch, h w positions, k components, c channels
-    sq_dist = (
-        torch.einsum("nhwc,hwkc->nhwk", x * x, precisions)
-        - 2.0 * torch.einsum("nhwc,hwkc->nhwk", x, means * precisions)
-        + (means * means * precisions).sum(-1)
-    ).clamp_min(0.0)
-    log_det = sqrt_precisions.log().sum(-1)
-    return log_det - 0.5 * sq_dist - 0.5 * x.shape[-1] * LOG_2PI
-
-
-def observed_log_density(
-    x: Float[Tensor, "N H W C"],
-    observed: Float[Tensor, "N H W C"],
-    means: Tensor,
-    sqrt_precisions: Tensor,
-    *,
-    independent: bool,
-) -> Float[Tensor, "N H W K"]:
-    r"""Return the log-density of the observed dimensions only (missing ones marginalised).
-
-    For a diagonal Gaussian, integrating out a dimension removes its term:
-
-    .. math::
-        \log N_k(x_o) = \sum_c o_c \big(\log s_{kc} - \tfrac12 s_{kc}^2 (x_c - \mu_{kc})^2
-                          - \tfrac12 \log 2\pi\big)
-
-    with ``o`` = 1 for observed and 0 for missing entries. Same matmul expansion as
-    :func:`diag_gaussian_log_density`.
-    """
-    precisions = sqrt_precisions * sqrt_precisions
-    ox = observed * x
-    spec = "nhwc,hwkc->nhwk" if independent else "nhwc,kc->nhwk"
-    sq_dist = (
-        torch.einsum(spec, ox * x, precisions)
-        - 2.0 * torch.einsum(spec, ox, means * precisions)
-        + torch.einsum(spec, observed, means * means * precisions)
-    ).clamp_min(0.0)
-    log_det = torch.einsum(spec, observed, sqrt_precisions.log())
-    return log_det - 0.5 * sq_dist - 0.5 * LOG_2PI * observed.sum(-1, keepdim=True)
-
-
-def torus_grid_side(n_components: int) -> int:
-    """Return sqrt(K), or raise a ``ValueError`` if K is not a perfect square."""
-    side = math.isqrt(n_components)
-    if side * side != n_components:
-        lo, hi = side * side, (side + 1) * (side + 1)
-        raise ValueError(
-            f"the annealed loss lays the K components on a sqrt(K) x sqrt(K) torus, so K must "
-            f"be a perfect square; got K={n_components}. Use K={lo} or K={hi}, or train with "
-            "objective 'max_component' or 'loglik'"
-        )
-    return side
-
-
-def torus_smoothing_kernel(
-    n_components: int, sigma: Tensor | float, *, dtype: torch.dtype, device: torch.device
-) -> Float[Tensor, "K K"]:
-    r"""Return the row-normalised Gaussian kernel on the sqrt(K) x sqrt(K) torus.
-
-    ``g[k, j] = exp(-d^2(k, j) / (2 sigma^2)) / sum_j(...)`` with ``d`` the wrap-around
-    Euclidean distance between grid cells (row-major). At ``sigma = 0.01`` it is the identity.
-    """
-    side = torus_grid_side(n_components)
-    idx = torch.arange(n_components, device=device)
-    rows, cols = idx // side, idx % side
-    dr = (rows[:, None] - rows[None, :]).abs()
-    dc = (cols[:, None] - cols[None, :]).abs()
-    dr = torch.minimum(dr, side - dr).to(dtype)
-    dc = torch.minimum(dc, side - dc).to(dtype)
-    sigma_t = torch.as_tensor(sigma, dtype=dtype, device=device)
-    # log-space softmax: the identity limit at small sigma stays exact (no 0/0).
-    return torch.softmax(-(dr * dr + dc * dc) / (2.0 * sigma_t * sigma_t), dim=1)
-
-
-def draw_categorical(
-    weights: Float[Tensor, "R K"], *, generator: torch.Generator | None = None
-) -> Tensor:
-    """Draw one index per row with probability proportional to ``weights`` (>= 0).
-
-    Rows that are all zero draw uniformly. Inverse-CDF sampling: one uniform number per row
-    (``torch.multinomial`` draws K exponentials per row, ten times slower for K = 25).
-    """
-    k = weights.shape[-1]
-    cdf = weights.cumsum(-1)
-    total = cdf[:, -1:]
-    u = torch.rand((weights.shape[0], 1), generator=generator, dtype=cdf.dtype, device=cdf.device)
-    # The first index whose cumulative weight exceeds u * total; zero-weight entries never
-    # exceed their predecessor, so they are never drawn.
-    chosen = torch.searchsorted(cdf, u * total, right=True)
-    # An all-zero row draws uniformly: floor(u K), what the search gives on a cdf of 1..K.
-    chosen = torch.where(total > 0, chosen, (u * k).long())
-    return chosen.squeeze(-1).clamp_max(k - 1)
-
-
-def draw_best(scores: Float[Tensor, "R K"], *, generator: torch.Generator | None = None) -> Tensor:
-    """Draw one index per row among the row's largest entries (top-S with S = 1, ties kept).
-
-    A row with one maximum takes it; only rows with tied maxima draw, uniformly among the
-    tied entries (the top layer's uniform start ties every component). The same distribution
-    as :func:`draw_categorical` after keeping the maxima, in two passes instead of five.
-    """
-    best, chosen = scores.max(-1)
-    is_best = scores == best[:, None]
-    tied = is_best.sum(-1) > 1
-    if bool(tied.any()):
-        rows = tied.nonzero().squeeze(-1)
-        picked = draw_categorical(is_best[rows].to(scores.dtype), generator=generator)
-        chosen = chosen.index_put((rows,), picked)
-    return chosen
 
 
 def _refresh_sigma_host(module: nn.Module, _keys: object) -> None:
