@@ -61,7 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Table I's options."""
     parser.add_argument("--presets", default="A,B,C,D,E,F,G")
     parser.add_argument(
-        "--protocols", default="paper,recipes", help="paper (Table V as printed), recipes, or both"
+        "--protocols",
+        default="paper,recipes",
+        help="paper (Table V as printed), recipes, or both; PROTOCOL:em or :sgd picks that row's "
+        "solver, e.g. paper,recipes,paper:em",
     )
     parser.add_argument("--epochs", type=int, default=25, help="the paper protocol's epochs")
     parser.add_argument(
@@ -69,11 +72,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seeds", default="0", help="e.g. 0,1,2: rows are mean +- sd")
     parser.add_argument(
-        "--until-annealed", action="store_true", help="stop each model once it is annealed"
+        "--until-annealed",
+        nargs="?",
+        const="paper,recipes",
+        default="",
+        metavar="PROTOCOLS",
+        help="stop each model once it is annealed (its epochs the cap); only the models of "
+        "these protocols if given, e.g. --until-annealed recipes",
     )
     parser.add_argument(
-        "--solvers", default="sgd", help="sgd (the papers'), em (stepwise EM), or sgd,em"
+        "--solvers",
+        default="sgd",
+        help="sgd (the papers'), em (stepwise EM), or sgd,em: for every protocol without :solver",
     )
+
+
+def protocol_solver_pairs(protocols: str, solvers: str) -> list[tuple[str, str]]:
+    """Return the (protocol, solver) rows asked for by ``--protocols`` and ``--solvers``.
+
+    ``paper,recipes,paper:em`` with ``--solvers sgd`` is paper and recipes by SGD, and paper
+    by EM.
+    """
+    pairs = []
+    for entry in protocols.split(","):
+        protocol, _, solver = entry.partition(":")
+        for chosen in [solver] if solver else solvers.split(","):
+            if protocol not in PROTOCOLS or chosen not in ("sgd", "em"):
+                raise SystemExit(
+                    f"--protocols/--solvers: {entry!r} with {chosen!r}; expected a protocol of "
+                    f"{PROTOCOLS}, optionally :sgd or :em, and solvers sgd, em"
+                )
+            pairs.append((protocol, chosen))
+    return list(dict.fromkeys(pairs))
+
+
+def until_annealed(args: Any, protocol: str) -> bool:
+    """Whether the models of ``protocol`` train until annealed (``--until-annealed``)."""
+    return protocol in (args.until_annealed or "").split(",")
 
 
 def split_test(data_dir: Path, dataset: str, tiny: bool) -> tuple[Dataset, Dataset]:
@@ -129,19 +164,14 @@ def table1(args: argparse.Namespace) -> dict[str, Any]:
     """Train (or reuse) every model and seed, score it; return per-seed and summary rows."""
     data_dir, runs, out = Path(args.data_dir), Path(args.runs), Path(args.out)
     seeds = [int(s) for s in args.seeds.split(",")]
-    protocols = [p for p in args.protocols.split(",") if p in PROTOCOLS]
-    solvers = args.solvers.split(",")
-    if not set(solvers) <= {"sgd", "em"}:
-        raise SystemExit(f"--solvers takes sgd and em; got {args.solvers!r}")
+    pairs = protocol_solver_pairs(args.protocols, args.solvers)
     runs_rows, summary, maps = [], [], {}
     for dataset in args.datasets.split(","):
         limit = 60 if args.tiny else None
         train = load_dataset(data_dir / dataset, classes=INLIERS, limit_per_class=limit)
         inliers, outliers = split_test(data_dir, dataset, args.tiny)
         curves = {}
-        for preset, protocol, solver in itertools.product(
-            args.presets.split(","), protocols, solvers
-        ):
+        for preset, (protocol, solver) in itertools.product(args.presets.split(","), pairs):
             recipe = outlier_recipe(preset, protocol, args.epochs)
             epochs = min(recipe.epochs, args.max_epochs or recipe.epochs)
             per_seed = []
@@ -155,7 +185,7 @@ def table1(args: argparse.Namespace) -> dict[str, Any]:
             curves[f"{first['model']} {protocol}"] = (*first.pop("roc"), first["auc"])
             for row in per_seed[1:]:
                 row.pop("roc")
-            if preset == MAP_PRESET and protocol == protocols[0] and solver == solvers[0]:
+            if preset == MAP_PRESET and (protocol, solver) == pairs[0]:
                 png = out / "table1" / f"maps_{dataset}_{preset}.png"
                 model = load_model(
                     model_dir(runs, dataset, (preset, protocol, solver), epochs, seeds[0], args)
@@ -175,7 +205,8 @@ def model_dir(
 ) -> Path:
     """Where the model of one (dataset, (preset, protocol, solver), budget, seed) is cached."""
     preset, protocol, solver = model
-    budget = "tiny" if args.tiny else f"e{epochs}" + ("-annealed" if args.until_annealed else "")
+    annealed = "-annealed" if until_annealed(args, protocol) else ""
+    budget = "tiny" if args.tiny else f"e{epochs}{annealed}"
     budget += "-em" if solver == "em" else ""
     return runs / "table1" / dataset / protocol / f"{preset}-{budget}-s{seed}"
 
@@ -194,7 +225,7 @@ def score_seed(
     preset, protocol, solver = model_key
     run_dir = model_dir(Path(args.runs), dataset, model_key, epochs, seed, args)
     options = {**options_for_solver(recipe.train, solver), "solver": solver}
-    if args.until_annealed:
+    if until_annealed(args, protocol):
         options["until_annealed"] = True
     model, seconds = train_run(
         recipe.spec,
