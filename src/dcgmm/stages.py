@@ -18,35 +18,18 @@ The layers' own ``forward`` / ``forward_and_loss`` stay the readable reference; 
 check that both paths agree (float64) for every preset.
 """
 
-import contextlib
-from collections.abc import Iterator
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dcgmm._numerics import LOG_2PI
+from dcgmm._numerics import LOG_2PI, full_float32_convolutions
 from dcgmm.layers import GMM, Folding, GMMScores, Layer, LinearClassifier
 from dcgmm.layers import gmm_gradients as grads
 from dcgmm.layers.base import TrainableLayer
 
 
-@contextlib.contextmanager
-def full_float32_convolutions(device: torch.device) -> Iterator[None]:
-    """Keep cuDNN from running float32 convolutions in TF32 (its default on Ampere and later).
-
-    TF32 keeps 10 mantissa bits: log-joints of hundreds of nats would lose about 0.1 nat.
-    Float32 is our default precision; anything lower must be opted into.
-    """
-    if device.type != "cuda":
-        yield
-        return
-    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
-        yield
-
-
 class LayerStage:
-    """One layer run on its own (pooling, classifier, independent GMM, lone folding)."""
+    """One layer run on its own (pooling, classifier, lone folding, unfused shared GMM)."""
 
     def __init__(self, layer: Layer, index: int) -> None:
         self.layer = layer
@@ -94,11 +77,10 @@ class LayerStage:
 
 
 class _GMMStage:
-    """What the fused GMM stages share: the GMM layer and its index in the chain.
+    """What the fused GMM stages share: a GMM layer, its index and a folding of their own.
 
-    Each stage keeps its own folding, typed as it needs it, and computes its batch's
-    sufficient statistics its own way (:meth:`objective_and_statistics`); SGD turns them into
-    gradients, stepwise EM (:mod:`dcgmm.layers.gmm_em`) into new parameters.
+    Each computes its batch's statistics (:meth:`objective_and_statistics`): gradients for
+    SGD, new parameters for stepwise EM (:mod:`dcgmm.layers.gmm_em`).
     """
 
     def objective_and_statistics(self, h: Tensor) -> tuple[Tensor, Tensor, grads.Statistics]:
@@ -263,7 +245,7 @@ class IndependentGMMStage(_GMMStage):
     and the sufficient statistics of the gradient are one more, :math:`R_l^\top [x^2, x]`.
     The windows :math:`x` are cut with one copy straight into that layout and squared once;
     ``[x^2, x] W`` is two products, one per half. The responsibilities are permuted back to
-    NHWC once. Without a folding below, the windows are single positions.
+    NHWC once.
     """
 
     def __init__(self, folding: Folding | None, gmm: GMM, index: int) -> None:
@@ -273,9 +255,8 @@ class IndependentGMMStage(_GMMStage):
         self.folding = folding
 
     def _windows(self) -> tuple[tuple[int, int], tuple[int, int]]:
-        if self.folding is None:
-            return (1, 1), (1, 1)
-        return self.folding.patch_size, self.folding.stride
+        folding = self.folding  # without one, the windows are single positions
+        return ((1, 1), (1, 1)) if folding is None else (folding.patch_size, folding.stride)
 
     def _features(self, h: Tensor) -> tuple[Tensor, Tensor]:
         """Return ``(x^2, x)`` of every position's window, each of shape (L, N, D).
@@ -390,10 +371,8 @@ def fuses(folding: Folding, gmm: GMM) -> bool:
     matrix product beats a convolution whose kernel covers the whole image. It always fuses
     with an independent GMM layer (an :class:`IndependentGMMStage`).
     """
-    if gmm.independent:
-        return True
     out_h, out_w, _ = folding.out_shape
-    return out_h * out_w > 1
+    return gmm.independent or out_h * out_w > 1
 
 
 def build_stages(layers: list[Layer]) -> list[Stage]:
