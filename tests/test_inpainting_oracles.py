@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from dcgmm import DCGMM
-from dcgmm.baselines.nsn import NSN, GenSettings
+from dcgmm.baselines.nsn import NSN
+from dcgmm.baselines.nsn_layer import GenSettings
 from dcgmm.inpainting import inpaint, make_mask
 from dcgmm.sampling import SamplingConfig
 

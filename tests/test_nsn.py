@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from dcgmm.baselines.nsn import NSN, GenSettings, NSNLayer
+from dcgmm.baselines.nsn import NSN
+from dcgmm.baselines.nsn_layer import GenSettings, NSNLayer
 
 
 def blobs(n_per: int = 200, sigma: float = 0.1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -33,7 +33,8 @@ from benchmarks.reproduce.nsn import fit_nsn
 from benchmarks.reproduce.table1 import INLIERS, split_test
 from benchmarks.reproduce.vae import train_or_load
 from dcgmm import load_dataset
-from dcgmm.baselines.nsn import NSN, GenSettings
+from dcgmm.baselines.nsn import NSN
+from dcgmm.baselines.nsn_layer import GenSettings
 from dcgmm.baselines.vae import DeepLatentGMM
 from dcgmm.data import Dataset
 from dcgmm.images import save_grid

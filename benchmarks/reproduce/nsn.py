@@ -24,7 +24,8 @@ import torch
 
 from benchmarks.reproduce.common import header_lines, write_results
 from dcgmm import load_dataset
-from dcgmm.baselines.nsn import NSN, PAPER_FILTER_COUNTS, GenSettings
+from dcgmm.baselines.nsn import NSN, PAPER_FILTER_COUNTS
+from dcgmm.baselines.nsn_layer import GenSettings
 from dcgmm.checkpoint import load_model
 from dcgmm.evaluator import load_evaluator, sample_quality
 from dcgmm.images import save_grid

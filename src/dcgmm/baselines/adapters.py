@@ -10,7 +10,8 @@ import torch
 from torch import Tensor
 
 from dcgmm._validation import check_images
-from dcgmm.baselines.nsn import NSN, GenSettings
+from dcgmm.baselines.nsn import NSN
+from dcgmm.baselines.nsn_layer import GenSettings
 from dcgmm.baselines.vae import DeepLatentGMM
 from dcgmm.layers.base import Shape
 
