@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from dcgmm import DCGMM, PRESETS, SpecError, format_spec, parse_spec
+from dcgmm.outliers import to_pixels
 
 for name in ("A", "B", "E"):
     print(
@@ -30,8 +31,6 @@ for bad in ("F(3,1)-G(25)-F(30,1)-G(49)", "F(3,1)-X(25)"):
 
 # %%
 # Receptive fields of the middle position of every GMM layer of preset E.
-from dcgmm.outliers import to_pixels  # noqa: E402
-
 model = DCGMM.from_spec("E", input_shape=(28, 28, 1))
 fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.8))
 for ax, (index, gmm) in zip(axes, model.gmm_layers(), strict=True):
@@ -40,9 +39,9 @@ for ax, (index, gmm) in zip(axes, model.gmm_layers(), strict=True):
     one_hot[0, h // 2, w // 2] = 1.0
     field = to_pixels(model, index + 1, one_hot)[0] > 0
     ax.imshow(field, cmap="Blues", vmin=0, vmax=1.3)
-    ax.set_title(f"layer {index + 1} {gmm.spec}: {h}x{w} positions\n"
-                 f"one sees {int(field.any(1).sum())}x{int(field.any(0).sum())} pixels",
-                 fontsize=8)  # fmt: skip
+    size = f"{int(field.any(1).sum())}x{int(field.any(0).sum())}"
+    title = f"layer {index + 1} {gmm.spec}: {h}x{w} positions\none sees {size} pixels"
+    ax.set_title(title, fontsize=8)
     ax.set_xticks([])
     ax.set_yticks([])
 fig.tight_layout()

@@ -39,7 +39,8 @@ print(model)
 # %%
 # Train. With a run directory the trainer writes ``metrics.jsonl`` (and checkpoints):
 # every ``log_every`` steps, each GMM layer's mean objective and its annealing radius
-# sigma_som. The second GMM layer starts after 10% of the steps (``layer_delay``).
+# sigma_som. The second GMM layer starts after 10% of the steps (``layer_delay``); its
+# objective first falls while its input, the lower layer's responsibilities, changes.
 run_dir = Path(tempfile.mkdtemp()) / "run"
 config = TrainConfig(steps=1200, solver="em", annealing_window=20, log_every=20, seed=0)
 Trainer(model, config, train.images, run_dir=run_dir).run()
@@ -47,20 +48,16 @@ records = [
     json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
 ]
 
-fig, (ax_obj, ax_sigma) = plt.subplots(1, 2, figsize=(9, 3.2))
-for i, layer in enumerate(records[0]["layers"]):
-    points = [
-        (r["step"], r["layers"][i]) for r in records if r["layers"][i]["objective"]
-    ]
-    steps = [s for s, _ in points]
-    label = f"layer {layer['index']} {layer['spec']}"
-    ax_obj.plot(steps, [entry["objective"] for _, entry in points], label=label)
-    ax_sigma.plot(steps, [entry["sigma_som"] for _, entry in points], label=label)
-ax_obj.set(
-    xlabel="step", ylabel="mean objective (nats)", yscale="symlog", title="objective"
-)
-ax_sigma.set(xlabel="step", ylabel="sigma_som", yscale="log", title="annealing radius")
-ax_obj.legend()
+fig, axes = plt.subplots(1, 3, figsize=(10, 3))
+for i, layer in enumerate(records[0]["layers"]):  # the two GMM layers
+    rows = [(r["step"], r["layers"][i]) for r in records if r["layers"][i]["objective"]]
+    steps = [step for step, _ in rows]
+    name = f"layer {layer['index']} {layer['spec']}"
+    axes[i].plot(steps, [entry["objective"] for _, entry in rows])
+    axes[i].set(xlabel="step", ylabel="nats", title=f"{name}: mean objective")
+    axes[2].plot(steps, [entry["sigma_som"] for _, entry in rows], label=name)
+axes[2].set(xlabel="step", yscale="log", title="annealing radius sigma_som")
+axes[2].legend()
 fig.tight_layout()
 
 # %%

@@ -8,8 +8,8 @@ per class** and samples each unconditionally; here ten small models (one per dig
 **classifier layer** ``C(10,2)`` (reading the two highest GMM layers) samples a class by
 inverting the classifier into a control signal for the top GMM layer (``sample(model, n,
 classes=...)``); after this short budget that inversion picks a wrong digit for some
-classes, which a longer training does not guarantee to fix either: the full-budget
-sample quality is on the :doc:`Table III results page <../results/table3>`.
+classes. The full-budget sample quality of the paper's protocol is on the :doc:`Table
+III results page <../results/table3>`.
 """
 
 import matplotlib.pyplot as plt
@@ -64,9 +64,10 @@ show(per_class, "one model per class (Table III protocol), top-S 1")
 train = load_dataset("mnist")
 test = load_dataset("mnist", split="test")
 model = DCGMM.from_spec(
-    "F(8,2)-G(25)-F(11,1)-G(36)-C(10,2)", train.image_shape,
+    "F(8,2)-G(25)-F(11,1)-G(36)-C(10,2)",
+    train.image_shape,
     generator=torch.Generator().manual_seed(0),
-)  # fmt: skip
+)
 config = TrainConfig(
     steps=1300, solver="em", annealing_window=20, classifier_lr=0.1, seed=0
 )

@@ -48,7 +48,7 @@ for name, estimator in estimators.items():
     print(f"    {estimator.n_iter_} passes, converged: {estimator.converged_}")
 
 # %%
-# The component means as images (sorted by mixing weight), and the test log-likelihoods.
+# The twelve heaviest components' means, as images.
 fig, axes = plt.subplots(2, 12, figsize=(10, 2.2))
 for row, (name, estimator) in enumerate(estimators.items()):
     order = estimator.weights_.argsort()[::-1][:12]
@@ -57,6 +57,8 @@ for row, (name, estimator) in enumerate(estimators.items()):
         ax.set_axis_off()
     axes[row, 0].set_title(name, loc="left", fontsize=9)
 
+# %%
+# The test digits' log-likelihoods under both.
 fig, ax = plt.subplots(figsize=(6, 3))
 for name, values in scores.items():
     ax.hist(values, bins=60, alpha=0.6, label=f"{name}: mean {values.mean():.1f}")

@@ -45,9 +45,13 @@ models["DCGMM"].fit(
 )
 models["DCGMM"] = load_run(run_dir).model
 models["NSN"].fit(
-    train[:1000], taus=[-0.93, 0.75, 0.65], new_filters_per_iter=8, max_filters=100,
-    max_iters=15, generator=torch.Generator().manual_seed(0),
-)  # fmt: skip
+    train[:1000],
+    taus=[-0.93, 0.75, 0.65],
+    new_filters_per_iter=8,
+    max_filters=100,
+    max_iters=15,
+    generator=torch.Generator().manual_seed(0),
+)
 models["DLGMM"].fit(train, max_epochs=3, seed=0)
 
 # %%
