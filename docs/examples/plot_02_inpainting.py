@@ -49,7 +49,7 @@ ways = {
     "expectation": SamplingConfig(mode="mean"),
 }
 
-fig, axes = plt.subplots(len(masks) * 3, len(digits), figsize=(8, 12.5))
+fig, axes = plt.subplots(len(masks) * 3, len(digits), figsize=(7, 12))
 for m, kind in enumerate(masks):
     missing = make_mask(
         kind, tuple(digits.shape), generator=torch.Generator().manual_seed(0)
@@ -73,5 +73,7 @@ for m, kind in enumerate(masks):
             ax.imshow(image.expand(28, 28, 3).clamp(0, 1))
             ax.set_axis_off()
         axes[3 * m + r, 0].set_title(title, loc="left", fontsize=9)
-fig.suptitle("in-painting (MSE on the hidden pixels of these 8 digits)")
-fig.tight_layout()
+fig.suptitle("in-painting (MSE on the hidden pixels of these 8 digits)", fontsize=10)
+fig.subplots_adjust(
+    left=0.02, right=0.98, top=0.94, bottom=0.01, hspace=0.4, wspace=0.05
+)
