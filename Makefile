@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # torch first, pinned: here 2.13.0 is a local CPU wheel, while a bare `torch` pulls CUDA packages.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test test-all lint fmt type bench reproduce mutants mutants-sample ci clean
+.PHONY: install demo test test-all lint fmt type docs bench reproduce mutants mutants-sample ci clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,17 @@ fmt: $(STAMP)
 
 type: $(STAMP)
 	$(VENV)/bin/mypy
+
+# The documentation site (docs/, Sphinx; docs/getting_started.md says why): the API and CLI
+# references generated from the code, the gallery docs/examples/plot_*.py executed with one
+# torch thread (a few minutes). Always from scratch: Sphinx reports the warnings of the pages
+# it rereads only, and -W turns each into a failure, as is an example that raises.
+# The site is docs/_build/html (python -m http.server -d docs/_build/html).
+DOCS_GENERATED := docs/_build docs/_generated docs/auto_examples docs/sg_execution_times.rst
+docs: $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,docs]'
+	rm -rf $(DOCS_GENERATED)
+	OMP_NUM_THREADS=1 $(VENV)/bin/sphinx-build -W --keep-going -b html docs docs/_build/html
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[dev,bench]'
@@ -74,4 +85,4 @@ mutants-sample: $(STAMP)
 ci: lint type test-all
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache mutants
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache mutants $(DOCS_GENERATED)

@@ -129,7 +129,7 @@ class DCGMM(nn.Module):
         Parameters
         ----------
         spec : str
-            E.g. ``"F(3,1)-G(25)-F(4,2)-G(25)-F(12,1)-G(49)"`` or a preset ``"A"``..``"G"``.
+            E.g. ``"F(3,1)-G(25)-F(4,2)-G(25)-F(12,1)-G(49)"`` or a preset ``"A"`` to ``"G"``.
         input_shape : sequence of int
             ``(H, W, C)`` of the images.
         objective : {"annealed", "max_component", "loglik"}
