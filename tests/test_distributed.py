@@ -53,7 +53,7 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
     for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters(), strict=True):
         # Each rank sums half the batch, so float32 sums round differently. Measured on this
         # run: the largest difference over all parameters is 6.6e-7 (a mean of layer 4 near
-        # 0.01, so 6.8e-5 relative); the README states the absolute bound 1e-5 checked here.
+        # 0.01, so 6.8e-5 relative); docs/guide.md states the absolute bound 1e-5 checked here.
         torch.testing.assert_close(q, p, rtol=0, atol=1e-5, msg=name)
     rec_a, rec_b = final_record(one), final_record(two)
     assert rec_b["step"] == 60

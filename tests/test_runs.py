@@ -19,14 +19,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def readme_example() -> str:
-    """The README's first Python block, with a budget of seconds instead of 25 epochs."""
+    """The README's first Python block, with a budget of seconds instead of 60 epochs."""
     text = (ROOT / "README.md").read_text()
     block = re.search(r"```python\n(.*?)```", text, re.S)
     assert block is not None, "README.md has no python block"
     code = block.group(1)
-    assert "TrainConfig(epochs=25)" in code
-    assert 'run_dir="runs/e"' in code
-    code = code.replace("TrainConfig(epochs=25)", "TrainConfig(steps=20)")
+    assert "TrainConfig(epochs=60)" in code
+    assert 'run_dir="runs/first"' in code
+    code = code.replace("TrainConfig(epochs=60)", "TrainConfig(steps=20)")
     if not (ROOT.parent / "shared" / "data" / "mnist").exists():
         code = code.replace('"../shared/data/mnist"', '"mnist"')  # CI without ../shared
     return code.replace('"../shared/', f'"{ROOT.parent}/shared/')
@@ -37,9 +37,9 @@ def test_the_readme_python_example_leaves_a_run_that_every_command_reads(
 ):
     monkeypatch.chdir(tmp_path)
     exec(compile(readme_example(), "README.md", "exec"), {})
-    run = tmp_path / "runs" / "e"
+    run = tmp_path / "runs" / "first"
     config = json.loads((run / CONFIG_FILE).read_text())
-    assert config["spec"] == dcgmm.PRESETS["E"]
+    assert config["spec"] == "F(8,2)-G(25)-F(11,1)-G(25)"
     assert config["input_shape"] == [28, 28, 1]
     assert config["train"]["steps"] == 20
     assert config["data"] == {"source": None, "n_samples": 10000}
@@ -52,7 +52,7 @@ def test_the_readme_python_example_leaves_a_run_that_every_command_reads(
     assert load_model(run).spec == config["spec"]
     capsys.readouterr()
     assert main(["eval", str(run), "--data", "mnist", "--limit", "100", "--json"]) == 0
-    assert len(json.loads(capsys.readouterr().out)["layers"]) == 3
+    assert len(json.loads(capsys.readouterr().out)["layers"]) == 2
     assert main(["info", str(run)]) == 0
     assert "sigma_som" in capsys.readouterr().out
     assert main(["sample", str(run), "-n", "2", "--out", str(tmp_path / "s.png")]) == 0
