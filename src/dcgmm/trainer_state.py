@@ -31,41 +31,48 @@ from dcgmm.model import DCGMM
 from dcgmm.train_config import TrainConfig
 from dcgmm.watchdog import NonFinite, NumericalError, diagnose, nonfinite_parameters
 
-__all__ = ["CheckpointedTraining"]
+__all__ = ["CheckpointedTraining", "TrainerFields"]
 
 logger = logging.getLogger("dcgmm.training")
 
 
-class CheckpointedTraining:
-    """The persistence half of :class:`~dcgmm.training.Trainer` (a base class of it).
+class TrainerFields:
+    """What :class:`~dcgmm.training.Trainer`'s parts share: the attributes its ``__init__`` sets.
 
-    The attributes below are set by ``Trainer.__init__``.
+    The base of its two halves, :class:`CheckpointedTraining` and
+    :class:`~dcgmm.training_records.AnnealingRecords`, so each can be read (and type-checked)
+    on its own.
     """
 
     model: DCGMM
     config: TrainConfig
     dist: DistContext
-    device: torch.device
-    run_dir: Path | None
     step: int
     n_steps: int
     steps_per_epoch: int
     schedules: dict[int, SingleExpSchedule]
-    rollbacks: list[dict[str, Any]]
-    _run_config: dict[str, Any]
     _start_step: dict[int, int]
     _window_sum: Tensor
     _window_count: list[int]
     _log_sum: Tensor
     _log_count: list[int]
     _correct: Tensor
-    _lr_scale: dict[int, float]
-    _skipped: set[int]
     _settled: dict[int, int]
-    _saved_step: int | None
 
     def _sync_learning_rates(self) -> None:
         raise NotImplementedError  # Trainer's
+
+
+class CheckpointedTraining(TrainerFields):
+    """The persistence half of :class:`~dcgmm.training.Trainer` (a base class of it)."""
+
+    device: torch.device
+    run_dir: Path | None
+    rollbacks: list[dict[str, Any]]
+    _run_config: dict[str, Any]
+    _lr_scale: dict[int, float]
+    _skipped: set[int]
+    _saved_step: int | None
 
     def _error(self, event: NonFinite, suffix: str = "") -> NumericalError:
         hint = ""

@@ -14,44 +14,21 @@ from typing import Any
 
 from torch import Tensor
 
-from dcgmm.annealing import SingleExpSchedule
-from dcgmm.distributed import DistContext
 from dcgmm.exceptions import AnnealingWarning
 from dcgmm.layers import GMM
 from dcgmm.layers.base import TrainableLayer
 from dcgmm.layers.gmm_em import em_step_size
-from dcgmm.model import DCGMM
-from dcgmm.train_config import TrainConfig
+from dcgmm.trainer_state import TrainerFields
 
 __all__ = ["AnnealingRecords"]
 
 logger = logging.getLogger("dcgmm.training")
 
 
-class AnnealingRecords:
-    """The bookkeeping half of :class:`~dcgmm.training.Trainer` (a base class of it).
+class AnnealingRecords(TrainerFields):
+    """The bookkeeping half of :class:`~dcgmm.training.Trainer` (a base class of it)."""
 
-    The attributes below are set by ``Trainer.__init__``.
-    """
-
-    model: DCGMM
-    config: TrainConfig
-    dist: DistContext
-    step: int
-    n_steps: int
-    steps_per_epoch: int
-    schedules: dict[int, SingleExpSchedule]
     _trainable: list[tuple[int, TrainableLayer]]
-    _start_step: dict[int, int]
-    _window_sum: Tensor
-    _window_count: list[int]
-    _log_sum: Tensor
-    _log_count: list[int]
-    _correct: Tensor
-    _settled: dict[int, int]
-
-    def _sync_learning_rates(self) -> None:
-        raise NotImplementedError  # Trainer's
 
     def _record(self, slot: int, value: Tensor) -> None:
         # GMM stages report their objective (a log-likelihood), the classifier its loss.
