@@ -24,9 +24,9 @@ def readme_example() -> str:
     block = re.search(r"```python\n(.*?)```", text, re.S)
     assert block is not None, "README.md has no python block"
     code = block.group(1)
-    assert "TrainConfig(epochs=60)" in code
+    assert 'TrainConfig(epochs=60, solver="em")' in code
     assert 'run_dir="runs/first"' in code
-    code = code.replace("TrainConfig(epochs=60)", "TrainConfig(steps=20)")
+    code = code.replace("TrainConfig(epochs=60,", "TrainConfig(steps=20,")
     if not (ROOT.parent / "shared" / "data" / "mnist").exists():
         code = code.replace('"../shared/data/mnist"', '"mnist"')  # CI without ../shared
     return code.replace('"../shared/', f'"{ROOT.parent}/shared/')
