@@ -6,7 +6,7 @@
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -29,7 +29,7 @@ DEMO_SPEC = "F(8,2)-G(25)-F(11,1)-G(25)"
 # whose radius shrinks every window (by SGD, which waits for a stationary window, the layers
 # ended at sigma 0.021 and 0.093 after 6000 steps: not annealed).
 DEMO_EPOCHS = 60
-DEMO_SOLVER = "em"
+DEMO_SOLVER: Literal["sgd", "em"] = "em"
 
 
 @dataclass(frozen=True)
