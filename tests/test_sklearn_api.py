@@ -392,10 +392,10 @@ def test_sample_rejects_a_bad_count(fitted, n_samples):
 
 
 def test_sklearn_not_installed_gives_an_install_hint(monkeypatch):
-    import dcgmm.sklearn_api as module
+    import dcgmm._sklearn as module  # where dcgmm.sklearn_api gets scikit-learn from
 
     # Execute a fresh copy of the module (not the one the other tests use) with sklearn hidden.
-    spec = importlib.util.spec_from_file_location("sklearn_api_copy", module.__file__)
+    spec = importlib.util.spec_from_file_location("sklearn_copy", module.__file__)
     copy = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "sklearn.base", None)  # makes the import fail
     with pytest.raises(ImportError, match=r"needs scikit-learn >= 1.6.*pip install"):
