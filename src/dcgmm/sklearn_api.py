@@ -39,7 +39,7 @@ class SGDGaussianMixture(MixtureFitting, DensityMixin, BaseEstimator):  # type: 
       statistics enter a running average with step :math:`(t + 2)^{-\alpha}`; the M-step
       follows every batch. On 4,000 MNIST digits
       (K = 49, pixels in [0, 1]) it reaches a higher test log-likelihood than scikit-learn's
-      batch EM in a fifth of its time (``benchmarks/sklearn_em.py``).
+      batch EM in an eighth of its time (``benchmarks/sklearn_em.py``).
     - ``"sgd"``: the papers' SGD (spec §3, the training of every DCGMM layer). Each step
       ascends the mean objective of one mini-batch; the learning rate and (for the annealed
       objective) the smoothing radius shrink with the SingleExp schedule. It needs many more

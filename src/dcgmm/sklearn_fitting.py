@@ -10,7 +10,7 @@ and test digits fall outside them (-305.9 nats); without it, 50 SGD epochs reach
 250 epochs 159.1: small SGD steps and an annealing that must run its course need many
 passes; the exact-log-likelihood objective (no annealing) stops at 135.0 after 50. Stepwise
 EM moves to each batch's responsibility-weighted statistics (a step of 0.66 at first) and
-gets 207.9 in 10 passes (scikit-learn's batch EM: 193.5, its floor added, not clipped).
+gets 207.2 in 10 passes (scikit-learn's batch EM: 193.5, its floor added, not clipped).
 
 Choices a scikit-learn user should know about:
 
