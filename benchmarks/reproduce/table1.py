@@ -338,10 +338,15 @@ def write_table1(result: dict[str, Any], out: Path, command: str, wall: float) -
             f"({r['n_seeds']}) | {r['auc_max_component']:.1f} | {paper} | {lower or '-'} | "
             f"{r['dunn']:.4f} | {r['davies_bouldin']:.2f} | {r['train_seconds']:.0f} |"
         )
-    notes = sorted({(r["model"], r["recipe_note"]) for r in result["rows"] if r["recipe_note"]})
+    notes = sorted({(r["model"], r["recipe_note"]) for r in result["rows"]
+                    if r["recipe_note"] and r["protocol"] == "recipes"})  # fmt: skip
     lines += ["", "Protocols: **paper** = Table V as printed (shared layers, delays 0.1 per "
               "layer); **recipes** = the authors' `outliers-*` scripts (spec section 9: "
-              "independent lower layers, their K, delays and epochs)."]  # fmt: skip
+              "independent lower layers, their K, delays and epochs). Solvers: a preset alone "
+              "is trained by the papers' SGD; **EM** after it, its GMM layers by stepwise EM "
+              "(`--solver em`, `dcgmm.layers.gmm_em`: the same objective's statistics, the "
+              "radius shrinking every window; the preset's SGD learning-rate factors do not "
+              "apply)."]  # fmt: skip
     lines += [f"- {model}: {note}" for model, note in notes]
     lines += [
         "",
