@@ -78,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="",
         metavar="PROTOCOLS",
         help="stop each model once it is annealed (its epochs the cap); only the models of "
-        "these protocols if given, e.g. --until-annealed recipes",
+        "these protocols (or PROTOCOL:PRESET) if given, e.g. --until-annealed recipes:E",
     )
     parser.add_argument(
         "--solvers",
@@ -106,9 +106,12 @@ def protocol_solver_pairs(protocols: str, solvers: str) -> list[tuple[str, str]]
     return list(dict.fromkeys(pairs))
 
 
-def until_annealed(args: Any, protocol: str) -> bool:
-    """Whether the models of ``protocol`` train until annealed (``--until-annealed``)."""
-    return protocol in (args.until_annealed or "").split(",")
+def until_annealed(args: Any, protocol: str, preset: str) -> bool:
+    """Whether a model trains until annealed: ``--until-annealed`` names its protocol, or
+    ``PROTOCOL:PRESET`` names it alone (e.g. ``recipes:E``: the recipes' 80 epochs of E are
+    hours on this CPU, those of A seconds)."""
+    entries = (args.until_annealed or "").split(",")
+    return protocol in entries or f"{protocol}:{preset}" in entries
 
 
 def split_test(data_dir: Path, dataset: str, tiny: bool) -> tuple[Dataset, Dataset]:
@@ -205,7 +208,7 @@ def model_dir(
 ) -> Path:
     """Where the model of one (dataset, (preset, protocol, solver), budget, seed) is cached."""
     preset, protocol, solver = model
-    annealed = "-annealed" if until_annealed(args, protocol) else ""
+    annealed = "-annealed" if until_annealed(args, protocol, preset) else ""
     budget = "tiny" if args.tiny else f"e{epochs}{annealed}"
     budget += "-em" if solver == "em" else ""
     return runs / "table1" / dataset / protocol / f"{preset}-{budget}-s{seed}"
@@ -225,7 +228,7 @@ def score_seed(
     preset, protocol, solver = model_key
     run_dir = model_dir(Path(args.runs), dataset, model_key, epochs, seed, args)
     options = {**options_for_solver(recipe.train, solver), "solver": solver}
-    if until_annealed(args, protocol):
+    if until_annealed(args, protocol, preset):
         options["until_annealed"] = True
     model, seconds = train_run(
         recipe.spec,
