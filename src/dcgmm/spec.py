@@ -152,7 +152,7 @@ def _parse_layer(spec: str, pos: int, letter: str, body: str) -> LayerSpec:
 
 
 def parse_spec(spec: str) -> tuple[LayerSpec, ...]:
-    """Parse a spec string (or a preset name ``A``..``G``) into layer specs.
+    """Parse a spec string (or a preset name, ``A`` to ``G``) into layer specs.
 
     Raises
     ------
