@@ -4,8 +4,8 @@ The image goes up to a chosen GMM layer, every GMM layer on the way marginalisin
 missing pixels (their terms leave the diagonal-Gaussian log-density; the authors' code
 instead fills them with 0, available as ``marginalize=False``); that layer's
 responsibilities become the control signal of a top-down walk
-(:func:`dcgmm.sampling.walk_down`); the known pixels are then put back unchanged. Variants are the same without a
-mask: new images that share the chosen layer's reading of the input.
+(:func:`dcgmm.sampling.walk_down`); the known pixels are then put back unchanged. Variants
+are the same without a mask: new images that share the chosen layer's reading of the input.
 """
 
 from pathlib import Path
