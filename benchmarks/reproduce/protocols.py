@@ -5,7 +5,8 @@ learning-rate factors, delays 0/0.1/0.2/..., and a budget in steps or until anne
 ``recipes``: what the authors' experiment scripts build (``../shared/specs/dcgmm.md`` section
 9): independent lower layers, other K and delays, their epochs. Every row of a table names
 its protocol; where the scripts say nothing, a field keeps the paper's value and the recipe's
-``note`` says so.
+``note`` says so. A row's GMM layers are trained by SGD (the papers') or stepwise EM:
+``--protocols paper:em`` (:func:`protocol_solver_pairs`), "E EM" in its model name.
 """
 
 from dataclasses import dataclass, field
@@ -100,3 +101,27 @@ def outlier_recipe(preset: str, protocol: Protocol, paper_epochs: int) -> Recipe
     if protocol == "paper":
         return paper_recipe(preset, paper_epochs)
     return OUTLIER_RECIPES[preset]
+
+
+def protocol_solver_pairs(protocols: str, solvers: str) -> list[tuple[str, str]]:
+    """Return the (protocol, solver) rows asked for by ``--protocols`` and ``--solvers``.
+
+    ``paper,recipes,paper:em`` with ``--solvers sgd`` is paper and recipes by SGD, and paper
+    by EM.
+    """
+    pairs = []
+    for entry in protocols.split(","):
+        protocol, _, solver = entry.partition(":")
+        for chosen in [solver] if solver else solvers.split(","):
+            if protocol not in PROTOCOLS or chosen not in ("sgd", "em"):
+                raise SystemExit(
+                    f"--protocols/--solvers: {entry!r} with {chosen!r}; expected a protocol of "
+                    f"{PROTOCOLS}, optionally :sgd or :em, and solvers sgd, em"
+                )
+            pairs.append((protocol, chosen))
+    return list(dict.fromkeys(pairs))
+
+
+def model_name(preset: str, solver: str) -> str:
+    """Return a row's model: the preset, with " EM" when its GMM layers were trained by EM."""
+    return preset + (" EM" if solver == "em" else "")

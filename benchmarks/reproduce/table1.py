@@ -33,7 +33,7 @@ from benchmarks.reproduce.common import (
     update_summary,
     write_results,
 )
-from benchmarks.reproduce.protocols import PROTOCOLS, outlier_recipe
+from benchmarks.reproduce.protocols import model_name, outlier_recipe, protocol_solver_pairs
 from dcgmm import load_dataset, load_model
 from dcgmm.clustering import clustering_scores
 from dcgmm.data import Dataset
@@ -85,25 +85,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="sgd",
         help="sgd (the papers'), em (stepwise EM), or sgd,em: for every protocol without :solver",
     )
-
-
-def protocol_solver_pairs(protocols: str, solvers: str) -> list[tuple[str, str]]:
-    """Return the (protocol, solver) rows asked for by ``--protocols`` and ``--solvers``.
-
-    ``paper,recipes,paper:em`` with ``--solvers sgd`` is paper and recipes by SGD, and paper
-    by EM.
-    """
-    pairs = []
-    for entry in protocols.split(","):
-        protocol, _, solver = entry.partition(":")
-        for chosen in [solver] if solver else solvers.split(","):
-            if protocol not in PROTOCOLS or chosen not in ("sgd", "em"):
-                raise SystemExit(
-                    f"--protocols/--solvers: {entry!r} with {chosen!r}; expected a protocol of "
-                    f"{PROTOCOLS}, optionally :sgd or :em, and solvers sgd, em"
-                )
-            pairs.append((protocol, chosen))
-    return list(dict.fromkeys(pairs))
 
 
 def until_annealed(args: Any, protocol: str, preset: str) -> bool:
@@ -249,7 +230,7 @@ def score_seed(
     row = {
         "dataset": dataset,
         "preset": preset,
-        "model": preset + (" EM" if solver == "em" else ""),
+        "model": model_name(preset, solver),
         "solver": solver,
         "protocol": protocol,
         "spec": model.spec,

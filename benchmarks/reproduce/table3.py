@@ -37,7 +37,9 @@ from benchmarks.reproduce.protocols import (
     SAMPLING_E,
     SAMPLING_E_KNOBS,
     Recipe,
+    model_name,
     paper_recipe,
+    protocol_solver_pairs,
 )
 from dcgmm import DCGMM, load_dataset
 from dcgmm.checkpoint import load_model
@@ -158,11 +160,10 @@ def table3(args: argparse.Namespace) -> dict[str, Any]:
     for dataset in args.datasets.split(","):
         judges = get_judges(dataset, data_dir, runs, args)
         real = load_dataset(data_dir / dataset, split="test", limit=500 if args.tiny else None)
-        for preset, protocol, solver in itertools.product(
-            args.presets.split(","), args.protocols.split(","), args.solvers.split(",")
-        ):
+        pairs = protocol_solver_pairs(args.protocols, args.solvers)
+        for preset, (protocol, solver) in itertools.product(args.presets.split(","), pairs):
             recipe = class_recipe(preset, protocol)
-            name = preset + (" EM" if solver == "em" else "")
+            name = model_name(preset, solver)
             accuracies, frechet, records = [], [], []
             for seed in seeds:
                 samples, intended = [], []

@@ -35,7 +35,7 @@ from dcgmm.io import (
 )
 from dcgmm.layers import GMM, ClassifierFeed, LinearClassifier
 from dcgmm.layers.base import TrainableLayer
-from dcgmm.layers.gmm_em import em_step_size, stepwise_em_step_
+from dcgmm.layers.gmm_em import stepwise_em_step_
 from dcgmm.layers.gmm_gradients import Statistics
 from dcgmm.model import DCGMM
 from dcgmm.train_config import PRESET_TRAIN_OVERRIDES as PRESET_TRAIN_OVERRIDES
@@ -332,9 +332,7 @@ class Trainer(AnnealingRecords, CheckpointedTraining):
         """
         gmm = self.model.layers[layer_index]
         assert isinstance(gmm, GMM)
-        layer_step = self.step - self._start_step.get(layer_index, 0)
-        size = em_step_size(layer_step, self.config.em_step_exponent)
-        size *= self._lr_scale.get(layer_index, 1.0)
+        size = self._em_step_size(layer_index) * self._lr_scale.get(layer_index, 1.0)
         stepwise_em_step_(gmm, stats, size, learn_weights=self.config.learns_weights)
 
     def run(

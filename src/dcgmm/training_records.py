@@ -30,6 +30,11 @@ class AnnealingRecords(TrainerFields):
 
     _trainable: list[tuple[int, TrainableLayer]]
 
+    def _em_step_size(self, layer_index: int) -> float:
+        """Return GMM layer ``layer_index``'s stepwise-EM step size now (its own step count)."""
+        layer_step = max(self.step - self._start_step.get(layer_index, 0), 0)
+        return em_step_size(layer_step, self.config.em_step_exponent)
+
     def _record(self, slot: int, value: Tensor) -> None:
         # GMM stages report their objective (a log-likelihood), the classifier its loss.
         self._window_sum[slot] += value
@@ -141,8 +146,7 @@ class AnnealingRecords(TrainerFields):
             }
             if isinstance(layer, GMM):
                 if self.config.solver == "em":  # EM has a step size, not a learning rate
-                    layer_step = max(self.step - self._start_step.get(idx, 0), 0)
-                    entry["em_step_size"] = em_step_size(layer_step, self.config.em_step_exponent)
+                    entry["em_step_size"] = self._em_step_size(idx)
                 else:
                     entry["lr"] = self.schedules[idx].lr
                 entry["sigma_som"] = self.schedules[idx].sigma
