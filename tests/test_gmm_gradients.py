@@ -1,9 +1,11 @@
 """Closed-form GMM gradients and the fused convolution stages, against autograd (float64)."""
 
+import copy
+
 import pytest
 import torch
 
-from dcgmm import DCGMM
+from dcgmm import DCGMM, independent_stage
 from dcgmm.layers import GMM, Folding
 from dcgmm.stages import FoldedGMMStage, IndependentGMMStage, build_stages
 
@@ -81,7 +83,7 @@ def test_folded_stage_equals_folding_then_gmm(generator, input_shape, patch, str
     [((9, 9, 1), (3, 3), (1, 1)), ((8, 10, 3), (4, 2), (2, 3)), ((6, 6, 2), (6, 6), (1, 1)),
      ((4, 5, 3), None, None)],
 )  # fmt: skip
-@pytest.mark.parametrize("k", [4, 16])  # K = 16 puts the 3x3 windows on the segment-sum path
+@pytest.mark.parametrize("k", [4, 16])
 def test_independent_stage_equals_folding_then_gmm(
     generator, input_shape, patch, stride, objective, sigma, k
 ):
@@ -106,6 +108,31 @@ def test_independent_stage_equals_folding_then_gmm(
     torch.testing.assert_close(resp, ref_resp.detach())
     torch.testing.assert_close(value, -ref_loss.detach())
     assert resp.is_contiguous()
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="the CPU float32 path")
+@pytest.mark.parametrize("objective", ["annealed", "max_component", "loglik"])
+def test_independent_stage_grouped_convolution_float32_matches_float64(generator, objective):
+    """The float32 CPU path (oneDNN's grouped convolution) against the float64 products."""
+    folding = Folding((10, 10, 6), (4, 4), (2, 2))  # D = 96 > K, windows overlap like E's
+    gmm64 = random_gmm(folding.out_shape, 9, generator, independent=True)
+    gmm64.objective = objective
+    gmm64.set_sigma_som(0.9)
+    gmm32 = copy.deepcopy(gmm64).float()
+    stage64, stage32 = (
+        IndependentGMMStage(folding, gmm64, 1),
+        IndependentGMMStage(folding, gmm32, 1),
+    )
+    h = torch.rand(6, 10, 10, 6, generator=generator, dtype=torch.float64)
+    assert independent_stage._onednn_applies(stage32._features(h.float()))
+    expected = stage64.log_joint(h)
+    got = stage32.log_joint(h.float()).double()
+    assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()
+    _, value64, stats64 = stage64.objective_and_statistics(h)
+    _, value32, stats32 = stage32.objective_and_statistics(h.float())
+    torch.testing.assert_close(value32.double(), value64, rtol=1e-5, atol=0.0)
+    for a, b in zip(stats32, stats64, strict=True):
+        torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-6)
 
 
 def test_build_stages_fuses_folding_with_the_gmm_above():

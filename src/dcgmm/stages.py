@@ -11,8 +11,9 @@ and the sufficient statistics of the closed-form gradient (:mod:`dcgmm.layers.gm
 are that convolution's weight gradient. So :class:`FoldedGMMStage` never builds the folded
 tensor (the biggest tensor of a training step, e.g. 100x12x12x400 in preset E's second
 layer): on the CPU oneDNN reads the small (N, H, W, 2C) map directly, in channels-last
-layout. An independent GMM layer (and the folding below it) is a batched matrix product over
-positions, :class:`IndependentGMMStage`. Every other layer runs as its own :class:`LayerStage`.
+layout. An independent GMM layer (and the folding below it) is a grouped matrix product over
+positions, :class:`~dcgmm.independent_stage.IndependentGMMStage`. Every other layer runs as
+its own :class:`LayerStage`.
 
 The layers' own ``forward`` / ``forward_and_loss`` stay the readable reference; the tests
 check that both paths agree (float64) for every preset.
@@ -23,9 +24,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dcgmm._numerics import LOG_2PI, full_float32_convolutions
+from dcgmm.gmm_stage import GMMStage
+from dcgmm.independent_stage import IndependentGMMStage
 from dcgmm.layers import GMM, Folding, GMMScores, Layer, LinearClassifier
 from dcgmm.layers import gmm_gradients as grads
 from dcgmm.layers.base import TrainableLayer
+
+__all__ = [
+    "FoldedGMMStage", "IndependentGMMStage", "LayerStage", "Stage", "build_stages", "fuses",
+]  # fmt: skip
 
 
 class LayerStage:
@@ -76,40 +83,7 @@ class LayerStage:
         raise TypeError(f"{self.layer.spec} does not train")
 
 
-class _GMMStage:
-    """What the fused GMM stages share: a GMM layer, its index and a folding of their own.
-
-    Each computes its batch's statistics (:meth:`objective_and_statistics`): gradients for
-    SGD, new parameters for stepwise EM (:mod:`dcgmm.layers.gmm_em`).
-    """
-
-    def objective_and_statistics(self, h: Tensor) -> tuple[Tensor, Tensor, grads.Statistics]:
-        """Return (responsibilities, mean objective, the batch's sufficient statistics)."""
-        raise NotImplementedError
-
-    def train_step(self, h: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Return (responsibilities, mean objective) and set the GMM parameters' grads."""
-        out, value, stats = self.objective_and_statistics(h)
-        gmm = self.layer
-        grads.set_descent_gradients(gmm.means, gmm.sqrt_precisions, gmm.logits, stats)
-        return out, value
-
-    def __init__(self, gmm: GMM, index: int) -> None:
-        self.layer = gmm
-        self.index = index
-
-    @property
-    def gmm(self) -> GMM:
-        """The stage's GMM layer."""
-        return self.layer
-
-    @property
-    def trainable(self) -> GMM:
-        """The stage's trainable layer."""
-        return self.layer
-
-
-class FoldedGMMStage(_GMMStage):
+class FoldedGMMStage(GMMStage):
     """A folding layer and the shared GMM layer above it, run as one convolution."""
 
     def __init__(self, folding: Folding, gmm: GMM, index: int) -> None:
@@ -231,133 +205,6 @@ class FoldedGMMStage(_GMMStage):
             d_both = d_features.permute(0, 2, 3, 1)  # (N, H, W, 2C): [dJ/d(h^2), dJ/dh]
             grad = torch.addcmul(d_both[..., c:], h, d_both[..., :c], value=2.0)
             return objective.values.flatten(1).mean(1), grad
-
-
-class IndependentGMMStage(_GMMStage):
-    r"""An independent GMM layer (one mixture per position), with the folding below it if any.
-
-    Every position :math:`l` has its own filters, so the log-joints are one batched matrix
-    product over positions, in a (positions, batch, K) layout:
-
-    .. math::
-        \ell_{l,n,:} = x_{ln}^2 (-\tfrac12 P_l)^\top + x_{ln} (\mu_l P_l)^\top + b_l ,
-
-    and the sufficient statistics of the gradient are one more, :math:`R_l^\top [x^2, x]`.
-    The windows :math:`x` are cut with one copy straight into that layout and squared once;
-    ``[x^2, x] W`` is two products, one per half. The responsibilities are permuted back to
-    NHWC once.
-    """
-
-    def __init__(self, folding: Folding | None, gmm: GMM, index: int) -> None:
-        if not gmm.independent:
-            raise ValueError("IndependentGMMStage runs an independent GMM layer")
-        super().__init__(gmm, index)
-        self.folding = folding
-
-    def _windows(self) -> tuple[tuple[int, int], tuple[int, int]]:
-        folding = self.folding  # without one, the windows are single positions
-        return ((1, 1), (1, 1)) if folding is None else (folding.patch_size, folding.stride)
-
-    def _features(self, h: Tensor) -> tuple[Tensor, Tensor]:
-        """Return ``(x^2, x)`` of every position's window, each of shape (L, N, D).
-
-        One copy cuts the windows straight into the position-major layout (measured 1.1 ms
-        for preset E's second layer at batch 100, where cutting an interleaved [h^2, h] map
-        took 20 ms); the square is one more pass.
-        """
-        (fy, fx), (sy, sx) = self._windows()
-        n, _, _, c = h.shape
-        windows = h.unfold(1, fy, sy).unfold(2, fx, sx)  # (N, Ho, Wo, C, fy, fx), a view
-        ho, wo = windows.shape[1], windows.shape[2]
-        # (Ho, Wo, N, dy, dx, c): the folding's (dy, dx, c) channel order.
-        x = windows.permute(1, 2, 0, 4, 5, 3).reshape(ho * wo, n, fy * fx * c)
-        return x * x, x
-
-    def _weights_and_bias(self) -> tuple[Tensor, Tensor, Tensor]:
-        """Return ``-P/2`` and ``mu P`` as (L, D, K) and the bias (L, 1, K)."""
-        gmm = self.layer
-        ho, wo, k, dim = gmm.means.shape
-        means, sqrt_prec = gmm.means.detach(), gmm.sqrt_precisions.detach()
-        precisions = sqrt_prec * sqrt_prec
-        linear = means * precisions  # (Ho, Wo, K, D)
-        bias = (
-            sqrt_prec.log().sum(-1)
-            - 0.5 * (means * linear).sum(-1)
-            - 0.5 * dim * LOG_2PI
-            + torch.log_softmax(gmm.logits.detach(), dim=-1)
-        )  # (Ho, Wo, K)
-        square = precisions.mul_(-0.5)  # in place: precisions is not needed any more
-        rows = ho * wo
-        return (
-            square.reshape(rows, k, dim).transpose(1, 2),
-            linear.reshape(rows, k, dim).transpose(1, 2),
-            bias.reshape(rows, 1, k),
-        )
-
-    def _log_joint(self, features: tuple[Tensor, Tensor]) -> Tensor:
-        squares, x = features
-        square_weight, linear_weight, bias = self._weights_and_bias()
-        log_joint = torch.baddbmm(bias, squares, square_weight)  # (L, N, K)
-        return log_joint.baddbmm_(x, linear_weight)
-
-    def _to_nhwc(self, per_position: Tensor) -> Tensor:
-        """(L, N, ...) -> (N, Ho, Wo, ...), contiguous (one copy)."""
-        ho, wo = self.layer.input_shape[:2]
-        rest = per_position.shape[2:]
-        out = per_position.reshape(ho, wo, *per_position.shape[1:]).movedim(2, 0)
-        return out.contiguous().reshape(out.shape[0], ho, wo, *rest)
-
-    def log_joint(self, h: Tensor) -> Tensor:
-        """Return the GMM layer's log-joints (N, Ho, Wo, K) for the stage's input ``h``."""
-        with torch.no_grad():
-            return self._to_nhwc(self._log_joint(self._features(h)))
-
-    def forward(self, h: Tensor) -> Tensor:
-        """Return the responsibilities (the GMM layer's output)."""
-        with torch.no_grad():
-            return self._to_nhwc(torch.softmax(self._log_joint(self._features(h)), dim=-1))
-
-    def scores(self, h: Tensor) -> tuple[Tensor, GMMScores]:
-        """Return the responsibilities and the GMM layer's density scores (one pass)."""
-        with torch.no_grad():
-            log_joint = self._log_joint(self._features(h))
-            scores = self.layer.scores_from_log_joint(log_joint)  # maps of shape (L, N)
-            maps = GMMScores(*(self._to_nhwc(m) for m in scores))
-            return self._to_nhwc(torch.softmax(log_joint, dim=-1)), maps
-
-    def objective_and_statistics(self, h: Tensor) -> tuple[Tensor, Tensor, grads.Statistics]:
-        """Return (responsibilities, mean objective, the batch's sufficient statistics).
-
-        The hard objectives (annealed, max-component) on narrow windows (D <= K) take their
-        statistics from segment sums by winner
-        (:func:`~dcgmm.layers.gmm_gradients.winner_statistics`); the exact log-likelihood,
-        whose gradient is dense, and wide windows from two batched products.
-        """
-        with torch.no_grad():
-            gmm = self.layer
-            squares, x = self._features(h)
-            log_joint = self._log_joint((squares, x))  # (L, N, K)
-            resp = torch.softmax(log_joint, dim=-1)
-            kernel = gmm.annealing_kernel(log_joint.dtype, log_joint.device)
-            ho, wo, k, dim = gmm.means.shape
-            if gmm.objective == "loglik" or dim > k:
-                # Dense products: the exact log-likelihood's gradient is dense, and for wide
-                # windows (D > K) CPU segment sums are no faster (docs/speed_independent.md).
-                objective = grads.objective_gradient(log_joint, gmm.objective, kernel, resp)
-                values = objective.values
-                d_log_joint = objective.d_log_joint.transpose(1, 2)  # (L, K, N)
-                stats = grads.Statistics(
-                    d_log_joint.sum(2), torch.bmm(d_log_joint, x), torch.bmm(d_log_joint, squares)
-                )
-            else:
-                values, best = grads.winners(log_joint, gmm.objective, kernel)
-                stats = grads.winner_statistics(squares, x, best, k, kernel, rows=values.numel())
-            stats = grads.Statistics(
-                stats.weight.reshape(ho, wo, k),
-                stats.first.reshape(ho, wo, k, dim),  # A = R^T x
-                stats.second.reshape(ho, wo, k, dim),  # B = R^T x^2
-            )
-            return self._to_nhwc(resp), values.mean(), stats
 
 
 Stage = LayerStage | FoldedGMMStage | IndependentGMMStage

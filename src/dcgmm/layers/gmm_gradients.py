@@ -115,57 +115,6 @@ def winners(
     return log_joint.max(dim=-1)
 
 
-def winner_statistics(
-    squares: Tensor, x: Tensor, best: Tensor, k: int, kernel: Tensor | None, rows: int
-) -> Statistics:
-    r"""Return an independent layer's statistics under a hard objective, from segment sums.
-
-    A hard objective's gradient row is a row of the kernel: :math:`R_{ln} = g_{b_{ln}} / M`
-    (:math:`b` the winner, M = ``rows``, g the identity where ``kernel`` is None). So per
-    position :math:`A_l = g^\top S_l / M` with :math:`S_{lj} = \sum_{n: b_{ln} = j} x_{ln}`:
-    one pass adds every window to its winner's sum, instead of a (K, N) @ (N, D) matrix
-    product per position: faster for narrow windows (``docs/speed_independent.md``).
-
-    Parameters
-    ----------
-    squares, x : Tensor, shape (L, N, D)
-        The windows and their squares, position-major and contiguous.
-    best : Tensor, shape (L, N)
-        The winning component of every window.
-    k : int
-        The number of components.
-    kernel : Tensor (K, K) or None
-        The annealing kernel g; None for the identity.
-    rows : int
-        The number M of rows the objective is averaged over.
-
-    Returns
-    -------
-    Statistics
-        Shapes (L, K), (L, K, D), (L, K, D).
-    """
-    positions, _, dim = x.shape
-    # Component-major sums (K, L, D): mixing them by g is then one (K, K) @ (K, L*D) product.
-    segment = best * positions + torch.arange(positions, device=best.device).unsqueeze(1)
-    segment = segment.reshape(-1)
-    counts = torch.bincount(segment, minlength=k * positions).reshape(k, positions).to(x.dtype)
-    first, second = (
-        x.new_zeros(k * positions, dim).index_add_(0, segment, v.reshape(-1, dim))
-        .reshape(k, positions * dim)
-        for v in (x, squares)
-    )  # fmt: skip
-    if kernel is None:
-        weight, first, second = counts / rows, first / rows, second / rows
-    else:
-        mix = kernel.T / rows  # A = mix @ S, r = mix @ counts
-        weight, first, second = mix @ counts, mix @ first, mix @ second
-    return Statistics(
-        weight.T.contiguous(),
-        first.reshape(k, positions, dim).transpose(0, 1).contiguous(),
-        second.reshape(k, positions, dim).transpose(0, 1).contiguous(),
-    )
-
-
 def statistics(x: Tensor, objective: ObjectiveGradient, *, independent: bool) -> Statistics:
     """Return the sufficient statistics from an (N, H, W, C) input and the objective's R."""
     d_log_joint = objective.d_log_joint
@@ -193,8 +142,8 @@ def set_descent_gradients(
     # t = A - r mu; spread = B - 2 mu A + r mu^2 = B - mu (A + t).
     t = torch.addcmul(stats.first, weight, mu, value=-1.0)
     spread = torch.addcmul(stats.second, mu, stats.first + t, value=-1.0)
+    loss_sqrt_prec = torch.addcdiv(spread.mul_(s), weight, s, value=-1.0)  # s spread - r/s
     loss_means = t.mul_(s).mul_(s).neg_()  # -P (A - r mu)
-    loss_sqrt_prec = torch.addcmul(torch.div(weight, s).neg_(), s, spread)  # -(r/s - s spread)
     pi = torch.softmax(logits.detach(), dim=-1)
     loss_logits = pi * stats.weight.sum(-1, keepdim=True) - stats.weight
     for param, grad in (
