@@ -214,7 +214,7 @@ def bench_sklearn(x_train: np.ndarray, x_test: np.ndarray, settings: Settings) -
 
 def exact_loglik(model: DCGMM, images: Tensor) -> float:
     """Return the exact mean log-likelihood of preset A's only GMM layer, in nats per image."""
-    return float(evaluate(model, images)["layers"][0]["loglik"])
+    return evaluate(model, images).layers[0].loglik
 
 
 @dataclass(frozen=True)

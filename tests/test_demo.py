@@ -11,7 +11,7 @@ def test_run_demo_writes_a_loadable_run_and_its_pictures(tmp_path):
     assert [p.name for p in result.pictures] == ["centroids.png", "samples.png", "inpainting.png"]
     for path in result.pictures:
         assert decode_png(path.read_bytes()).shape[0] > 20
-    assert len(result.scores["layers"]) == 2
+    assert len(result.scores.layers) == 2
     assert load_run(tmp_path / "demo").trainer_state["step"] == 100  # 1 epoch of 10,000
 
 

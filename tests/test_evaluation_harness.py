@@ -196,7 +196,7 @@ def test_two_input_classifier_trains_and_samples(mnist_small):
     model = DCGMM.from_spec(TINY_TWO_INPUT, (28, 28, 1), generator=torch.Generator().manual_seed(0))
     config = TrainConfig(steps=300, annealing_window=20, classifier_lr=0.5, layer_delay=0.0)
     Trainer(model, config, train.images, train.labels).run()
-    accuracy = evaluate(model, test.images, test.labels)["classifier_accuracy"]
+    accuracy = evaluate(model, test.images, test.labels).classifier_accuracy
     assert accuracy > 0.5  # 10 classes: chance is 0.1
     losses = model.layer_losses(test.images[:20], test.labels[:20])
     assert len(losses) == 3

@@ -155,7 +155,7 @@ def test_trainer_em_raises_the_objective_and_skips_the_optimizer(mnist_small):
     config = TrainConfig(steps=60, solver="em", annealing_window=10, log_every=10)
     trainer = Trainer(model, config, train.images[:500])
     before = [p.detach().clone() for p in model.parameters()]
-    start = evaluate(model, train.images[:500])["layers"]
+    start = evaluate(model, train.images[:500]).layers
     trainer.run()
     for (name, after), old in zip(model.named_parameters(), before, strict=True):
         # The top layer's inputs (responsibilities) vary less than the variance floor, so
@@ -168,14 +168,14 @@ def test_trainer_em_raises_the_objective_and_skips_the_optimizer(mnist_small):
         windows = (60 - trainer._start_step[index]) // 10
         expected = gmm_start_sigma(gmm) * 0.9 ** max(windows - 2, 0)
         assert gmm.sigma_som_value == pytest.approx(max(expected, 0.01))
-    end = evaluate(model, train.images[:500])["layers"]
-    assert end[0]["max_component"] > start[0]["max_component"] + 1.0
+    end = evaluate(model, train.images[:500]).layers
+    assert end[0].max_component > start[0].max_component + 1.0
     # The top layer's input moved while it trained; compare it with itself untrained on
     # the trained lower layer's output.
     untrained = copy.deepcopy(model)
     untrained.layers[3].reset_parameters(generator=torch.Generator().manual_seed(0))
-    fresh = evaluate(untrained, train.images[:500])["layers"]
-    assert end[1]["max_component"] > fresh[1]["max_component"] + 1.0
+    fresh = evaluate(untrained, train.images[:500]).layers
+    assert end[1].max_component > fresh[1].max_component + 1.0
 
 
 def gmm_start_sigma(gmm: GMM) -> float:

@@ -31,6 +31,6 @@ def test_evaluation_on_cuda_matches_cpu(mnist_small):
     model = DCGMM.from_spec("E", (28, 28, 1), generator=torch.Generator().manual_seed(0))
     cpu = evaluate(model, test.images)
     gpu = evaluate(model.to("cuda"), test.images)
-    for a, b in zip(cpu["layers"], gpu["layers"], strict=True):
+    for a, b in zip(cpu.layers, gpu.layers, strict=True):
         for key in ("annealed", "max_component", "loglik"):
-            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-3)
+            assert getattr(b, key) == pytest.approx(getattr(a, key), rel=1e-5, abs=1e-3)

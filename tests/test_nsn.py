@@ -33,6 +33,26 @@ def test_scores_match_brute_force_distances():
     torch.testing.assert_close(layer(x), torch.sigmoid(expected), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("similarity", ["logpdf_per_dim", "logpdf", "rbf"])
+def test_best_filters_is_the_max_of_the_scores(similarity):
+    """The E-step's fused scores against the float64 brute-force scores of every filter."""
+    layer = NSNLayer((6, 6, 2), 3, 1, similarity=similarity)
+    g = torch.Generator().manual_seed(1)
+    layer.set_filters(
+        torch.rand(7, 18, generator=g), torch.rand(7, generator=g) + 0.2, torch.ones(7)
+    )
+    patches = layer.folding(torch.rand(4, 6, 6, 2, generator=g)).reshape(-1, 18)
+    reference = NSNLayer((6, 6, 2), 3, 1, similarity=similarity).double()
+    reference.set_filters(layer.means.double(), layer.sigmas.double(), layer.counts.double())
+    expected = reference.patch_scores(patches.double())
+    score, best = layer.best_filters(patches, patches.square().sum(-1))
+    torch.testing.assert_close(score.double(), expected.amax(-1), rtol=1e-5, atol=1e-5)
+    second = expected.topk(2, dim=-1).values
+    clear = (second[:, 0] - second[:, 1]) > 1e-4  # no near-tie between the two best
+    assert clear.sum() > 0.9 * clear.numel()
+    assert torch.equal(best[clear], expected.argmax(-1)[clear])
+
+
 def test_hard_em_finds_three_blobs_and_tau_controls_growth():
     points, centers = blobs()
     layer = NSNLayer((1, 1, 4), 1, 1)

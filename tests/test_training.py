@@ -16,14 +16,14 @@ def test_training_on_builtin_mnist_raises_test_loglik(mnist_small):
     model = DCGMM.from_spec(
         "F(7,7)-G(9)-F(4,1)-G(4)", (28, 28, 1), generator=torch.Generator().manual_seed(0)
     )
-    before = evaluate(model, test.images)["layers"]
+    before = evaluate(model, test.images).layers
     Trainer(model, TrainConfig(steps=200, annealing_window=20), train.images).run()
-    after = evaluate(model, test.images)["layers"]
+    after = evaluate(model, test.images).layers
     for _b, a in zip(before, after, strict=True):
-        assert torch.isfinite(torch.tensor([a["loglik"], a["annealed"], a["max_component"]])).all()
+        assert torch.isfinite(torch.tensor([a.loglik, a.annealed, a.max_component])).all()
     # measured: layer 2 -22.8 -> -7.7 nats per position, layer 4 22.3 -> 53.6 per image
-    assert after[0]["loglik"] > before[0]["loglik"] + 10
-    assert after[1]["loglik"] > before[1]["loglik"] + 20
+    assert after[0].loglik > before[0].loglik + 10
+    assert after[1].loglik > before[1].loglik + 20
 
 
 def test_classifier_trains_on_the_same_batches(mnist_small):
@@ -34,7 +34,7 @@ def test_classifier_trains_on_the_same_batches(mnist_small):
     cfg = TrainConfig(steps=200, classifier_lr=0.5, annealing_window=20)
     trainer = Trainer(model, cfg, train.images, train.labels)
     trainer.run()
-    accuracy = evaluate(model, test.images, test.labels)["classifier_accuracy"]
+    accuracy = evaluate(model, test.images, test.labels).classifier_accuracy
     assert accuracy > 0.5  # measured 0.75; 10 classes: chance is 0.1
 
 

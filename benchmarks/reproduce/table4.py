@@ -150,10 +150,10 @@ def table4(args: argparse.Namespace) -> dict[str, Any]:
                         run = {
                             "dataset": dataset, "protocol": protocol, "model": name, "lr": lr,
                             "seed": seed, "spec": model.spec, "train_seconds": round(seconds, 1),
-                            "valid_accuracy": evaluate(model, valid.images, valid.labels)[
-                                "classifier_accuracy"],
-                            "accuracy": evaluate(model, test.images, test.labels)[
-                                "classifier_accuracy"],
+                            "valid_accuracy": evaluate(
+                                model, valid.images, valid.labels).classifier_accuracy,
+                            "accuracy": evaluate(model, test.images, test.labels)
+                            .classifier_accuracy,
                             "steps": run_record(run_dir)["steps"],
                         }  # fmt: skip
                         if args.probe and seed == seeds[0]:

@@ -72,7 +72,7 @@ config = TrainConfig(
     steps=1300, solver="em", annealing_window=20, classifier_lr=0.1, seed=0
 )
 Trainer(model, config, train.images, train.labels).run()
-accuracy = evaluate(model, test.images, test.labels)["classifier_accuracy"]
+accuracy = evaluate(model, test.images, test.labels).classifier_accuracy
 print(f"classifier test accuracy: {accuracy:.1%}")
 
 classes = torch.arange(10).repeat_interleave(8)  # 8 samples of every class

@@ -4,7 +4,7 @@ from dcgmm._version import __version__
 from dcgmm.annealing import AnnealingConfig, SingleExpSchedule
 from dcgmm.checkpoint import load_model
 from dcgmm.data import Dataset, load_dataset
-from dcgmm.evaluation import evaluate
+from dcgmm.evaluation import Evaluation, LayerScores, evaluate
 from dcgmm.exceptions import (
     CheckpointError,
     DataError,
@@ -31,9 +31,11 @@ __all__ = [
     "DataError",
     "Dataset",
     "DensityModel",
+    "Evaluation",
     "Folding",
     "ImageModel",
     "Layer",
+    "LayerScores",
     "LinearClassifier",
     "MaxPooling",
     "NumericalError",

@@ -52,7 +52,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         data["source"], args.split, classes, args.limit_per_class, args.limit,
         resize=data.get("resize"),
     )  # fmt: skip
-    result = evaluate(model, dataset.images, dataset.labels)
+    scores = evaluate(model, dataset.images, dataset.labels)
+    result = scores.to_dict()
     if args.clustering:
         try:
             result["clustering"] = clustering_scores(model, dataset.images[: args.clustering])
@@ -62,7 +63,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps(result))
     else:
         print(f"{model.spec} on {dataset.name} ({args.split}, {len(dataset)} samples)")
-        print(format_scores(result))
+        print(format_scores(scores))
         if args.clustering:
             c = result["clustering"]
             print(

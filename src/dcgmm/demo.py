@@ -11,7 +11,7 @@ from typing import Any, Literal
 import torch
 
 from dcgmm.data import load_dataset
-from dcgmm.evaluation import evaluate
+from dcgmm.evaluation import Evaluation, evaluate
 from dcgmm.images import save_grid, save_inpainting_grid
 from dcgmm.inpainting import inpaint, make_mask
 from dcgmm.io import CONFIG_FILE
@@ -37,7 +37,7 @@ class DemoResult:
     """The demo's trained model, its test scores (:func:`~dcgmm.evaluate`) and its pictures."""
 
     model: DCGMM
-    scores: dict[str, Any]
+    scores: Evaluation
     n_test: int
     pictures: list[Path]
 

@@ -1,5 +1,7 @@
 """Per-layer density scores and classifier accuracy of a DCGMM over a whole dataset."""
 
+import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -7,31 +9,71 @@ from torch import Tensor
 
 from dcgmm.model import DCGMM
 
+__all__ = ["Evaluation", "LayerScores", "evaluate", "format_scores"]
+
+
+@dataclass(frozen=True)
+class LayerScores:
+    """One GMM layer's mean per-sample scores (nats, higher is better).
+
+    Attributes
+    ----------
+    index : int
+        The layer's number, 1-based over all layers (as in error messages and ``dcgmm info``).
+    spec : str
+        The layer's spec, e.g. ``"G(25)"``.
+    annealed, max_component, loglik : float
+        The annealed training objective, the max-component and the exact log-likelihood.
+    """
+
+    index: int
+    spec: str
+    annealed: float
+    max_component: float
+    loglik: float
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What :func:`evaluate` measured: every GMM layer's scores and the classifier accuracy.
+
+    ``classifier_accuracy`` is a fraction in [0, 1], or None without a classifier or labels.
+    """
+
+    layers: tuple[LayerScores, ...]
+    classifier_accuracy: float | None
+    n_samples: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return plain values for JSON: ``{"layers": [{...}, ...], ...}``."""
+        return {
+            "layers": [dataclasses.asdict(layer) for layer in self.layers],
+            "classifier_accuracy": self.classifier_accuracy,
+            "n_samples": self.n_samples,
+        }
+
+    def __str__(self) -> str:
+        return format_scores(self)
+
 
 @torch.no_grad()
 def evaluate(
     model: DCGMM, images: Tensor, labels: Tensor | None = None, *, batch_size: int = 500
-) -> dict[str, Any]:
+) -> Evaluation:
     """Return mean per-sample scores of every GMM layer and the classifier accuracy.
 
     Per sample, each score is the mean over the layer's positions of (a) the annealed training
     objective, (b) the max-component log-likelihood and (c) the exact log-likelihood
-    ``log sum_k pi_k N_k``; the dict holds their means over samples (nats, higher is better).
-
-    Returns
-    -------
-    dict
-        ``{"layers": [{"index", "spec", "annealed", "max_component", "loglik"}, ...],
-        "classifier_accuracy": float or None, "n_samples": int}``; ``index`` is 1-based
-        over all layers, as in error messages and ``dcgmm info``.
+    ``log sum_k pi_k N_k``; the result holds their means over samples (nats, higher is
+    better), one :class:`LayerScores` per GMM layer (``Evaluation.to_dict()`` for JSON).
     """
     model.check_input(images, "images")
     if images.shape[0] == 0:
         raise ValueError("images is empty; expected at least one image to evaluate")
     device = next(model.parameters()).device
-    gmm_indices = [i for i, _ in model.gmm_layers()]
+    gmm_layers = list(model.gmm_layers())
     # Sums stay on the device; one transfer at the end (no sync per batch on a GPU).
-    totals = torch.zeros(len(gmm_indices), 3, dtype=torch.float64, device=device)
+    totals = torch.zeros(len(gmm_layers), 3, dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     for start in range(0, images.shape[0], batch_size):
         x = images[start : start + batch_size].to(device)
@@ -43,33 +85,23 @@ def evaluate(
             correct += (predicted == labels[start : start + batch_size].to(device)).sum()
     n = images.shape[0]
     means = (totals / n).tolist()
-    layers = [
-        {
-            "index": idx + 1,
-            "spec": model.layers[idx].spec,
-            "annealed": row[0],
-            "max_component": row[1],
-            "loglik": row[2],
-        }
-        for idx, row in zip(gmm_indices, means, strict=True)
-    ]
+    layers = tuple(
+        LayerScores(idx + 1, gmm.spec, row[0], row[1], row[2])
+        for (idx, gmm), row in zip(gmm_layers, means, strict=True)
+    )
     has_accuracy = model.classifier is not None and labels is not None
-    return {
-        "layers": layers,
-        "classifier_accuracy": int(correct) / n if has_accuracy else None,
-        "n_samples": n,
-    }
+    return Evaluation(layers, int(correct) / n if has_accuracy else None, n)
 
 
-def format_scores(result: dict[str, Any]) -> str:
+def format_scores(result: Evaluation) -> str:
     """Return an aligned text table of :func:`evaluate`'s result."""
     lines = [f"{'layer':>5}  {'spec':<12} {'annealed':>12} {'max_comp':>12} {'loglik':>12}"]
-    for row in result["layers"]:
+    for row in result.layers:
         lines.append(
-            f"{row['index']:>5}  {row['spec']:<12} {row['annealed']:>12.3f} "
-            f"{row['max_component']:>12.3f} {row['loglik']:>12.3f}"
+            f"{row.index:>5}  {row.spec:<12} {row.annealed:>12.3f} "
+            f"{row.max_component:>12.3f} {row.loglik:>12.3f}"
         )
-    if result["classifier_accuracy"] is not None:
-        lines.append(f"classifier accuracy: {100 * result['classifier_accuracy']:.2f}%")
-    lines.append(f"samples: {result['n_samples']}  (nats per sample, mean over positions)")
+    if result.classifier_accuracy is not None:
+        lines.append(f"classifier accuracy: {100 * result.classifier_accuracy:.2f}%")
+    lines.append(f"samples: {result.n_samples}  (nats per sample, mean over positions)")
     return "\n".join(lines)

@@ -6,6 +6,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from dcgmm._allocator import retain_freed_memory
 from dcgmm._validation import Shape, check_images, check_shape
 from dcgmm.exceptions import SpecError
 from dcgmm.layers import (
@@ -226,6 +227,10 @@ class DCGMM(nn.Module):
     def stages(self) -> list[Stage]:
         """The fast execution plan: foldings fused with the shared GMM layers above them."""
         if self._stages is None:
+            # Every batch through the plan allocates tens of MB of temporaries: keep freed
+            # memory in the process (dcgmm._allocator). Scoring E-indep from Python without it
+            # took 80-90 ms a batch of 100 (17,000 page faults), with it 38-50 ms.
+            retain_freed_memory()
             self._stages = build_stages(list(self.layers))  # type: ignore[arg-type]
         return self._stages
 

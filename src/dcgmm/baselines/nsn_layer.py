@@ -58,6 +58,7 @@ class _Sweep:
     sum_sq: Tensor
     unexplained: list[Tensor]
     unexplained_scores: list[Tensor]
+    unexplained_norms: list[Tensor]  # their |x|^2, as the batches had them
     changed: int
     means_before: Tensor
 
@@ -247,7 +248,7 @@ class NSNLayer(nn.Module):
             torch.zeros(k, dtype=torch.float64),
             torch.zeros(k, d, dtype=torch.float64),
             torch.zeros(k, dtype=torch.float64),
-            [], [], 0, self.means.clone(),
+            [], [], [], 0, self.means.clone(),
         )  # fmt: skip
         for first_row, patches, norms, norms64 in batches:
             best_score, best = self.best_filters(patches, norms)
@@ -264,6 +265,7 @@ class NSNLayer(nn.Module):
             if bool(left.any()):
                 sweep.unexplained.append(patches[left])
                 sweep.unexplained_scores.append(best_score[left])
+                sweep.unexplained_norms.append(norms[left])
         return sweep
 
     def _refit_and_grow(self, sweep: "_Sweep", growth: "_Growth") -> tuple[int, int]:
@@ -285,8 +287,8 @@ class NSNLayer(nn.Module):
             # left out while the sigmas were still settling is no reason for a new filter.
             self.set_filters(means, sigmas, counts)
             pool = torch.cat(sweep.unexplained)
-            if means.shape[0]:
-                rescored = self.patch_scores(pool).amax(-1)
+            if means.shape[0]:  # best_filters is patch_scores' max, bit for bit, without |x|^2
+                rescored = self.best_filters(pool, torch.cat(sweep.unexplained_norms))[0]
                 pool, pool_scores = pool[rescored < growth.tau], rescored[rescored < growth.tau]
             else:
                 pool_scores = torch.cat(sweep.unexplained_scores)
