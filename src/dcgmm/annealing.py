@@ -1,7 +1,7 @@
 """The "SingleExp" schedule of SGD-GMM (spec §3).
 
 It shrinks the learning rate and the annealing radius together each time the running-mean
-loss stops improving.
+objective stops improving.
 
 It is a pure state machine over window averages, so the trainer can accumulate losses on the
 device and talk to it once per window (one host sync every ``window`` steps).

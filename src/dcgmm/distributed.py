@@ -1,6 +1,6 @@
 """Data-parallel training with ``torch.distributed``, started by ``torchrun``.
 
-DDP semantics without wrapping the model (a DCGMM has one loss per layer, not one loss):
+DDP semantics without wrapping the model (a DCGMM has one objective per layer, not one loss):
 every rank takes its equal share of each global mini-batch, computes its layers' gradients,
 and the gradients are averaged over ranks with one all-reduce per step, so every rank applies
 the same update. The annealing decisions use the window losses averaged over ranks, so they

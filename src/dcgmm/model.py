@@ -90,7 +90,7 @@ def _classifier_lower_shape(
 class DCGMM(nn.Module):
     """A deep convolutional Gaussian mixture model (Gepperth & Pfuelb, 2021/2022).
 
-    Build one with :meth:`from_spec`. Every GMM layer learns from its own loss; inputs to a
+    Build one with :meth:`from_spec`. Every GMM layer learns from its own objective; inputs to a
     layer are detached, so no gradient crosses layers.
 
     Parameters
@@ -268,7 +268,7 @@ class DCGMM(nn.Module):
     def scores(self, x: Tensor) -> list[GMMScores]:
         """Return per-position density scores of every GMM layer, bottom first.
 
-        Each entry holds three (N, H_l, W_l) maps: the annealed loss, the max-component and
+        Each entry holds three (N, H_l, W_l) maps: the annealed objective, the max-component and
         the exact log-likelihood. Average them over positions for per-sample scores.
         ``x`` is ``(N, H, W, C)``, float, pixels in [0, 1] (checked as in :meth:`forward`).
         """

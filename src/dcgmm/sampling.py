@@ -28,7 +28,7 @@ class Sharpening:
     with, **per sample**,
 
     .. math::
-        J = \operatorname{mean}_{positions}(\text{target loss}) -
+        J = \operatorname{mean}_{positions}(\text{target objective}) -
             weight \cdot \operatorname{mean}_{elements}((X - X_0)^2).
 
     Scale: the gradient is that of each sample's own mean (we do not divide by the batch
