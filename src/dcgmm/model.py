@@ -1,6 +1,6 @@
 """The DCGMM: a chain of folding, pooling, GMM and classifier layers built from a spec."""
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from jaxtyping import Float
@@ -243,9 +243,18 @@ class DCGMM(nn.Module):
         so it carries no jaxtyping annotation that would pre-empt the check's message.
         """
         self.check_input(x)
+        return self.upward(x, lambda stage, h: stage.forward(h))
+
+    def upward(self, x: Tensor, visit: Callable[[Stage, Tensor], Tensor]) -> Tensor:
+        """Climb the fast plan from ``x``: ``visit(stage, h)`` returns each stage's output.
+
+        The one upward pass that :meth:`forward`, :meth:`scores` and a training step share: it
+        threads the classifier's feed (``C(S, 2)`` reads the two highest GMM layers) so that
+        no procedure does so by hand. Returns the top stage's output; ``x`` is not checked.
+        """
         feed = ClassifierFeed(list(self.layers))
         for stage in self.stages:
-            x = stage.forward(feed.input_for(stage.index, x))
+            x = visit(stage, feed.input_for(stage.index, x))
             feed.keep(stage.index, x)
         return x
 
@@ -274,12 +283,14 @@ class DCGMM(nn.Module):
         """
         self.check_input(x)
         out: list[GMMScores] = []
-        feed = ClassifierFeed(list(self.layers))
-        for stage in self.stages:
-            x, scores = stage.scores(feed.input_for(stage.index, x))
-            feed.keep(stage.index, x)
+
+        def visit(stage: Stage, h: Tensor) -> Tensor:
+            h, scores = stage.scores(h)
             if scores is not None:
                 out.append(scores)
+            return h
+
+        self.upward(x, visit)
         return out
 
     @torch.no_grad()

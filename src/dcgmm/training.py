@@ -33,11 +33,12 @@ from dcgmm.io import (
     CONFIG_FILE,
     read_config,
 )
-from dcgmm.layers import GMM, ClassifierFeed, LinearClassifier
+from dcgmm.layers import GMM, LinearClassifier
 from dcgmm.layers.base import TrainableLayer
 from dcgmm.layers.gmm_em import stepwise_em_step_
 from dcgmm.layers.gmm_gradients import Statistics
 from dcgmm.model import DCGMM
+from dcgmm.stages import Stage
 from dcgmm.train_config import PRESET_TRAIN_OVERRIDES as PRESET_TRAIN_OVERRIDES
 from dcgmm.train_config import TrainConfig as TrainConfig
 from dcgmm.train_config import preset_config as preset_config
@@ -278,34 +279,30 @@ class Trainer(AnnealingRecords, CheckpointedTraining):
             return
         x, y, index = self._batch(self.step)
         self.optimizer.zero_grad(set_to_none=True)  # layers still waiting keep grad None
-        h = x
-        slot = 0
-        slots: list[int] = []
+        slots: list[int] = []  # of the active layers, in self._trainable
         values: list[Tensor] = []
-        feed = ClassifierFeed(list(self.model.layers))
         em_batches: list[tuple[int, Statistics]] = []  # solver "em": applied after the check
-        for stage in self.model.stages:
-            h = feed.input_for(stage.index, h)
+        slot_of = {index: slot for slot, (index, _) in enumerate(self._trainable)}
+
+        def visit(stage: Stage, h: Tensor) -> Tensor:
             layer = stage.trainable
             if layer is None:
-                h = stage.forward(h)
-                feed.keep(stage.index, h)
-                continue
-            if self.is_active(stage.index, self.step):
-                if self.config.solver == "em" and stage.gmm is not None:
-                    h, value, stats = stage.objective_and_statistics(h)
-                    em_batches.append((stage.index, stats))
-                else:
-                    h, value = stage.train_step(h, y)
-                slots.append(slot)
-                values.append(value.detach())
-                if isinstance(layer, LinearClassifier) and y is not None:
-                    self._correct += (h.reshape(h.shape[0], -1).argmax(1) == y).sum()
-            else:
+                return stage.forward(h)
+            if not self.is_active(stage.index, self.step):
                 with torch.no_grad():
-                    h = stage.forward(h)
-            feed.keep(stage.index, h)
-            slot += 1
+                    return stage.forward(h)
+            if self.config.solver == "em" and stage.gmm is not None:
+                h, value, stats = stage.objective_and_statistics(h)
+                em_batches.append((stage.index, stats))
+            else:
+                h, value = stage.train_step(h, y)
+            slots.append(slot_of[stage.index])
+            values.append(value.detach())
+            if isinstance(layer, LinearClassifier) and y is not None:
+                self._correct += (h.reshape(h.shape[0], -1).argmax(1) == y).sum()
+            return h
+
+        self.model.upward(x, visit)
         step_values = torch.stack(values)  # (n_active,)
         flags = (~torch.isfinite(step_values)).to(step_values.dtype)
         # One all-reduce carries the gradients and the flags, so every rank sees a NaN that
