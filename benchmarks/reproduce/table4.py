@@ -45,6 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=10, help="the paper protocol's epochs")
     parser.add_argument("--protocols", default="paper,recipes")
     parser.add_argument(
+        "--recipe-epochs",
+        type=int,
+        default=None,
+        help="train the recipes' network this many epochs instead of its 15 (a budget "
+        "ablation: write it elsewhere with --out)",
+    )
+    parser.add_argument(
         "--classifier-lrs",
         default="1.0",
         help="SGD rates of the classifier to try, e.g. 0.01,0.1,1.0: each is trained on 90%% "
@@ -128,6 +135,8 @@ def table4(args: argparse.Namespace) -> dict[str, Any]:
             for name, spec, epochs, fixed_lr, note in MODELS[protocol]:
                 if args.models is not None and name not in args.models.split(";"):
                     continue
+                if protocol == "recipes" and args.recipe_epochs:
+                    epochs = args.recipe_epochs
                 epochs = epochs or args.epochs
                 for lr in [fixed_lr] if fixed_lr is not None else lrs:
                     per_seed = []
