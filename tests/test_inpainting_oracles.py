@@ -360,3 +360,51 @@ def test_missing_masks_must_be_bool_and_broadcast():
     known_inf = x.masked_fill(~per_pixel.expand_as(x), float("inf"))
     with pytest.raises(ValueError, match=r"values in images; expected finite pixels"):
         inpaint(model, known_inf, per_pixel)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "F(3,1)-G(4)-F(4,2)-G(4)",  # shared layers: folded convolutions
+        "F(3,1)-G(4,indep)-F(4,2)-G(9,indep)",  # independent layers: grouped products
+        "F(3,1)-G(4)-P(2,2)-F(2,1)-G(4,indep)-G(4)",  # pooling, an unfused GMM on top
+        "F(10,1)-G(9)",  # one window: no fused stage at all
+    ],
+)
+@pytest.mark.parametrize("mask", ["center", "random:0.4"])
+def test_fused_upward_pass_marginalises_as_the_layers_do(spec, mask):
+    """The stages' masked log-joints (in-painting's fast path) against the layer-by-layer one."""
+    from dcgmm.inpainting import gmm_layer_index, upward_observed, upward_with_missing
+    from dcgmm.sampling import sampling_layers
+
+    g = torch.Generator().manual_seed(3)
+    model = DCGMM.from_spec(spec, (10, 10, 1), generator=g).double()
+    with torch.no_grad():  # filters that tell the windows apart, not the initial ones
+        for _, gmm in model.gmm_layers():
+            gmm.means.copy_(torch.rand(gmm.means.shape, generator=g, dtype=F64))
+            gmm.sqrt_precisions.copy_(1 + 2 * torch.rand(gmm.means.shape, generator=g, dtype=F64))
+    x = torch.rand(5, 10, 10, 1, generator=g, dtype=F64)
+    missing = make_mask(mask, tuple(x.shape), generator=torch.Generator().manual_seed(4))
+    known = x.masked_fill(missing, 0.0)
+    layers = sampling_layers(model)
+    for _, layer_index in enumerate(i for i, _ in model.gmm_layers()):
+        index = gmm_layer_index(model, layer_index + 1)
+        expected = upward_with_missing(layers, index, known, missing)
+        got = upward_observed(model, index, known, missing)
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_fused_upward_pass_in_float32_within_rounding_of_float64():
+    """The CPU float32 path (oneDNN's grouped convolution for wide windows) against float64."""
+    from dcgmm.inpainting import upward_observed, upward_with_missing
+    from dcgmm.sampling import sampling_layers
+
+    g = torch.Generator().manual_seed(5)
+    model = DCGMM.from_spec("F(3,1)-G(4,indep)-F(4,2)-G(9,indep)", (10, 10, 1), generator=g)
+    x = torch.rand(6, 10, 10, 1, generator=g)
+    missing = make_mask("random:0.3", tuple(x.shape), generator=torch.Generator().manual_seed(6))
+    known = x.masked_fill(missing, 0.0)
+    got = upward_observed(model, 3, known, missing)
+    reference = model.double()
+    expected = upward_with_missing(sampling_layers(reference), 3, known.double(), missing)
+    torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-5)

@@ -124,16 +124,21 @@ class IndependentGMMStage(GMMStage):
         The (N, H, W, C) input is made batch-last once, its square beside it, so that the
         one copy that cuts the windows moves runs of N contiguous values.
         """
-        (fy, fx), (sy, sx) = self._windows()
         n, height, width, c = h.shape
         maps = h.new_empty(2, height, width, c, n)  # [h^2, h], batch last
         maps[1].copy_(h.permute(1, 2, 3, 0))
         torch.mul(maps[1], maps[1], out=maps[0])
-        windows = maps.unfold(1, fy, sy).unfold(2, fx, sx)  # (2, Ho, Wo, C, N, fy, fx), a view
+        return self._cut(maps)
+
+    def _cut(self, maps: Tensor) -> Tensor:
+        """Cut the windows of M batch-last maps (M, H, W, C, N) into (L, M * D, N)."""
+        (fy, fx), (sy, sx) = self._windows()
+        m, _, _, c, n = maps.shape
+        windows = maps.unfold(1, fy, sy).unfold(2, fx, sx)  # (M, Ho, Wo, C, N, fy, fx), a view
         ho, wo = windows.shape[1], windows.shape[2]
-        features = h.new_empty(ho, wo, 2, fy, fx, c, n)
+        features = maps.new_empty(ho, wo, m, fy, fx, c, n)
         features.copy_(windows.permute(1, 2, 0, 5, 6, 3, 4))  # the folding's (dy, dx, c) order
-        return features.view(ho * wo, 2 * fy * fx * c, n)
+        return features.view(ho * wo, m * fy * fx * c, n)
 
     def _weight_and_bias(self) -> tuple[Tensor, Tensor]:
         """Return ``W = [-P/2, mu P]`` as (L, K, 2D) and the bias (L, K)."""
@@ -158,6 +163,32 @@ class IndependentGMMStage(GMMStage):
         ho, wo = self.layer.input_shape[:2]
         batch_first = grouped_products(*self._weight_and_bias(), features)  # (N, L, K)
         return batch_first.view(batch_first.shape[0], ho, wo, batch_first.shape[2])
+
+    def log_joint_observed(self, h: Tensor, observed: Tensor) -> Tensor:
+        r"""Return the log-joints (N, Ho, Wo, K) with the unobserved entries marginalised.
+
+        As :meth:`dcgmm.folded_stage.FoldedGMMStage.log_joint_observed`: one grouped product
+        of the windows of :math:`[o h^2, o h, o]` (``h`` 0 where the mask :math:`o` is) with
+        :math:`[-\tfrac12 P_l, \mu_l P_l, \log s_l - \tfrac12 \mu_l^2 P_l
+        - \tfrac12 \log 2\pi]`, plus :math:`\log \pi_l`.
+        """
+        with torch.no_grad():
+            gmm = self.layer
+            ho, wo, k, dim = gmm.means.shape
+            n, height, width, c = h.shape
+            maps = h.new_empty(3, height, width, c, n)  # [o h^2, o h, o], batch last
+            maps[2].copy_(observed.permute(1, 2, 3, 0))
+            torch.mul(maps[2], h.permute(1, 2, 3, 0), out=maps[1])
+            torch.mul(maps[1], h.permute(1, 2, 3, 0), out=maps[0])
+            means, sqrt_prec = gmm.means.detach(), gmm.sqrt_precisions.detach()
+            precisions = sqrt_prec * sqrt_prec
+            per_entry = sqrt_prec.log() - 0.5 * means * means * precisions - 0.5 * LOG_2PI
+            weight = torch.cat([-0.5 * precisions, means * precisions, per_entry], dim=-1)
+            bias = torch.log_softmax(gmm.logits.detach(), dim=-1)
+            batch_first = grouped_products(
+                weight.reshape(ho * wo, k, 3 * dim), bias.reshape(ho * wo, k), self._cut(maps)
+            )
+            return batch_first.view(n, ho, wo, k)
 
     def log_joint(self, h: Tensor) -> Tensor:
         """Return the GMM layer's log-joints (N, Ho, Wo, K) for the stage's input ``h``."""

@@ -16,9 +16,12 @@ from torch import Tensor
 
 from dcgmm._validation import check_nhwc
 from dcgmm.exceptions import DataError
+from dcgmm.folded_stage import FoldedGMMStage
+from dcgmm.independent_stage import IndependentGMMStage
 from dcgmm.layers import GMM, Layer, MaxPooling
 from dcgmm.model import DCGMM
 from dcgmm.sampling import SamplingConfig, sampling_layers, walk_down
+from dcgmm.stages import Stage
 
 MASK_KINDS = ("right-half", "left-half", "top-half", "bottom-half", "center", "random:P", "PNG")
 
@@ -130,6 +133,42 @@ def upward_with_missing(
     return h
 
 
+def upward_observed(model: DCGMM, index: int, x: Tensor, missing: Tensor | None) -> Tensor:
+    """:func:`upward_with_missing` through the model's fused stages (the same numbers).
+
+    A fused folding + GMM stage marginalises the missing entries in one convolution or
+    grouped product (``log_joint_observed``) instead of building the folded tensor.
+    """
+    h = x
+    for stage in model.stages:
+        if stage.index > index:
+            break
+        gmm = stage.gmm
+        if missing is None:
+            h_next = stage.forward(h)
+        elif isinstance(stage, FoldedGMMStage | IndependentGMMStage):
+            observed = (~missing).to(h.dtype)
+            log_joint = stage.log_joint_observed(h.masked_fill(missing, 0.0), observed)
+            h_next = torch.softmax(log_joint, dim=-1)
+        elif gmm is not None:
+            h_next = torch.softmax(gmm.log_joint(h, missing), dim=-1)
+        else:
+            h_next = stage.forward(h)
+        if missing is not None:
+            for lay in stage_layers(stage):
+                missing = propagate_missing(lay, missing)
+            if not bool(missing.any()):
+                missing = None
+        h = h_next
+    return h
+
+
+def stage_layers(stage: Stage) -> list[Layer]:
+    """The layers a stage runs, bottom first."""
+    folding = getattr(stage, "folding", None)
+    return [stage.layer] if folding is None else [folding, stage.layer]
+
+
 def read_and_resample(
     model: DCGMM,
     images: Tensor,
@@ -146,7 +185,7 @@ def read_and_resample(
     config.check_fits(model)
     layers = sampling_layers(model)
     index = gmm_layer_index(model, layer)
-    control = upward_with_missing(layers, index, images, missing)
+    control = upward_observed(model, index, images, missing)
     return walk_down(layers, index, control, config, generator).clamp(0, 1)
 
 
