@@ -164,7 +164,7 @@ def upward_observed(model: DCGMM, index: int, x: Tensor, missing: Tensor | None)
 
 
 def stage_layers(stage: Stage) -> list[Layer]:
-    """The layers a stage runs, bottom first."""
+    """Return the layers a stage runs, bottom first."""
     folding = getattr(stage, "folding", None)
     return [stage.layer] if folding is None else [folding, stage.layer]
 
