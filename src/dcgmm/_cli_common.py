@@ -12,6 +12,18 @@ from dcgmm.data import Dataset, load_dataset, parse_classes
 from dcgmm.exceptions import OutputError
 from dcgmm.image_files import check_size
 
+__all__ = [
+    "CLIError",
+    "Parser",
+    "changed_options",
+    "check_writable",
+    "flag_name",
+    "load_data",
+    "parse_size",
+    "refuse_options",
+    "run_data",
+]
+
 
 class CLIError(Exception):
     """A user error the CLI reports as one line, without a traceback."""

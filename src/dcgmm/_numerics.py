@@ -10,6 +10,20 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+__all__ = [
+    "LOG_2PI",
+    "MEAN_INIT_RANGE",
+    "PRECISION_LOWER_BOUND",
+    "PRECISION_UPPER_BOUND",
+    "SIGMA_SOM_FLOOR",
+    "SQRT_PRECISION_LOWER_BOUND",
+    "SQRT_PRECISION_UPPER_BOUND",
+    "all_neg_inf_rows",
+    "full_float32_convolutions",
+    "sigma_som_start",
+    "smallest_normal",
+]
+
 LOG_2PI = math.log(2.0 * math.pi)
 
 # Upper bound on a component's diagonal precision (1 / variance). The authors' recipes call it

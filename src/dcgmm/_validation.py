@@ -6,6 +6,17 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+__all__ = [
+    "UINT8_MAX",
+    "Shape",
+    "check_device",
+    "check_images",
+    "check_nhwc",
+    "check_pixels",
+    "check_positive_int",
+    "check_shape",
+]
+
 Shape = tuple[int, int, int]
 
 # Largest pixel value of 8-bit images: a float batch whose values are whole numbers up to this

@@ -10,6 +10,8 @@ device and talk to it once per window (one host sync every ``window`` steps).
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+__all__ = ["EVERY_WINDOW_TOL", "AnnealingConfig", "SingleExpSchedule"]
+
 # Under the "every_window" rule, a window at the radius floor is stationary when its mean moved
 # by less than this fraction of the objective's size (the estimator's tol: dcgmm.sklearn_api).
 EVERY_WINDOW_TOL = 1e-3

@@ -25,6 +25,15 @@ from dcgmm.io import (
 from dcgmm.model import DCGMM
 from dcgmm.train_config import TrainConfig
 
+__all__ = [
+    "check_fits",
+    "load_model",
+    "load_trainer_state",
+    "read_checkpoint",
+    "run_config",
+    "save_checkpoint",
+]
+
 
 def run_config(
     model: DCGMM,

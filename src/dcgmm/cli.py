@@ -36,6 +36,16 @@ from dcgmm.io import CONFIG_FILE, read_config
 from dcgmm.model import DCGMM
 from dcgmm.watchdog import NumericalError
 
+__all__ = [
+    "OPTIONAL_PACKAGES",
+    "THREAD_VARIABLES",
+    "build_parser",
+    "cmd_env",
+    "cmd_eval",
+    "cmd_info",
+    "main",
+]
+
 logger = logging.getLogger("dcgmm")
 
 

@@ -26,6 +26,18 @@ from dcgmm.inpainting import make_mask
 from dcgmm.interface import as_image_model
 from dcgmm.io import CONFIG_FILE
 
+__all__ = [
+    "DEFAULT_TAUS",
+    "NSN_IMAGES",
+    "NSN_MAX_ITERS",
+    "NSNProgress",
+    "baseline_eval",
+    "baseline_inpaint",
+    "baseline_sample",
+    "binarize",
+    "train_baseline",
+]
+
 logger = logging.getLogger("dcgmm")
 # Our default thresholds (the paper's are lost), from short probes on 1000 MNIST digits. On
 # 2000 digits they grew 142 / 318 / 90 filters for the paper's 96 / 130 / 131, on 2000

@@ -23,6 +23,14 @@ from dcgmm.outliers import (
 )
 from dcgmm.plots import centroid_images, save_roc, save_training_curves
 
+__all__ = [
+    "add_evaluation_commands",
+    "baseline_outliers",
+    "cmd_outliers",
+    "cmd_plot",
+    "split_data_arg",
+]
+
 logger = logging.getLogger("dcgmm")
 
 

@@ -26,6 +26,19 @@ from dcgmm.io import read_config
 from dcgmm.model import DCGMM
 from dcgmm.sampling import SamplingConfig, Sharpening, sample
 
+__all__ = [
+    "SHARPENING_DEFAULTS",
+    "add_generation_commands",
+    "add_sampling_flags",
+    "cmd_inpaint",
+    "cmd_sample",
+    "cmd_sample_quality",
+    "cmd_train_evaluator",
+    "conditional_classes",
+    "parse_per_layer",
+    "sampling_config",
+]
+
 
 def parse_per_layer(text: str | None, kind: type) -> object:
     """Parse ``"2"`` (every GMM layer) or ``"2:3,4:1"`` (layer:value pairs, 1-based)."""

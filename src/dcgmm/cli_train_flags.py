@@ -20,6 +20,22 @@ from dcgmm.exceptions import CheckpointError
 from dcgmm.io import CONFIG_FILE
 from dcgmm.training import TrainConfig, preset_config
 
+__all__ = [
+    "DATA_FLAGS",
+    "FLAGS_BY_KIND",
+    "FLAG_ALIASES",
+    "FLAG_HELP",
+    "RESUME_FLAGS",
+    "TRAIN_FIELDS",
+    "add_train_config_flags",
+    "config_file_hint",
+    "given_flags",
+    "model_kind",
+    "refuse_unused_flags",
+    "resume_config",
+    "train_config_from_args",
+]
+
 # Flags whose meaning the field name does not carry; other fields just show their default.
 FLAG_HELP = {
     "checkpoint_every": "steps between checkpoints (one is also written at the start and end)",

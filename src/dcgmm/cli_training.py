@@ -41,6 +41,8 @@ from dcgmm.monitoring import INSTALL_HINT, TensorBoardMonitor, summary_writer_cl
 from dcgmm.spec import PRESETS, preset_of
 from dcgmm.training import TrainConfig, Trainer
 
+__all__ = ["add_training_commands", "cmd_demo", "cmd_train"]
+
 logger = logging.getLogger("dcgmm")
 
 

@@ -20,6 +20,8 @@ from torch import Tensor
 from dcgmm.layers import GMM
 from dcgmm.model import DCGMM
 
+__all__ = ["clustering_scores", "davies_bouldin", "dunn_index", "layer_assignments"]
+
 # Rows per block of the pairwise distance matrix (keeps the Dunn index at O(block * N) memory).
 _BLOCK = 1024
 

@@ -27,6 +27,17 @@ from dcgmm.layers import GMM, Folding, LinearClassifier, MaxPooling
 from dcgmm.model import DCGMM
 from dcgmm.stages import FoldedGMMStage, IndependentGMMStage, Stage
 
+__all__ = [
+    "FLOAT_BYTES",
+    "Cost",
+    "MachinePeaks",
+    "StageCost",
+    "format_cost",
+    "measure_machine",
+    "model_cost",
+    "stage_cost",
+]
+
 FLOAT_BYTES = 4
 
 

@@ -31,6 +31,11 @@ from dcgmm.image_files import (
     torch_dataset_arrays,
 )
 
+__all__ = [
+    "BUILTIN", "MAX_CLASS_RANGE", "Dataset", "Split", "builtin_path", "check_arrays",
+    "from_torch_dataset", "load_dataset", "parse_classes", "read_arrays", "select", "to_nhwc_float",
+]  # fmt: skip
+
 Split = Literal["train", "test"]
 BUILTIN = ("mnist", "fashion-mnist")
 

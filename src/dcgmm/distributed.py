@@ -17,6 +17,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+__all__ = ["DistContext", "init_from_env", "shutdown"]
+
 
 @dataclass(frozen=True)
 class DistContext:

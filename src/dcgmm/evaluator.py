@@ -28,6 +28,22 @@ from torch import Tensor, nn
 from dcgmm.exceptions import CheckpointError
 from dcgmm.io import atomic_write_bytes
 
+__all__ = [
+    "INFO_FILE",
+    "JUDGES",
+    "WEIGHTS_FILE",
+    "Judge",
+    "PaperJudge",
+    "SampleEvaluator",
+    "accuracy",
+    "classifier_score",
+    "frechet_distance",
+    "load_evaluator",
+    "sample_quality",
+    "save_evaluator",
+    "train_evaluator",
+]
+
 WEIGHTS_FILE = "evaluator.safetensors"
 INFO_FILE = "evaluator.json"
 

@@ -6,6 +6,15 @@ The errors about user input are ``ValueError`` subclasses; :class:`OutputError` 
 
 import errno
 
+__all__ = [
+    "AnnealingWarning",
+    "CheckpointError",
+    "DataError",
+    "NumericalWarning",
+    "OutputError",
+    "SpecError",
+]
+
 
 class SpecError(ValueError):
     """A model specification string or layer chain is malformed or does not fit its input."""

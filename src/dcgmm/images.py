@@ -11,6 +11,18 @@ from torch import Tensor
 
 from dcgmm.io import atomic_write_bytes
 
+__all__ = [
+    "MISSING_TINT",
+    "check_png_path",
+    "decode_png",
+    "encode_png",
+    "masked_view",
+    "read_png",
+    "save_grid",
+    "save_inpainting_grid",
+    "tile",
+]
+
 
 def encode_png(pixels: np.ndarray) -> bytes:
     """Return PNG bytes of a uint8 image of shape (H, W) (gray) or (H, W, 3) (RGB)."""

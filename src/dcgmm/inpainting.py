@@ -23,6 +23,19 @@ from dcgmm.model import DCGMM
 from dcgmm.sampling import SamplingConfig, sampling_layers, walk_down
 from dcgmm.stages import Stage
 
+__all__ = [
+    "MASK_KINDS",
+    "gmm_layer_index",
+    "inpaint",
+    "make_mask",
+    "propagate_missing",
+    "read_and_resample",
+    "stage_layers",
+    "upward_observed",
+    "upward_with_missing",
+    "variants",
+]
+
 MASK_KINDS = ("right-half", "left-half", "top-half", "bottom-half", "center", "random:P", "PNG")
 
 

@@ -29,6 +29,15 @@ from dcgmm.outliers import sample_scores
 from dcgmm.sampling import SamplingConfig, sample
 from dcgmm.training import TrainConfig, Trainer
 
+__all__ = [
+    "DCGMMModel",
+    "DensityModel",
+    "FlatGMMModel",
+    "ImageModel",
+    "as_image_model",
+    "is_flat_gmm",
+]
+
 
 @runtime_checkable
 class ImageModel(Protocol):

@@ -31,6 +31,8 @@ from dcgmm.spec import (
 )
 from dcgmm.stages import Stage, build_stages
 
+__all__ = ["DCGMM", "build_layer"]
+
 
 def build_layer(
     layer_spec: LayerSpec,

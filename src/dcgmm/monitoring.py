@@ -28,6 +28,14 @@ from dcgmm.model import DCGMM
 from dcgmm.plots import centroid_images
 from dcgmm.sampling import SamplingConfig, sample
 
+__all__ = [
+    "INSTALL_HINT",
+    "N_SAMPLES",
+    "TENSORBOARD_DIR",
+    "TensorBoardMonitor",
+    "summary_writer_class",
+]
+
 TENSORBOARD_DIR = "tensorboard"
 INSTALL_HINT = "pip install 'dcgmm[tensorboard]'"
 N_SAMPLES = 16

@@ -28,6 +28,25 @@ from dcgmm.io import read_verified_safetensors, write_verified_safetensors
 from dcgmm.layers import GMM, Folding, MaxPooling
 from dcgmm.model import DCGMM
 
+__all__ = [
+    "DEFAULT_C",
+    "SCORE_KINDS",
+    "STATISTICS_FILE",
+    "PositionStatistics",
+    "ScoreKind",
+    "Scores",
+    "fit_position_statistics",
+    "gmm_layer_numbers",
+    "load_position_statistics",
+    "position_scores",
+    "resolve_layer",
+    "roc_auc",
+    "roc_curve",
+    "sample_scores",
+    "save_position_statistics",
+    "to_pixels",
+]
+
 # Scores as a tensor, an array or a plain sequence of numbers (one per image).
 Scores = Tensor | np.ndarray | Sequence[float]
 

@@ -15,6 +15,16 @@ from dcgmm.io import atomic_write_bytes
 from dcgmm.layers import Folding
 from dcgmm.model import DCGMM
 
+__all__ = [
+    "MAX_TINT",
+    "OUTLIER_RGB",
+    "centroid_images",
+    "overlay",
+    "save_outlier_maps",
+    "save_roc",
+    "save_training_curves",
+]
+
 # Outlier positions are tinted in this colour, with opacity proportional to the fraction of
 # flagged positions whose receptive field covers the pixel.
 OUTLIER_RGB = np.array([1.0, 0.1, 0.1], dtype=np.float32)

@@ -14,6 +14,8 @@ from torch import Tensor
 
 from dcgmm.layers.base import Shape
 
+__all__ = ["Identity", "Preprocessor", "ZCAWhitening"]
+
 
 @runtime_checkable
 class Preprocessor(Protocol):

@@ -16,6 +16,19 @@ from dcgmm.layers import GMM, Folding, Layer, LinearClassifier, MaxPooling
 from dcgmm.model import DCGMM
 from dcgmm.stages import FoldedGMMStage, fuses
 
+__all__ = [
+    "PerLayer",
+    "SamplingConfig",
+    "Sharpening",
+    "SharpeningResult",
+    "class_control",
+    "sample",
+    "sampling_layers",
+    "sharpen",
+    "sharpening_chain",
+    "walk_down",
+]
+
 PerLayer = int | float | Mapping[int, int | float] | None
 
 

@@ -17,6 +17,20 @@ from dataclasses import dataclass
 
 from dcgmm.exceptions import SpecError
 
+__all__ = [
+    "INDEPENDENT_PRESETS",
+    "PRESETS",
+    "ClassifierSpec",
+    "FoldingSpec",
+    "GMMSpec",
+    "LayerSpec",
+    "PoolingSpec",
+    "format_layer",
+    "format_spec",
+    "parse_spec",
+    "preset_of",
+]
+
 
 @dataclass(frozen=True, kw_only=True)
 class FoldingSpec:

@@ -5,6 +5,8 @@ from typing import Any, Literal
 
 from dcgmm.annealing import AnnealingConfig
 
+__all__ = ["PRESET_TRAIN_OVERRIDES", "TrainConfig", "options_for_solver", "preset_config"]
+
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:

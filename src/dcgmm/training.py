@@ -46,6 +46,8 @@ from dcgmm.trainer_state import CheckpointedTraining
 from dcgmm.training_records import AnnealingRecords
 from dcgmm.watchdog import NumericalError as NumericalError  # re-exported: it was defined here
 
+__all__ = ["Trainer"]
+
 logger = logging.getLogger(__name__)
 
 

@@ -14,6 +14,16 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+__all__ = [
+    "MAX_LISTED",
+    "Cause",
+    "NonFinite",
+    "NumericalError",
+    "diagnose",
+    "nonfinite_parameters",
+    "nonfinite_samples",
+]
+
 Cause = Literal["parameters", "data", "overflow"]
 MAX_LISTED = 5  # sample indices shown in a message
 

@@ -22,6 +22,8 @@ from torch import Tensor
 
 from dcgmm.data import load_dataset
 
+__all__ = ["BinarySplit", "binarized_mnist"]
+
 
 @dataclass(frozen=True)
 class BinarySplit:

@@ -14,6 +14,23 @@ import numpy as np
 import torch
 from torch import Tensor
 
+__all__ = [
+    "EULER_GAMMA",
+    "UNIFORM_EPS",
+    "KLMethod",
+    "beta_log_prob",
+    "diagonal_normal_log_prob",
+    "gaussian_cross_entropy",
+    "gaussian_entropy",
+    "kl_kumaraswamy_beta",
+    "kumaraswamy_log_prob",
+    "kumaraswamy_mean",
+    "kumaraswamy_rsample_log",
+    "log1mexp",
+    "log_beta_function",
+    "stick_breaking_log",
+]
+
 EULER_GAMMA = 0.5772156649015329
 # Uniforms for the reparameterised Kumaraswamy draw stay in [EPS, 1 - EPS] (float32-safe).
 UNIFORM_EPS = 1e-6

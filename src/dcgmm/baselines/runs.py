@@ -21,6 +21,17 @@ from dcgmm.io import (
     write_verified_safetensors,
 )
 
+__all__ = [
+    "BASELINES",
+    "VAE_MODELS",
+    "BaselineModel",
+    "describe",
+    "is_baseline_run",
+    "load_baseline",
+    "save_baseline",
+    "vae_settings",
+]
+
 VAE_MODELS = ("dlgmm", "dldpmm", "gauss-vae")
 BASELINES = (*VAE_MODELS, "nsn")
 BaselineModel = DeepLatentGMM | NSN

@@ -48,6 +48,18 @@ from dcgmm.baselines.distributions import (
 )
 from dcgmm.baselines.vae_inference import TrainedVAE
 
+__all__ = [
+    "AB_RANGE",
+    "MIN_STD",
+    "DeepLatentGMM",
+    "Entropy",
+    "FitHistory",
+    "Prior",
+    "dldpmm",
+    "dlgmm",
+    "gauss_vae",
+]
+
 Prior = Literal["dirichlet", "dp", "gaussian"]
 Entropy = Literal["paper", "indicator"]
 # softplus^-1(1): the a and b heads start at a = b = 1 (uniform sticks), as in the authors' code.

@@ -10,6 +10,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+__all__ = ["Layer", "Shape", "TrainableLayer"]
+
 Shape = tuple[int, int, int]  # (H, W, C); the batch dimension is never part of a Shape
 
 

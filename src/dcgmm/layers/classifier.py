@@ -10,6 +10,8 @@ from torch import Tensor, nn
 from dcgmm.layers.base import Shape, TrainableLayer
 from dcgmm.layers.gmm import GMM
 
+__all__ = ["TARGET_CLASS_PROBABILITY", "ClassifierFeed", "LinearClassifier"]
+
 # Soft one-hot used to invert the classifier top-down (spec §7): the wanted class gets 0.95.
 TARGET_CLASS_PROBABILITY = 0.95
 

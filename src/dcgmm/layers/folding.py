@@ -11,6 +11,8 @@ from torch import Tensor
 
 from dcgmm.layers.base import Layer, Shape
 
+__all__ = ["Folding", "windows_along"]
+
 
 def windows_along(size: int, patch: int, stride: int) -> int:
     """Return how many windows of ``patch`` with ``stride`` fit in ``size`` (no padding)."""

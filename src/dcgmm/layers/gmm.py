@@ -33,6 +33,8 @@ from dcgmm.layers.gaussian import (
 )
 from dcgmm.layers.torus import torus_grid_side, torus_smoothing_kernel
 
+__all__ = ["GMM", "OBJECTIVES", "GMMScores", "Objective"]
+
 Objective = Literal["annealed", "max_component", "loglik"]
 OBJECTIVES: tuple[Objective, ...] = ("annealed", "max_component", "loglik")
 

@@ -27,6 +27,15 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 from torch import Tensor, nn
 
+__all__ = [
+    "ObjectiveGradient",
+    "Statistics",
+    "objective_gradient",
+    "set_descent_gradients",
+    "statistics",
+    "winners",
+]
+
 if TYPE_CHECKING:  # gmm.py imports this module
     from dcgmm.layers.gmm import Objective
 

@@ -9,6 +9,8 @@ from torch import Tensor
 
 from dcgmm.layers.base import Layer, Shape
 
+__all__ = ["MaxPooling", "pooled_size", "upsampling_matrix"]
+
 
 def pooled_size(size: int, kernel: int, stride: int, ceil_mode: bool) -> int:
     """Return the number of pooling windows along one axis (PyTorch's rule, no padding).
