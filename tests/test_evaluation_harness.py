@@ -21,7 +21,6 @@ from dcgmm.outliers import (
     fit_position_statistics,
     load_position_statistics,
     position_scores,
-    resolve_layer,
     roc_auc,
     roc_curve,
     sample_scores,
@@ -78,11 +77,14 @@ def test_sample_scores_are_position_means_of_the_chosen_layer(tiny_model, mnist_
     assert maps[2].shape == (50, 4, 4)
     assert maps[4].shape == (50, 1, 1)
     # Their values, for every kind and layer: tests/test_scores_oracles.py.
-    assert resolve_layer(tiny_model, "top") == 4
-    assert resolve_layer(tiny_model, None) == 4
-    assert resolve_layer(tiny_model, "2") == 2
-    with pytest.raises(ValueError, match="GMM layers"):
-        resolve_layer(tiny_model, 3)
+    assert tiny_model.gmm_layer_number("top") == 4
+    assert tiny_model.gmm_layer_number(None) == 4
+    assert tiny_model.gmm_layer_number("2") == 2
+    assert tiny_model.gmm_layer_numbers() == [2, 4]
+    with pytest.raises(ValueError, match=r"GMM layers \(1-based, as in `dcgmm info`\): \[2, 4\]"):
+        tiny_model.gmm_layer_number(3)
+    with pytest.raises(ValueError, match="layer must be 'top' or a GMM layer's number"):
+        tiny_model.gmm_layer_number("second")
 
 
 def test_position_statistics_are_float64_mean_and_std(tiny_model, mnist_small, tmp_path):

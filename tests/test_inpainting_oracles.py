@@ -283,7 +283,9 @@ def test_inpainting_layers_are_named_as_dcgmm_info_numbers_them(generator):
         resp = torch.softmax(gmm.log_joint(x.masked_fill(missing, 0.0), missing), -1)
         expected = gmm.sample(resp, expected=True).clamp(0, 1)
     torch.testing.assert_close(low[missing], expected[missing])
-    with pytest.raises(ValueError, match=r"layer 2 is not a GMM layer of .*; GMM layers: \[1, 3\]"):
+    with pytest.raises(
+        ValueError, match=r"layer 2 is not a GMM layer of .*; GMM layers .*: \[1, 3\]"
+    ):
         inpaint(model, x, missing, layer=2)
     with pytest.raises(ValueError, match=r"layer 4 is not a GMM layer"):
         inpaint(model, x, missing, layer=4)
@@ -305,7 +307,7 @@ def test_a_gmm_position_is_missing_only_when_all_its_entries_are():
 
 
 def test_completions_are_clipped_to_pixels(generator):
-    from dcgmm.inpainting import gmm_layer_index, upward_with_missing
+    from dcgmm.inpainting import upward_with_missing
     from dcgmm.sampling import sampling_layers, walk_down
 
     model = flat_gmm(6, 9, seed=5)
@@ -316,7 +318,7 @@ def test_completions_are_clipped_to_pixels(generator):
     config = SamplingConfig(noise_divisor=0.5)  # noise far beyond [0, 1]
     out = inpaint(model, x, missing, config=config, generator=torch.Generator().manual_seed(2))
     layers = sampling_layers(model)
-    index = gmm_layer_index(model, None)
+    index = model.gmm_layer_number(None) - 1
     control = upward_with_missing(layers, index, x.masked_fill(missing, 0.0), missing)
     raw = walk_down(layers, index, control, config, torch.Generator().manual_seed(2))
     assert float(raw.detach()[missing].min()) < 0.0 < 1.0 < float(raw.detach()[missing].max())
@@ -374,7 +376,7 @@ def test_missing_masks_must_be_bool_and_broadcast():
 @pytest.mark.parametrize("mask", ["center", "random:0.4"])
 def test_fused_upward_pass_marginalises_as_the_layers_do(spec, mask):
     """The stages' masked log-joints (in-painting's fast path) against the layer-by-layer one."""
-    from dcgmm.inpainting import gmm_layer_index, upward_observed, upward_with_missing
+    from dcgmm.inpainting import upward_observed, upward_with_missing
     from dcgmm.sampling import sampling_layers
 
     g = torch.Generator().manual_seed(3)
@@ -388,7 +390,7 @@ def test_fused_upward_pass_marginalises_as_the_layers_do(spec, mask):
     known = x.masked_fill(missing, 0.0)
     layers = sampling_layers(model)
     for _, layer_index in enumerate(i for i, _ in model.gmm_layers()):
-        index = gmm_layer_index(model, layer_index + 1)
+        index = model.gmm_layer_number(layer_index + 1) - 1
         expected = upward_with_missing(layers, index, known, missing)
         got = upward_observed(model, index, known, missing)
         torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)

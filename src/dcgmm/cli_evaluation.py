@@ -17,7 +17,6 @@ from dcgmm.outlier_detection import detect_outliers, run_statistics
 from dcgmm.outliers import (
     DEFAULT_C,
     SCORE_KINDS,
-    resolve_layer,
     roc_auc,
     roc_curve,
 )
@@ -92,9 +91,9 @@ def cmd_outliers(args: argparse.Namespace) -> int:
         return baseline_outliers(args)
     run_dir, out = Path(args.run_dir), Path(args.out)
     model = load_model(run_dir, map_location=args.device)
-    resolve_layer(model, args.layer)  # bad layers fail before any data is read
+    model.gmm_layer_number(args.layer)  # bad layers fail before any data is read
     if args.map_layer:
-        resolve_layer(model, args.map_layer)
+        model.gmm_layer_number(args.map_layer)
     check_writable(out)
     sets = {}
     resize = (read_config(run_dir).get("data") or {}).get("resize")  # the run's input size

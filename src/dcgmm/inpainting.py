@@ -25,7 +25,6 @@ from dcgmm.stages import Stage
 
 __all__ = [
     "MASK_KINDS",
-    "gmm_layer_index",
     "inpaint",
     "make_mask",
     "propagate_missing",
@@ -97,17 +96,6 @@ def _mask_from_file(path: Path, size: tuple[int, int]) -> Tensor:
     if array.shape != size:
         raise DataError(f"mask {path} is {array.shape[0]}x{array.shape[1]}; images are {size}")
     return torch.from_numpy(np.asarray(array) != 0)
-
-
-def gmm_layer_index(model: DCGMM, layer: int | None) -> int:
-    """Return the 0-based index of GMM layer ``layer`` (1-based, as ``dcgmm info``) or the top."""
-    layers = sampling_layers(model)
-    if layer is None:
-        return len(layers) - 1
-    if not 1 <= layer <= len(layers) or not isinstance(layers[layer - 1], GMM):
-        gmm = [i + 1 for i, lay in enumerate(layers) if isinstance(lay, GMM)]
-        raise ValueError(f"layer {layer} is not a GMM layer of {model.spec}; GMM layers: {gmm}")
-    return layer - 1
 
 
 def propagate_missing(layer: Layer, missing: Tensor) -> Tensor:
@@ -197,7 +185,7 @@ def read_and_resample(
     config = config or SamplingConfig()
     config.check_fits(model)
     layers = sampling_layers(model)
-    index = gmm_layer_index(model, layer)
+    index = model.gmm_layer_number(layer) - 1
     control = upward_observed(model, index, images, missing)
     return walk_down(layers, index, control, config, generator).clamp(0, 1)
 

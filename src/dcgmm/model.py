@@ -189,6 +189,33 @@ class DCGMM(nn.Module):
         assert isinstance(last, Layer)
         return last.out_shape
 
+    def gmm_layer_numbers(self) -> list[int]:
+        """Return the GMM layers' numbers: 1-based over all layers, as ``dcgmm info`` shows."""
+        return [i + 1 for i, _ in self.gmm_layers()]
+
+    def gmm_layer_number(self, layer: int | str | None) -> int:
+        """Return the number of GMM layer ``layer`` (1-based; ``"top"`` or None: the top one).
+
+        The one convention of every API that names a layer (in-painting, outlier scores, the
+        CLI); the layer's index in :attr:`layers` is the number minus one. Raises a
+        ``ValueError`` naming the GMM layers for anything else.
+        """
+        numbers = self.gmm_layer_numbers()
+        if layer is None or layer == "top":
+            return numbers[-1]
+        if isinstance(layer, str):
+            if not layer.isdigit():
+                raise ValueError(
+                    f"layer must be 'top' or a GMM layer's number {numbers}; got {layer!r}"
+                )
+            layer = int(layer)
+        if layer not in numbers:
+            raise ValueError(
+                f"layer {layer} is not a GMM layer of {self.spec}; GMM layers (1-based, as in "
+                f"`dcgmm info`): {numbers}"
+            )
+        return layer
+
     def gmm_layers(self) -> Iterator[tuple[int, GMM]]:
         """Yield ``(index, layer)`` for every GMM layer, bottom first (index 0-based)."""
         for i, layer in enumerate(self.layers):

@@ -29,7 +29,6 @@ from dcgmm.outliers import (
     fit_position_statistics,
     load_position_statistics,
     position_scores,
-    resolve_layer,
     roc_auc,
     roc_curve,
     save_position_statistics,
@@ -146,8 +145,8 @@ def detect_outliers(
     ``layer`` picks the headline AUC's GMM layer (default the top); ``map_layer`` the outlier
     maps' (default the highest GMM layer with more than one position, else the top).
     """
-    top = resolve_layer(model, layer)
-    chosen_map = resolve_layer(model, map_layer) if map_layer is not None else None
+    top = model.gmm_layer_number(layer)
+    chosen_map = model.gmm_layer_number(map_layer) if map_layer is not None else None
     maps = {
         role: position_scores(model, images, kind=kind)
         for role, images in zip(ROLES, (inliers, outliers), strict=True)

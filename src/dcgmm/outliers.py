@@ -36,10 +36,8 @@ __all__ = [
     "ScoreKind",
     "Scores",
     "fit_position_statistics",
-    "gmm_layer_numbers",
     "load_position_statistics",
     "position_scores",
-    "resolve_layer",
     "roc_auc",
     "roc_curve",
     "sample_scores",
@@ -56,28 +54,6 @@ STATISTICS_FILE = "outlier_statistics.safetensors"
 # The threshold's default width: a position is flagged when its log-likelihood lies more than
 # two training standard deviations below the training mean. The 2021 paper leaves c open.
 DEFAULT_C = 2.0
-
-
-def gmm_layer_numbers(model: DCGMM) -> list[int]:
-    """Return the 1-based spec indices of the model's GMM layers, bottom first."""
-    return [i + 1 for i, _ in model.gmm_layers()]
-
-
-def resolve_layer(model: DCGMM, layer: int | str | None) -> int:
-    """Return the 1-based index of GMM layer ``layer`` (an int, ``"top"`` or None = top)."""
-    numbers = gmm_layer_numbers(model)
-    if layer is None or layer == "top":
-        return numbers[-1]
-    if isinstance(layer, str):
-        if not layer.isdigit():
-            raise ValueError(f"layer must be 'top' or a GMM layer's index {numbers}; got {layer!r}")
-        layer = int(layer)
-    if layer not in numbers:
-        raise ValueError(
-            f"layer {layer} is not a GMM layer of {model.spec}; GMM layers (1-based, as in "
-            f"`dcgmm info`): {numbers}"
-        )
-    return layer
 
 
 def position_scores(
@@ -100,7 +76,7 @@ def position_scores(
         model.check_input(images, "images")
         device = next(model.parameters()).device
         column = SCORE_KINDS.index(kind)
-        numbers = gmm_layer_numbers(model)
+        numbers = model.gmm_layer_numbers()
         parts: dict[int, list[Tensor]] = {n: [] for n in numbers}
         for start in range(0, images.shape[0], batch_size):
             batch = images[start : start + batch_size].to(device)
@@ -120,7 +96,7 @@ def sample_scores(
     batch_size: int = 500,
 ) -> Float[Tensor, " N"]:
     """Return one score per image: GMM layer ``layer``'s mean over positions (default: top)."""
-    number = resolve_layer(model, layer)
+    number = model.gmm_layer_number(layer)
     maps = position_scores(model, images, kind=kind, batch_size=batch_size)
     return maps[number].flatten(1).mean(1)
 
