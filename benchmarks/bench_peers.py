@@ -38,7 +38,7 @@ from torch import Tensor
 import dcgmm
 from dcgmm import DCGMM, TrainConfig, Trainer, load_dataset
 from dcgmm.evaluation import evaluate
-from dcgmm.training import PRESET_TRAIN_OVERRIDES
+from dcgmm.train_config import PRESET_TRAIN_OVERRIDES
 
 REPO = Path(__file__).resolve().parents[1]
 TORCH_THREADS = 2  # the machine's cores; set explicitly so every torch timing is comparable

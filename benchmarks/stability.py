@@ -35,7 +35,7 @@ from dcgmm import DCGMM, TrainConfig, Trainer, load_dataset
 from dcgmm.data import Dataset
 from dcgmm.exceptions import NumericalWarning
 from dcgmm.spec import PRESETS
-from dcgmm.training import PRESET_TRAIN_OVERRIDES
+from dcgmm.train_config import PRESET_TRAIN_OVERRIDES
 from dcgmm.watchdog import NumericalError
 
 ROOT = Path(__file__).resolve().parents[1]

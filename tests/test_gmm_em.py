@@ -13,7 +13,8 @@ from dcgmm.layers import GMM
 from dcgmm.layers.gmm_em import em_step_size, stepwise_em_step_
 from dcgmm.layers.gmm_gradients import Statistics
 from dcgmm.stages import build_stages
-from dcgmm.training import TrainConfig, Trainer, preset_config
+from dcgmm.train_config import TrainConfig, preset_config
+from dcgmm.training import Trainer
 
 from .test_gmm import random_gmm
 

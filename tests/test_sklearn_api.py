@@ -15,7 +15,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from dcgmm.sklearn_api import SGDGaussianMixture
-from dcgmm.training import NumericalError
+from dcgmm.watchdog import NumericalError
 
 # A known 2-D mixture, far from [0, 1] on purpose: the estimator is a generic GMM.
 OFFSET = np.array([10.0, -20.0])

@@ -8,7 +8,8 @@ from dcgmm import DCGMM, TrainConfig, Trainer, evaluate
 from dcgmm.batch_order import epoch_permutation
 from dcgmm.checkpoint import load_model
 from dcgmm.io import write_config
-from dcgmm.training import NumericalError, preset_config
+from dcgmm.train_config import preset_config
+from dcgmm.watchdog import NumericalError
 
 
 def test_training_on_builtin_mnist_raises_test_loglik(mnist_small):

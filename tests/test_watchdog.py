@@ -12,8 +12,7 @@ from dcgmm.batch_order import epoch_permutation
 from dcgmm.checkpoint import load_trainer_state, read_checkpoint
 from dcgmm.cli import main
 from dcgmm.io import METRICS_FILE
-from dcgmm.training import NumericalError
-from dcgmm.watchdog import NonFinite, diagnose
+from dcgmm.watchdog import NonFinite, NumericalError, diagnose
 
 SPEC = "F(4,2)-G(4)-F(4,1)-G(9)"  # layer 2 G(4) on 4x4 positions, layer 4 G(9) on one
 N_IMAGES, BATCH = 100, 10  # 10 steps per epoch

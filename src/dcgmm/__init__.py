@@ -19,7 +19,8 @@ from dcgmm.model import DCGMM
 from dcgmm.runs import Run, load_run
 from dcgmm.sampling import SamplingConfig, Sharpening, sample
 from dcgmm.spec import PRESETS, format_spec, parse_spec
-from dcgmm.training import TrainConfig, Trainer
+from dcgmm.train_config import TrainConfig
+from dcgmm.training import Trainer
 from dcgmm.watchdog import NumericalError
 
 __all__ = [

@@ -18,7 +18,7 @@ from dcgmm._cli_common import CLIError, flag_name
 from dcgmm.baselines.runs import BASELINES
 from dcgmm.exceptions import CheckpointError
 from dcgmm.io import CONFIG_FILE
-from dcgmm.training import TrainConfig, preset_config
+from dcgmm.train_config import TrainConfig, preset_config
 
 __all__ = [
     "DATA_FLAGS",

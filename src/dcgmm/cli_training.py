@@ -39,7 +39,8 @@ from dcgmm.layers.gmm import Objective
 from dcgmm.model import DCGMM
 from dcgmm.monitoring import INSTALL_HINT, TensorBoardMonitor, summary_writer_class
 from dcgmm.spec import PRESETS, preset_of
-from dcgmm.training import TrainConfig, Trainer
+from dcgmm.train_config import TrainConfig
+from dcgmm.training import Trainer
 
 __all__ = ["add_training_commands", "cmd_demo", "cmd_train"]
 

@@ -18,7 +18,8 @@ from dcgmm.io import CONFIG_FILE
 from dcgmm.layers import Folding
 from dcgmm.model import DCGMM
 from dcgmm.sampling import SamplingConfig, sample
-from dcgmm.training import TrainConfig, Trainer
+from dcgmm.train_config import TrainConfig
+from dcgmm.training import Trainer
 
 __all__ = ["DEMO_EPOCHS", "DEMO_SOLVER", "DEMO_SPEC", "DemoResult", "run_demo"]
 

@@ -27,7 +27,8 @@ from dcgmm.layers.gmm import GMM
 from dcgmm.model import DCGMM
 from dcgmm.outliers import sample_scores
 from dcgmm.sampling import SamplingConfig, sample
-from dcgmm.training import TrainConfig, Trainer
+from dcgmm.train_config import TrainConfig
+from dcgmm.training import Trainer
 
 __all__ = [
     "DCGMMModel",

@@ -222,7 +222,7 @@ class SGDGaussianMixture(MixtureFitting, DensityMixin, BaseEstimator):  # type: 
             For a parameter of the wrong type.
         ValueError
             For an invalid parameter value, non-finite data, or fewer samples than components.
-        dcgmm.training.NumericalError
+        dcgmm.watchdog.NumericalError
             If the objective becomes non-finite (the step size is too large).
         """
         self._validate_params()

@@ -39,12 +39,10 @@ from dcgmm.layers.gmm_em import stepwise_em_step_
 from dcgmm.layers.gmm_gradients import Statistics
 from dcgmm.model import DCGMM
 from dcgmm.stages import Stage
-from dcgmm.train_config import PRESET_TRAIN_OVERRIDES as PRESET_TRAIN_OVERRIDES
-from dcgmm.train_config import TrainConfig as TrainConfig
-from dcgmm.train_config import preset_config as preset_config
+from dcgmm.train_config import TrainConfig
 from dcgmm.trainer_state import CheckpointedTraining
 from dcgmm.training_records import AnnealingRecords
-from dcgmm.watchdog import NumericalError as NumericalError  # re-exported: it was defined here
+from dcgmm.watchdog import NumericalError
 
 __all__ = ["Trainer"]
 
