@@ -1,7 +1,9 @@
 """What the fused GMM stages of :mod:`dcgmm.stages` share: a GMM layer trained from statistics."""
 
+import torch
 from torch import Tensor
 
+from dcgmm._numerics import LOG_2PI
 from dcgmm.layers import GMM
 from dcgmm.layers import gmm_gradients as grads
 
@@ -28,6 +30,20 @@ class GMMStage:
     def trainable(self) -> GMM:
         """The stage's trainable layer."""
         return self.layer
+
+    def _observed_filters(self) -> tuple[tuple[Tensor, Tensor, Tensor], Tensor]:
+        r"""Return the filter parts and bias of the log-joints with entries marginalised.
+
+        Per entry :math:`[-\tfrac12 P, \mu P, \log s - \tfrac12 \mu^2 P - \tfrac12 \log 2\pi]`
+        (the weights of :math:`[o x^2, o x, o]`, shaped as the means) and :math:`\log \pi`:
+        what both fused stages' ``log_joint_observed`` lay out as their product's weight.
+        """
+        gmm = self.layer
+        means, sqrt_prec = gmm.means.detach(), gmm.sqrt_precisions.detach()
+        precisions = sqrt_prec * sqrt_prec
+        per_entry = sqrt_prec.log() - 0.5 * means * means * precisions - 0.5 * LOG_2PI
+        parts = (-0.5 * precisions, means * precisions, per_entry)
+        return parts, torch.log_softmax(gmm.logits.detach(), dim=-1)
 
     def objective_and_statistics(self, h: Tensor) -> tuple[Tensor, Tensor, grads.Statistics]:
         """Return (responsibilities, mean objective, the batch's sufficient statistics)."""

@@ -180,11 +180,8 @@ class IndependentGMMStage(GMMStage):
             maps[2].copy_(observed.permute(1, 2, 3, 0))
             torch.mul(maps[2], h.permute(1, 2, 3, 0), out=maps[1])
             torch.mul(maps[1], h.permute(1, 2, 3, 0), out=maps[0])
-            means, sqrt_prec = gmm.means.detach(), gmm.sqrt_precisions.detach()
-            precisions = sqrt_prec * sqrt_prec
-            per_entry = sqrt_prec.log() - 0.5 * means * means * precisions - 0.5 * LOG_2PI
-            weight = torch.cat([-0.5 * precisions, means * precisions, per_entry], dim=-1)
-            bias = torch.log_softmax(gmm.logits.detach(), dim=-1)
+            parts, bias = self._observed_filters()
+            weight = torch.cat(parts, dim=-1)
             batch_first = grouped_products(
                 weight.reshape(ho * wo, k, 3 * dim), bias.reshape(ho * wo, k), self._cut(maps)
             )
