@@ -2,7 +2,7 @@
 
     python -m benchmarks.bench_independent [--out docs/speed_independent.md] [--threads 1]
 
-:class:`dcgmm.independent_stage.IndependentGMMStage` cuts the windows into a (L, 2D, N) layout
+:class:`dcgmm.stages.independent.IndependentGMMStage` cuts the windows into a (L, 2D, N) layout
 and computes the log-joints as one oneDNN grouped convolution. The form it replaced (up to
 commit ea9d05f) cut them into (L, N, D) and ran two MKL batched products for the log-joints and
 two for the statistics; it is re-implemented here, as the reference, by
@@ -26,8 +26,8 @@ from torch import Tensor
 
 import dcgmm
 from dcgmm import DCGMM, TrainConfig, Trainer, load_dataset
-from dcgmm.independent_stage import IndependentGMMStage
 from dcgmm.layers import gmm_gradients as grads
+from dcgmm.stages.independent import IndependentGMMStage
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["layer 2: F(3,1) on 28x28x1, G(25,indep)", "layer 4: F(4,2) on 26x26x25, G(25,indep)"]
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         "Errors: the largest difference of the statistics from the float64 stage's over their "
         "largest magnitude. The stage's layer 2 (2D = 18 < 64 values per window) runs MKL's "
         "batched products on the (L, 2D, N) layout, its layer 4 (2D = 800) oneDNN's grouped "
-        "convolution and its weight gradient (`dcgmm.independent_stage`).",
+        "convolution and its weight gradient (`dcgmm.stages.independent`).",
     ]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")

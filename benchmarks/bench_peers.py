@@ -37,8 +37,8 @@ from torch import Tensor
 
 import dcgmm
 from dcgmm import DCGMM, TrainConfig, Trainer, load_dataset
-from dcgmm.evaluation import evaluate
-from dcgmm.train_config import PRESET_TRAIN_OVERRIDES
+from dcgmm.evaluation.scores import evaluate
+from dcgmm.training.config import PRESET_TRAIN_OVERRIDES
 
 REPO = Path(__file__).resolve().parents[1]
 TORCH_THREADS = 2  # the machine's cores; set explicitly so every torch timing is comparable

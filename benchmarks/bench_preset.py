@@ -16,8 +16,8 @@ import torch
 from torch.utils.benchmark import Timer
 
 from dcgmm import DCGMM, TrainConfig, Trainer, load_dataset
-from dcgmm.inpainting import inpaint, make_mask
-from dcgmm.sampling import SamplingConfig, Sharpening, sample
+from dcgmm.generation.inpainting import inpaint, make_mask
+from dcgmm.generation.sampling import SamplingConfig, Sharpening, sample
 
 BATCH = 100
 

@@ -25,12 +25,12 @@ import torch
 
 import dcgmm
 from dcgmm import load_dataset, load_model
-from dcgmm.images import save_grid, save_inpainting_grid
-from dcgmm.inpainting import inpaint, make_mask
-from dcgmm.io import read_config
+from dcgmm.generation.inpainting import inpaint, make_mask
+from dcgmm.generation.sampling import SamplingConfig, Sharpening, sample
+from dcgmm.io.images import save_grid, save_inpainting_grid
+from dcgmm.io.run_files import read_config
 from dcgmm.layers import GMM, Folding
 from dcgmm.model import DCGMM
-from dcgmm.sampling import SamplingConfig, Sharpening, sample
 
 ROOT = Path(__file__).resolve().parents[1]
 MASKS = ("right-half", "top-half", "random:0.5")

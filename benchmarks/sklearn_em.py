@@ -26,7 +26,7 @@ from sklearn.mixture import GaussianMixture
 
 import dcgmm
 from dcgmm import load_dataset
-from dcgmm.sklearn_api import SGDGaussianMixture
+from dcgmm.interfaces.sklearn_api import SGDGaussianMixture
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "mnist"

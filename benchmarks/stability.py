@@ -32,11 +32,11 @@ import torch
 
 import dcgmm
 from dcgmm import DCGMM, TrainConfig, Trainer, load_dataset
-from dcgmm.data import Dataset
 from dcgmm.exceptions import NumericalWarning
+from dcgmm.io.data import Dataset
 from dcgmm.spec import PRESETS
-from dcgmm.train_config import PRESET_TRAIN_OVERRIDES
-from dcgmm.watchdog import NumericalError
+from dcgmm.training.config import PRESET_TRAIN_OVERRIDES
+from dcgmm.training.watchdog import NumericalError
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"

@@ -30,12 +30,12 @@ from unittest import mock
 import numpy as np
 import torch
 
-import dcgmm.io
+import dcgmm.io.run_files
 from dcgmm import DCGMM, TrainConfig, Trainer, evaluate, load_dataset, load_model, sample
-from dcgmm.checkpoint import save_checkpoint
-from dcgmm.cli import main
+from dcgmm.cli.main import main
 from dcgmm.exceptions import AnnealingWarning, CheckpointError, DataError, SpecError
-from dcgmm.io import CONFIG_FILE, MODEL_FILE, write_config
+from dcgmm.io.run_files import CONFIG_FILE, MODEL_FILE, write_config
+from dcgmm.training.checkpoint import save_checkpoint
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
 TEST_FILE = "tests/test_bad_input.py"
@@ -237,7 +237,7 @@ def k_not_square(root: Path) -> object:
 
 
 def k_not_square_sklearn(root: Path) -> object:
-    from dcgmm.sklearn_api import SGDGaussianMixture
+    from dcgmm.interfaces.sklearn_api import SGDGaussianMixture
 
     x = np.linspace(0, 1, 100).reshape(50, 2)
     return SGDGaussianMixture(n_components=5, solver="sgd").fit(x)
@@ -264,7 +264,7 @@ def edited_metadata(root: Path) -> object:
     edited = raw.replace(b'\\"step\\": 10', b'\\"step\\": 99')  # same length: still parses
     assert edited != raw
     (run / MODEL_FILE).write_bytes(edited)
-    return dcgmm.checkpoint.load_trainer_state(run)
+    return dcgmm.training.checkpoint.load_trainer_state(run)
 
 
 def truncated_config(root: Path) -> object:
@@ -288,7 +288,7 @@ def newer_checkpoint(root: Path) -> object:
     model = small_model()
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
     metadata = {"format_version": "2", "spec": model.spec, "input_shape": "[8, 8, 1]"}
-    dcgmm.checkpoint.write_verified_safetensors(run / MODEL_FILE, tensors, metadata)
+    dcgmm.training.checkpoint.write_verified_safetensors(run / MODEL_FILE, tensors, metadata)
     return load_model(run)
 
 
@@ -335,7 +335,7 @@ def failing(target: str, err: OSError) -> Iterator[None]:
 def read_only_out_cli(root: Path) -> object:
     denied = PermissionError(errno.EACCES, "Permission denied")
     return (["train", "--model", "A", "--data", "mnist", "--steps", "1", "--out", "run"],
-            failing("dcgmm._cli_common.tempfile.mkstemp", denied))  # fmt: skip
+            failing("dcgmm.cli.common.tempfile.mkstemp", denied))  # fmt: skip
 
 
 def file_in_the_way_cli(root: Path) -> object:
@@ -345,7 +345,7 @@ def file_in_the_way_cli(root: Path) -> object:
 
 def disk_full_cli(root: Path) -> object:
     """Let the checkpoints of steps 0 and 1 through, then fill the disk half-way into step 2's."""
-    real = dcgmm.io.write_synced
+    real = dcgmm.io.run_files.write_synced
     saved: list[Path] = []
 
     def write(path: Path, data: bytes) -> None:
@@ -358,20 +358,20 @@ def disk_full_cli(root: Path) -> object:
 
     argv = "train --model F(28,1)-G(4) --data mnist --limit 200 --batch-size 100 --steps 2"
     argv += " --checkpoint-every 1 --out run"
-    return argv.split(), mock.patch("dcgmm.io.write_synced", write)
+    return argv.split(), mock.patch("dcgmm.io.run_files.write_synced", write)
 
 
 def previous_checkpoint_kept(root: Path) -> None:
     run = root / "run"
     leftovers = [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
     assert leftovers == [], f"half-written files left behind: {leftovers}"
-    state = dcgmm.checkpoint.load_trainer_state(run)
+    state = dcgmm.training.checkpoint.load_trainer_state(run)
     assert state["step"] == 1, state["step"]  # the first checkpoint, intact
     load_model(run)  # verifies its checksums
 
 
 def _png_folder(root: Path) -> Path:
-    from dcgmm.images import encode_png
+    from dcgmm.io.images import encode_png
 
     folder = root / "pngs"
     folder.mkdir()
@@ -381,7 +381,7 @@ def _png_folder(root: Path) -> Path:
 
 
 def folder_of_two_sizes(root: Path) -> object:
-    from dcgmm.images import encode_png
+    from dcgmm.io.images import encode_png
 
     folder = _png_folder(root)
     (folder / "small.png").write_bytes(encode_png(np.zeros((4, 4), np.uint8)))
@@ -389,7 +389,7 @@ def folder_of_two_sizes(root: Path) -> object:
 
 
 def folder_grey_and_rgb(root: Path) -> object:
-    from dcgmm.images import encode_png
+    from dcgmm.io.images import encode_png
 
     folder = _png_folder(root)
     (folder / "rgb.png").write_bytes(encode_png(np.zeros((8, 8, 3), np.uint8)))

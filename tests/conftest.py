@@ -16,7 +16,7 @@ def generator() -> torch.Generator:
 
 @pytest.fixture(scope="session")
 def mnist_small():
-    from dcgmm.data import load_dataset
+    from dcgmm.io.data import load_dataset
 
     train = load_dataset("mnist", limit_per_class=100)
     test = load_dataset("mnist", split="test", limit_per_class=50)

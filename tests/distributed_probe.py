@@ -1,7 +1,7 @@
 """Run under torchrun by test_distributed: join, train a step's worth, leave, list threads.
 
 Each rank writes ``OUT_DIR/rank<R>.json``: the names of its native threads after
-:func:`dcgmm.distributed.shutdown` (Linux: /proc/self/task/*/comm). Usage:
+:func:`dcgmm.training.distributed.shutdown` (Linux: /proc/self/task/*/comm). Usage:
 ``torchrun ... -m tests.distributed_probe OUT_DIR``.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from dcgmm.distributed import init_from_env, shutdown
+from dcgmm.training.distributed import init_from_env, shutdown
 
 
 def native_threads() -> list[str]:

@@ -1,6 +1,6 @@
 import pytest
 
-from dcgmm.annealing import AnnealingConfig, SingleExpSchedule
+from dcgmm.training.annealing import AnnealingConfig, SingleExpSchedule
 
 
 def test_single_exp_against_hand_computed_trace():

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from dcgmm.cli import main
+from dcgmm.cli.main import main
 
 from .bad_inputs import CASES, DOC, Case, cell, run_case
 

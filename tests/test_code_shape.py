@@ -40,9 +40,12 @@ def test_every_module_declares_its_public_names():
         declared = [
             node
             for node in tree.body
-            if isinstance(node, ast.Assign)
-            and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets)
-        ]
+            if isinstance(node, ast.Assign | ast.AnnAssign)
+            and any(
+                isinstance(t, ast.Name) and t.id == "__all__"
+                for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+            )
+        ]  # `__all__: list[str] = []` in a folder's __init__ that only documents it
         if not declared:
             missing.append(name)
             continue

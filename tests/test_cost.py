@@ -3,7 +3,7 @@
 import pytest
 
 from dcgmm import DCGMM
-from dcgmm.cli import main
+from dcgmm.cli.main import main
 from dcgmm.cost import Cost, MachinePeaks, format_cost, model_cost
 
 

@@ -20,9 +20,9 @@ import pytest
 import torch
 
 import dcgmm
-from dcgmm.checkpoint import load_model, load_trainer_state
-from dcgmm.cli import main
-from dcgmm.io import METRICS_FILE, MODEL_FILE, read_verified_safetensors
+from dcgmm.cli.main import main
+from dcgmm.io.run_files import METRICS_FILE, MODEL_FILE, read_verified_safetensors
+from dcgmm.training.checkpoint import load_model, load_trainer_state
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 
@@ -36,8 +36,8 @@ TRAIN = ["train", "--model", "F(7,7)-G(4)-F(4,1)-G(9)-C(10)", "--data", "mnist",
 CHILD = r"""
 import os, sys, time
 from pathlib import Path
-from dcgmm import trainer_state, training
-from dcgmm.cli import main
+from dcgmm.training import state as trainer_state, trainer as training
+from dcgmm.cli.main import main
 
 where, at, marker = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
 

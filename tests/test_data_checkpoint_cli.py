@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from dcgmm import DCGMM, CheckpointError, DataError, load_dataset
-from dcgmm.checkpoint import load_model, read_checkpoint, save_checkpoint
-from dcgmm.cli import main
-from dcgmm.data import parse_classes
-from dcgmm.idx_files import read_idx
-from dcgmm.images import encode_png
-from dcgmm.io import MODEL_FILE, write_config, write_verified_safetensors
+from dcgmm.cli.main import main
+from dcgmm.io.data import parse_classes
+from dcgmm.io.idx_files import read_idx
+from dcgmm.io.images import encode_png
+from dcgmm.io.run_files import MODEL_FILE, write_config, write_verified_safetensors
+from dcgmm.training.checkpoint import load_model, read_checkpoint, save_checkpoint
 
 
 def write_idx(path, array, gz=True):

@@ -1,9 +1,9 @@
 """The demo is one library call; `dcgmm demo` is that call with a progress bar."""
 
-from dcgmm.cli import main
-from dcgmm.demo import run_demo
-from dcgmm.images import decode_png
-from dcgmm.runs import load_run
+from dcgmm.cli.main import main
+from dcgmm.interfaces.demo import run_demo
+from dcgmm.interfaces.runs import load_run
+from dcgmm.io.images import decode_png
 
 
 def test_run_demo_writes_a_loadable_run_and_its_pictures(tmp_path):

@@ -8,14 +8,10 @@ import torch
 from sklearn.metrics import davies_bouldin_score, roc_auc_score
 
 from dcgmm import DCGMM, TrainConfig, Trainer, evaluate, load_dataset
-from dcgmm.checkpoint import save_checkpoint
-from dcgmm.cli import main
-from dcgmm.clustering import clustering_scores, davies_bouldin, dunn_index
-from dcgmm.exceptions import CheckpointError, SpecError
-from dcgmm.images import decode_png
-from dcgmm.io import write_config
-from dcgmm.outlier_detection import detect_outliers
-from dcgmm.outliers import (
+from dcgmm.cli.main import main
+from dcgmm.evaluation.clustering import clustering_scores, davies_bouldin, dunn_index
+from dcgmm.evaluation.outlier_detection import detect_outliers
+from dcgmm.evaluation.outliers import (
     DEFAULT_C,
     STATISTICS_FILE,
     fit_position_statistics,
@@ -27,8 +23,12 @@ from dcgmm.outliers import (
     save_position_statistics,
     to_pixels,
 )
-from dcgmm.sampling import sample
+from dcgmm.exceptions import CheckpointError, SpecError
+from dcgmm.generation.sampling import sample
+from dcgmm.io.images import decode_png
+from dcgmm.io.run_files import write_config
 from dcgmm.spec import format_spec, parse_spec
+from dcgmm.training.checkpoint import save_checkpoint
 
 TINY = "F(7,7)-G(4)-F(4,1)-G(9)"
 TINY_TWO_INPUT = "F(7,7)-G(4)-F(4,1)-G(9)-C(10,2)"

@@ -19,11 +19,11 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from dcgmm import DCGMM, CheckpointError, DataError, SpecError, format_spec, load_dataset
-from dcgmm.checkpoint import load_model, load_trainer_state, save_checkpoint
-from dcgmm.data import parse_classes
-from dcgmm.idx_files import read_idx
-from dcgmm.io import CONFIG_FILE, MODEL_FILE, write_config
+from dcgmm.io.data import parse_classes
+from dcgmm.io.idx_files import read_idx
+from dcgmm.io.run_files import CONFIG_FILE, MODEL_FILE, write_config
 from dcgmm.spec import parse_spec
+from dcgmm.training.checkpoint import load_model, load_trainer_state, save_checkpoint
 
 FUZZ = settings(
     max_examples=100,

@@ -5,19 +5,16 @@ import pytest
 import torch
 
 from dcgmm import DCGMM, PRESETS, TrainConfig, Trainer, load_dataset
-from dcgmm.checkpoint import save_checkpoint
-from dcgmm.cli import main
-from dcgmm.evaluator import (
+from dcgmm.cli.main import main
+from dcgmm.evaluation.judge import (
     frechet_distance,
     load_evaluator,
     sample_quality,
     save_evaluator,
     train_evaluator,
 )
-from dcgmm.images import decode_png, encode_png
-from dcgmm.inpainting import inpaint, make_mask, variants
-from dcgmm.io import write_config
-from dcgmm.sampling import (
+from dcgmm.generation.inpainting import inpaint, make_mask, variants
+from dcgmm.generation.sampling import (
     SamplingConfig,
     Sharpening,
     class_control,
@@ -26,6 +23,9 @@ from dcgmm.sampling import (
     sharpen,
     sharpening_chain,
 )
+from dcgmm.io.images import decode_png, encode_png
+from dcgmm.io.run_files import write_config
+from dcgmm.training.checkpoint import save_checkpoint
 
 from .test_gmm import random_gmm
 
@@ -97,7 +97,7 @@ def test_conditional_sampling_walks_down_from_the_inverted_classifier(tiny_model
     assert control.shape == (10, 1, 1, 9)
     config = SamplingConfig(top_s=1)
     images = sample(tiny_model, 10, classes=list(range(10)), config=config)
-    from dcgmm.sampling import walk_down
+    from dcgmm.generation.sampling import walk_down
 
     layers = sampling_layers(tiny_model)
     expected = walk_down(layers, len(layers) - 1, control, config, None).clamp(0, 1)
@@ -181,7 +181,7 @@ def test_marginalised_inpainting_ignores_the_hidden_values(tiny_model, mnist_sma
 
 
 def test_missing_mask_moves_through_folding_and_pooling():
-    from dcgmm.inpainting import propagate_missing
+    from dcgmm.generation.inpainting import propagate_missing
     from dcgmm.layers import MaxPooling
 
     missing = torch.zeros(1, 4, 4, 1, dtype=torch.bool)
@@ -323,7 +323,7 @@ def test_cli_generation_commands(tmp_path, tiny_model, capsys):
 
 
 def test_classifier_score_bounds():
-    from dcgmm.evaluator import classifier_score
+    from dcgmm.evaluation.judge import classifier_score
 
     uniform = torch.full((100, 10), 0.1)
     assert classifier_score(uniform)[0] == pytest.approx(1.0, abs=1e-12)
@@ -334,7 +334,7 @@ def test_classifier_score_bounds():
 
 
 def test_the_papers_judge_has_its_table_vii_layers_and_round_trips(tmp_path, mnist_small):
-    from dcgmm.evaluator import PaperJudge
+    from dcgmm.evaluation.judge import PaperJudge
 
     train, test = mnist_small
     judge = train_evaluator(train.images[:200], train.labels[:200], n_classes=10, epochs=1,

@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from dcgmm import DCGMM
-from dcgmm.annealing import AnnealingConfig, SingleExpSchedule
-from dcgmm.evaluation import evaluate
+from dcgmm.evaluation.scores import evaluate
 from dcgmm.layers import GMM
 from dcgmm.layers.gmm_em import em_step_size, stepwise_em_step_
 from dcgmm.layers.gmm_gradients import Statistics
 from dcgmm.stages import build_stages
-from dcgmm.train_config import TrainConfig, preset_config
-from dcgmm.training import Trainer
+from dcgmm.training.annealing import AnnealingConfig, SingleExpSchedule
+from dcgmm.training.config import TrainConfig, preset_config
+from dcgmm.training.trainer import Trainer
 
 from .test_gmm import random_gmm
 

@@ -5,9 +5,10 @@ import copy
 import pytest
 import torch
 
-from dcgmm import DCGMM, independent_stage
+from dcgmm import DCGMM
 from dcgmm.layers import GMM, Folding
 from dcgmm.stages import FoldedGMMStage, IndependentGMMStage, build_stages
+from dcgmm.stages import independent as independent_stage
 
 from .test_gmm import random_gmm
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from dcgmm import load_dataset
-from dcgmm.cli import main
-from dcgmm.data import from_torch_dataset
+from dcgmm.cli.main import main
 from dcgmm.exceptions import DataError
-from dcgmm.images import encode_png
+from dcgmm.io.data import from_torch_dataset
+from dcgmm.io.images import encode_png
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,7 @@ def test_a_torch_dataset_becomes_a_dataset(digits):
 def test_resize_averages_when_shrinking_and_keeps_the_dtype():
     # A 2x2 checkerboard of 0/255 blocks shrunk to 1x1 is their mean (antialiased), not a
     # sampled corner; uint8 stays uint8, float stays float.
-    from dcgmm.image_files import resize_images
+    from dcgmm.io.image_files import resize_images
 
     blocks = np.kron(np.array([[0, 255], [255, 0]], dtype=np.uint8), np.ones((4, 4), np.uint8))
     small = resize_images(blocks[None], (1, 1))

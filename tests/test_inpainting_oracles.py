@@ -11,8 +11,8 @@ import torch
 from dcgmm import DCGMM
 from dcgmm.baselines.nsn import NSN
 from dcgmm.baselines.nsn_layer import GenSettings
-from dcgmm.inpainting import inpaint, make_mask
-from dcgmm.sampling import SamplingConfig
+from dcgmm.generation.inpainting import inpaint, make_mask
+from dcgmm.generation.sampling import SamplingConfig
 
 F64 = torch.float64
 
@@ -220,7 +220,7 @@ def test_nsn_occlusion_filling_matches_a_naive_loop():
 
 @pytest.mark.parametrize("suffix", [".png", ".PNG", ".npy", ".NPY"])
 def test_mask_files_mark_their_non_zero_pixels(tmp_path, suffix):
-    from dcgmm.images import encode_png
+    from dcgmm.io.images import encode_png
 
     hidden = torch.tensor([[ch == "#" for ch in row] for row in MASKS["center"]])
     rgb = np.zeros((5, 7, 3), np.uint8)
@@ -247,7 +247,7 @@ def test_mask_file_errors_name_the_file_and_the_sizes(tmp_path):
 
 
 def test_variants_redraw_from_the_chosen_layers_reading(generator):
-    from dcgmm.inpainting import variants
+    from dcgmm.generation.inpainting import variants
 
     model = DCGMM.from_spec("F(2,1)-G(4)-F(2,1)-G(4)", (3, 3, 1), generator=generator).double()
     x = torch.rand(5, 3, 3, 1, generator=generator, dtype=F64)
@@ -294,7 +294,7 @@ def test_inpainting_layers_are_named_as_dcgmm_info_numbers_them(generator):
 
 
 def test_a_gmm_position_is_missing_only_when_all_its_entries_are():
-    from dcgmm.inpainting import propagate_missing
+    from dcgmm.generation.inpainting import propagate_missing
     from dcgmm.layers import GMM
 
     missing = torch.zeros(1, 2, 2, 3, dtype=torch.bool)
@@ -307,8 +307,8 @@ def test_a_gmm_position_is_missing_only_when_all_its_entries_are():
 
 
 def test_completions_are_clipped_to_pixels(generator):
-    from dcgmm.inpainting import upward_with_missing
-    from dcgmm.sampling import sampling_layers, walk_down
+    from dcgmm.generation.inpainting import upward_with_missing
+    from dcgmm.generation.sampling import sampling_layers, walk_down
 
     model = flat_gmm(6, 9, seed=5)
     with torch.no_grad():
@@ -376,8 +376,8 @@ def test_missing_masks_must_be_bool_and_broadcast():
 @pytest.mark.parametrize("mask", ["center", "random:0.4"])
 def test_fused_upward_pass_marginalises_as_the_layers_do(spec, mask):
     """The stages' masked log-joints (in-painting's fast path) against the layer-by-layer one."""
-    from dcgmm.inpainting import upward_observed, upward_with_missing
-    from dcgmm.sampling import sampling_layers
+    from dcgmm.generation.inpainting import upward_observed, upward_with_missing
+    from dcgmm.generation.sampling import sampling_layers
 
     g = torch.Generator().manual_seed(3)
     model = DCGMM.from_spec(spec, (10, 10, 1), generator=g).double()
@@ -398,8 +398,8 @@ def test_fused_upward_pass_marginalises_as_the_layers_do(spec, mask):
 
 def test_fused_upward_pass_in_float32_within_rounding_of_float64():
     """The CPU float32 path (oneDNN's grouped convolution for wide windows) against float64."""
-    from dcgmm.inpainting import upward_observed, upward_with_missing
-    from dcgmm.sampling import sampling_layers
+    from dcgmm.generation.inpainting import upward_observed, upward_with_missing
+    from dcgmm.generation.sampling import sampling_layers
 
     g = torch.Generator().manual_seed(5)
     model = DCGMM.from_spec("F(3,1)-G(4,indep)-F(4,2)-G(9,indep)", (10, 10, 1), generator=g)

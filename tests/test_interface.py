@@ -9,16 +9,16 @@ from dcgmm import DCGMM
 from dcgmm.baselines.adapters import NSNModel, VAEModel
 from dcgmm.baselines.nsn import NSN
 from dcgmm.baselines.vae import dlgmm
-from dcgmm.inpainting import inpaint, make_mask
-from dcgmm.interface import (
+from dcgmm.evaluation.outliers import sample_scores
+from dcgmm.generation.inpainting import inpaint, make_mask
+from dcgmm.generation.sampling import sample
+from dcgmm.interfaces.image_model import (
     DCGMMModel,
     DensityModel,
     FlatGMMModel,
     ImageModel,
     as_image_model,
 )
-from dcgmm.outliers import sample_scores
-from dcgmm.sampling import sample
 
 
 def fitted_models(train: torch.Tensor) -> dict[str, ImageModel]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dcgmm.cli import build_parser, main
+from dcgmm.cli.main import build_parser, main
 
 # A value for every option that differs from its default (and is valid where the option acts).
 SAMPLING = {  # add_sampling_flags: both commands

@@ -16,12 +16,12 @@ from dcgmm import DCGMM, TrainConfig, Trainer
 from dcgmm.baselines.nsn import NSN
 from dcgmm.baselines.runs import load_baseline, save_baseline
 from dcgmm.baselines.vae import dldpmm, dlgmm, gauss_vae
-from dcgmm.checkpoint import load_model
-from dcgmm.inpainting import inpaint, make_mask
-from dcgmm.interface import as_image_model
-from dcgmm.io import write_config
-from dcgmm.outliers import SCORE_KINDS, position_scores
-from dcgmm.sampling import SamplingConfig, Sharpening, sample
+from dcgmm.evaluation.outliers import SCORE_KINDS, position_scores
+from dcgmm.generation.inpainting import inpaint, make_mask
+from dcgmm.generation.sampling import SamplingConfig, Sharpening, sample
+from dcgmm.interfaces.image_model import as_image_model
+from dcgmm.io.run_files import write_config
+from dcgmm.training.checkpoint import load_model
 
 DEEP = "F(7,7)-G(4,indep)-F(4,1)-G(9)-C(10)"
 FLAT = "F(28,1)-G(9)"
@@ -149,7 +149,7 @@ def test_a_vae_run_loads_with_the_same_outputs_and_trains_on_identically(
 
 @pytest.mark.parametrize("solver", [{"solver": "em"}, {"solver": "sgd", "annealing_window": 10}])
 def test_the_estimator_pickles_with_the_same_scores_samples_and_continuation(solver):
-    from dcgmm.sklearn_api import SGDGaussianMixture
+    from dcgmm.interfaces.sklearn_api import SGDGaussianMixture
 
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.normal(0, 0.3, (300, 3)), rng.normal(2, 0.5, (300, 3))])

@@ -30,7 +30,7 @@ def test_table1_tiny_run_writes_auc_clustering_and_pictures(tmp_path):
 
     from benchmarks.reproduce.table1 import split_test
     from dcgmm import load_model
-    from dcgmm.outliers import sample_scores
+    from dcgmm.evaluation.outliers import sample_scores
 
     inliers, outliers = split_test(DATA, "mnist", tiny=True)
     per_seed = {}
@@ -104,8 +104,8 @@ def test_table3_tiny_run_writes_the_table(tmp_path):
 
     from benchmarks.reproduce.table3 import sampling_for
     from dcgmm import load_model
-    from dcgmm.evaluator import load_evaluator
-    from dcgmm.sampling import sample
+    from dcgmm.evaluation.judge import load_evaluator
+    from dcgmm.generation.sampling import sample
 
     judges = [load_evaluator(tmp_path / "runs" / "mnist" / f"judge-small-{j}") for j in (0, 1)]
     for _, info in judges:
@@ -228,7 +228,7 @@ def test_baselines_comparison_tiny_run_judges_every_model_alike(tmp_path):
 
     from benchmarks.reproduce.table1 import split_test
     from dcgmm import load_model
-    from dcgmm.interface import as_image_model
+    from dcgmm.interfaces.image_model import as_image_model
 
     inliers, outliers = split_test(DATA, "mnist", tiny=True)
     model = as_image_model(load_model(tmp_path / "runs" / "table1" / "mnist" / "A-tiny"))
@@ -296,7 +296,7 @@ def test_peers_tiny_run_scores_ratspn_and_reloads_it_from_its_cache(tmp_path):
     # The AUC is the rank statistic of the test set's log p(x), recomputed from the cache.
     from benchmarks.reproduce.peers import INLIERS, build_ratspn, counts, log_likelihood
     from dcgmm import load_dataset
-    from dcgmm.outliers import roc_auc
+    from dcgmm.evaluation.outliers import roc_auc
 
     train = load_dataset(DATA / "mnist", classes=INLIERS, limit_per_class=30)
     test = load_dataset(DATA / "mnist", split="test", limit_per_class=30)

@@ -11,9 +11,9 @@ import torch
 
 import dcgmm
 from dcgmm import DCGMM, GMM, CheckpointError, Folding, TrainConfig, Trainer, load_run
-from dcgmm.checkpoint import load_model
-from dcgmm.cli import main
-from dcgmm.io import CONFIG_FILE
+from dcgmm.cli.main import main
+from dcgmm.io.run_files import CONFIG_FILE
+from dcgmm.training.checkpoint import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

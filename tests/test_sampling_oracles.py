@@ -17,8 +17,7 @@ from scipy.stats import chisquare
 
 from dcgmm import DCGMM
 from dcgmm._numerics import SQRT_PRECISION_UPPER_BOUND
-from dcgmm.layers import GMM, Folding, LinearClassifier
-from dcgmm.sampling import (
+from dcgmm.generation.sampling import (
     SamplingConfig,
     Sharpening,
     class_control,
@@ -26,6 +25,7 @@ from dcgmm.sampling import (
     sharpen,
     sharpening_chain,
 )
+from dcgmm.layers import GMM, Folding, LinearClassifier
 
 N_DRAWS = 20_000
 P_FLOOR = 1e-4

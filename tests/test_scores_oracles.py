@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dcgmm import DCGMM
-from dcgmm.outliers import SCORE_KINDS, position_scores, sample_scores
+from dcgmm.evaluation.outliers import SCORE_KINDS, position_scores, sample_scores
 
 from .reference import naive_fold, naive_log_joint, naive_torus_kernel
 
@@ -83,7 +83,7 @@ def test_the_three_kinds_differ_here_so_a_swap_would_show(model):
 
 
 def test_position_statistics_are_float64_per_position_moments_of_the_chosen_kind(model):
-    from dcgmm.outliers import fit_position_statistics
+    from dcgmm.evaluation.outliers import fit_position_statistics
 
     g = torch.Generator().manual_seed(3)
     base = torch.rand(1, 28, 28, 1, generator=g, dtype=torch.float64) * 0.5
@@ -105,7 +105,7 @@ def test_position_statistics_are_float64_per_position_moments_of_the_chosen_kind
 
 
 def test_a_position_at_the_threshold_is_an_inlier():
-    from dcgmm.outliers import PositionStatistics
+    from dcgmm.evaluation.outliers import PositionStatistics
 
     stats = PositionStatistics(2, "loglik", torch.zeros(1, 2, dtype=torch.float64),
                                torch.ones(1, 2, dtype=torch.float64), 10)  # fmt: skip
@@ -119,7 +119,7 @@ def test_a_position_at_the_threshold_is_an_inlier():
 
 
 def test_to_pixels_averages_the_positions_that_cover_each_pixel():
-    from dcgmm.outliers import to_pixels
+    from dcgmm.evaluation.outliers import to_pixels
 
     net = DCGMM.from_spec("F(2,1)-G(4)-P(2,1)-F(2,1)-G(4)", (5, 5, 1))
     values = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]])  # layer 5 works on a 2x2 grid

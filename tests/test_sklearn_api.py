@@ -14,8 +14,8 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.mixture import GaussianMixture
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from dcgmm.sklearn_api import SGDGaussianMixture
-from dcgmm.watchdog import NumericalError
+from dcgmm.interfaces.sklearn_api import SGDGaussianMixture
+from dcgmm.training.watchdog import NumericalError
 
 # A known 2-D mixture, far from [0, 1] on purpose: the estimator is a generic GMM.
 OFFSET = np.array([10.0, -20.0])
@@ -392,7 +392,8 @@ def test_sample_rejects_a_bad_count(fitted, n_samples):
 
 
 def test_sklearn_not_installed_gives_an_install_hint(monkeypatch):
-    import dcgmm._sklearn as module  # where dcgmm.sklearn_api gets scikit-learn from
+    # where dcgmm.interfaces.sklearn_api gets scikit-learn from
+    import dcgmm.interfaces._sklearn as module
 
     # Execute a fresh copy of the module (not the one the other tests use) with sklearn hidden.
     spec = importlib.util.spec_from_file_location("sklearn_copy", module.__file__)

@@ -7,7 +7,7 @@ import pytest
 
 from benchmarks import stability
 from dcgmm import DCGMM, load_dataset
-from dcgmm.data import Dataset
+from dcgmm.io.data import Dataset
 from dcgmm.spec import PRESETS
 
 

@@ -8,10 +8,10 @@ import sys
 import pytest
 import torch
 
-from dcgmm.checkpoint import load_trainer_state
-from dcgmm.cli import main
-from dcgmm.images import decode_png
-from dcgmm.io import METRICS_FILE
+from dcgmm.cli.main import main
+from dcgmm.io.images import decode_png
+from dcgmm.io.run_files import METRICS_FILE
+from dcgmm.training.checkpoint import load_trainer_state
 
 # 400 digits in batches of 20; a classifier on top; the second GMM layer starts at step 3.
 TRAIN = ["train", "--model", "F(7,7)-G(4)-F(4,1)-G(9)-C(10)", "--data", "mnist", "--limit",
@@ -107,7 +107,7 @@ def test_a_crashed_run_resumes_its_tensorboard_log_without_duplicates(tmp_path):
 def test_monitor_purges_the_steps_a_rollback_redoes(tmp_path):
     pytest.importorskip("tensorboard")
     from dcgmm import DCGMM
-    from dcgmm.monitoring import TensorBoardMonitor
+    from dcgmm.training.monitoring import TensorBoardMonitor
 
     model = DCGMM.from_spec("F(4,2)-G(4)", (6, 6, 1))
     monitor = TensorBoardMonitor(tmp_path, model, image_every=100)
@@ -157,7 +157,7 @@ def test_tensorboard_image_interval_is_checked(tmp_path, capsys):
     )
     assert not run.exists()
     from dcgmm import DCGMM
-    from dcgmm.monitoring import TensorBoardMonitor
+    from dcgmm.training.monitoring import TensorBoardMonitor
 
     with pytest.raises(ValueError, match="image_every must be a positive number of steps; got 0"):
         TensorBoardMonitor(tmp_path, DCGMM.from_spec("F(4,2)-G(4)", (6, 6, 1)), image_every=0)

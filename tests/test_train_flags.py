@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from dcgmm import DCGMM, TrainConfig, Trainer
-from dcgmm.cli import build_parser, main
-from dcgmm.cli_train_flags import DATA_FLAGS, FLAGS_BY_KIND
+from dcgmm.cli.main import build_parser, main
+from dcgmm.cli.train_flags import DATA_FLAGS, FLAGS_BY_KIND
 
 KINDS = {"DCGMM": "F(28,1)-G(4)", "VAE": "gauss-vae", "NSN": "nsn"}
 
@@ -80,7 +80,7 @@ def test_max_minutes_stops_a_dcgmm_with_a_checkpoint_that_resumes(mnist_small, t
     trainer = Trainer(model, TrainConfig(steps=50), train.images, run_dir=tmp_path)
     trainer.run(max_seconds=0.0)  # the budget is spent after the first step
     assert (trainer.step, trainer.stopped_by) == (1, "time")
-    from dcgmm.checkpoint import load_trainer_state
+    from dcgmm.training.checkpoint import load_trainer_state
 
     assert load_trainer_state(tmp_path)["step"] == 1
     trainer.run()

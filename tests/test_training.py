@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from dcgmm import DCGMM, TrainConfig, Trainer, evaluate
-from dcgmm.batch_order import epoch_permutation
-from dcgmm.checkpoint import load_model
-from dcgmm.io import write_config
-from dcgmm.train_config import preset_config
-from dcgmm.watchdog import NumericalError
+from dcgmm.io.run_files import write_config
+from dcgmm.training.batch_order import epoch_permutation
+from dcgmm.training.checkpoint import load_model
+from dcgmm.training.config import preset_config
+from dcgmm.training.watchdog import NumericalError
 
 
 def test_training_on_builtin_mnist_raises_test_loglik(mnist_small):
@@ -207,8 +207,8 @@ def test_a_run_that_ends_mid_annealing_warns_naming_each_layer(mnist_small):
 def test_until_annealed_stops_once_every_layer_settled_at_its_floor(mnist_small, tmp_path):
     import warnings
 
-    from dcgmm.checkpoint import load_trainer_state
     from dcgmm.exceptions import AnnealingWarning
+    from dcgmm.training.checkpoint import load_trainer_state
 
     train, _ = mnist_small
     model = DCGMM.from_spec("F(28,1)-G(4)", (28, 28, 1))
@@ -351,7 +351,7 @@ def test_dtype_uint8_refuses_float_pixels_and_auto_converts_them(tmp_path):
 def test_data_shards_batches_take_an_equal_share_of_every_block(mnist_small):
     """A batch of data_shards = 2 takes half its rows from each half of the data, each
     half shuffled on its own; the blocks are what load_dataset(shard=...) gives a rank."""
-    from dcgmm.data import load_dataset
+    from dcgmm.io.data import load_dataset
 
     train, _ = mnist_small
     images = train.images[:300]

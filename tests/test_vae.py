@@ -295,9 +295,9 @@ def _auc_by_hand(run: Path, inliers: str, outliers: str, limit: int) -> float:
     from sklearn.metrics import roc_auc_score
 
     from dcgmm.baselines.runs import load_baseline
-    from dcgmm.cli_baselines import binarize
-    from dcgmm.data import load_dataset
-    from dcgmm.interface import as_image_model
+    from dcgmm.cli.baselines import binarize
+    from dcgmm.interfaces.image_model import as_image_model
+    from dcgmm.io.data import load_dataset
 
     _, model, config = load_baseline(run)
     adapter, scores = as_image_model(model), []
@@ -315,7 +315,7 @@ def _auc_by_hand(run: Path, inliers: str, outliers: str, limit: int) -> float:
 
 
 def test_cli_trains_samples_inpaints_and_evaluates_baselines(tmp_path, capsys):
-    from dcgmm.cli import main
+    from dcgmm.cli.main import main
 
     for name in ("gauss-vae", "nsn"):
         run = tmp_path / name

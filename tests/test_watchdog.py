@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from dcgmm import DCGMM, TrainConfig, Trainer
-from dcgmm.batch_order import epoch_permutation
-from dcgmm.checkpoint import load_trainer_state, read_checkpoint
-from dcgmm.cli import main
-from dcgmm.io import METRICS_FILE
-from dcgmm.watchdog import NonFinite, NumericalError, diagnose
+from dcgmm.cli.main import main
+from dcgmm.io.run_files import METRICS_FILE
+from dcgmm.training.batch_order import epoch_permutation
+from dcgmm.training.checkpoint import load_trainer_state, read_checkpoint
+from dcgmm.training.watchdog import NonFinite, NumericalError, diagnose
 
 SPEC = "F(4,2)-G(4)-F(4,1)-G(9)"  # layer 2 G(4) on 4x4 positions, layer 4 G(9) on one
 N_IMAGES, BATCH = 100, 10  # 10 steps per epoch
@@ -137,7 +137,7 @@ def test_overflow_with_finite_input_is_named_as_such():
 def test_rollback_recovers_lowers_the_learning_rate_and_skips_the_batch(tmp_path, caplog):
     run = trainer(tmp_path / "a", on_nonfinite="rollback")
     callback = poison(run.model.layers[1], "means", float("nan"), at_steps={7}, once=True)
-    with caplog.at_level(logging.WARNING, logger="dcgmm.training"):
+    with caplog.at_level(logging.WARNING, logger="dcgmm.training.trainer"):
         run.run(callback=callback)
     assert run.step == 20
     assert all(torch.isfinite(p).all() for p in run.model.parameters())

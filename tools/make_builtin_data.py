@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dcgmm.data import read_arrays, select
+from dcgmm.io.data import read_arrays, select
 
 TRAIN_PER_CLASS, TEST_PER_CLASS = 1000, 200
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from dcgmm import load_dataset, load_model
-from dcgmm.io import read_config
+from dcgmm.io.run_files import read_config
 
 
 def per_image_scores(run_dir: str, source: str, layer: int) -> tuple[np.ndarray, np.ndarray]:

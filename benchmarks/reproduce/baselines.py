@@ -3,7 +3,7 @@
     python -m benchmarks.reproduce baselines [--vae-minutes 8] [--nsn-images 2000] [--tiny]
 
 Every model is trained on the training images of classes 1-9 (the outlier protocol of
-Table I) and judged through the common interface of ``dcgmm.interface``:
+Table I) and judged through the common interface of ``dcgmm.interfaces.image_model``:
 
 * outlier AUC: inliers are the test images of classes 1-9, outliers those of class 0; each
   model's ``outlier_score`` (DCGMM: the top GMM layer's exact log-likelihood, mean over
@@ -36,12 +36,12 @@ from dcgmm import load_dataset
 from dcgmm.baselines.nsn import NSN
 from dcgmm.baselines.nsn_layer import GenSettings
 from dcgmm.baselines.vae import DeepLatentGMM
-from dcgmm.data import Dataset
-from dcgmm.images import save_grid
-from dcgmm.inpainting import make_mask
-from dcgmm.interface import ImageModel, as_image_model
-from dcgmm.outliers import roc_auc, roc_curve
-from dcgmm.plots import save_roc
+from dcgmm.evaluation.outliers import roc_auc, roc_curve
+from dcgmm.evaluation.plots import save_roc
+from dcgmm.generation.inpainting import make_mask
+from dcgmm.interfaces.image_model import ImageModel, as_image_model
+from dcgmm.io.data import Dataset
+from dcgmm.io.images import save_grid
 
 NSN_TAUS = (-0.93, 0.75, 0.65)  # those of docs/results/baselines_nsn.md
 N_VALIDATION = 5000
@@ -299,7 +299,7 @@ def write_comparison(result: dict[str, Any], out: Path, command: str, wall: floa
         *header_lines(command, wall),
         "",
         "Every model is trained on the training images of classes 1-9 and judged through",
-        "`dcgmm.interface` (one adapter per model kind; see the docstring of",
+        "`dcgmm.interfaces.image_model` (one adapter per model kind; see the docstring of",
         "`benchmarks/reproduce/baselines.py` for the protocol). The per-model tables with the",
         "papers' own protocols are [baselines_vae.md](baselines_vae.md) (binarised MNIST",
         "likelihoods, kNN) and [baselines_nsn.md](baselines_nsn.md) (filter counts, samples,",

@@ -12,11 +12,11 @@ import torch
 
 import dcgmm
 from dcgmm import DCGMM, TrainConfig, Trainer
-from dcgmm.checkpoint import load_model, save_checkpoint
-from dcgmm.data import Dataset
-from dcgmm.io import read_config, write_config
+from dcgmm.io.data import Dataset
+from dcgmm.io.run_files import read_config, write_config
 from dcgmm.layers.gmm import Objective
-from dcgmm.train_config import PRESET_TRAIN_OVERRIDES, options_for_solver
+from dcgmm.training.checkpoint import load_model, save_checkpoint
+from dcgmm.training.config import PRESET_TRAIN_OVERRIDES, options_for_solver
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"

@@ -38,11 +38,11 @@ from sklearn.exceptions import ConvergenceWarning
 from benchmarks.bench_peers import fit_sklearn_gmm
 from benchmarks.reproduce.common import header_lines, train_run, write_results
 from dcgmm import load_dataset
-from dcgmm.images import save_grid
+from dcgmm.evaluation.outliers import sample_scores
+from dcgmm.generation.sampling import SamplingConfig, sample
+from dcgmm.interfaces.sklearn_api import SGDGaussianMixture
+from dcgmm.io.images import save_grid
 from dcgmm.model import DCGMM
-from dcgmm.outliers import sample_scores
-from dcgmm.sampling import SamplingConfig, sample
-from dcgmm.sklearn_api import SGDGaussianMixture
 
 N_SAMPLES_SHOWN = 24
 # Exact draws from the mixture: pi at the top, full noise, also on capped dimensions.

@@ -26,11 +26,11 @@ from benchmarks.reproduce.common import header_lines, write_results
 from dcgmm import load_dataset
 from dcgmm.baselines.nsn import NSN, PAPER_FILTER_COUNTS
 from dcgmm.baselines.nsn_layer import GenSettings
-from dcgmm.checkpoint import load_model
-from dcgmm.evaluator import load_evaluator, sample_quality
-from dcgmm.images import save_grid
-from dcgmm.inpainting import inpaint, make_mask
-from dcgmm.sampling import SamplingConfig, sample
+from dcgmm.evaluation.judge import load_evaluator, sample_quality
+from dcgmm.generation.inpainting import inpaint, make_mask
+from dcgmm.generation.sampling import SamplingConfig, sample
+from dcgmm.io.images import save_grid
+from dcgmm.training.checkpoint import load_model
 
 GEN = GenSettings(beta=10.0, n_draws=10, alpha=1.0, gamma=0.5)
 N_SAMPLES = 1000

@@ -24,7 +24,7 @@ from benchmarks.reproduce.common import header_lines, write_results
 from benchmarks.reproduce.nsn import fit_nsn, read_olivetti
 from dcgmm.baselines.nsn import NSN, PAPER_FILTER_COUNTS
 from dcgmm.baselines.nsn_layer import GenSettings
-from dcgmm.images import save_grid
+from dcgmm.io.images import save_grid
 from dcgmm.preprocessing import Identity, Preprocessor, ZCAWhitening
 
 N_SHOWN = 8

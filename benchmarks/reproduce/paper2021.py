@@ -29,10 +29,10 @@ from benchmarks.reproduce.common import (
     write_results,
 )
 from dcgmm import load_dataset
-from dcgmm.clustering import clustering_scores
-from dcgmm.images import save_grid
+from dcgmm.evaluation.clustering import clustering_scores
+from dcgmm.generation.sampling import SamplingConfig, sample
+from dcgmm.io.images import save_grid
 from dcgmm.model import DCGMM
-from dcgmm.sampling import SamplingConfig, sample
 
 # (name, spec, what kind, the guess made). F(fy,fx,sy,sx) as in the spec's reading.
 INSTANCES = [

@@ -36,8 +36,8 @@ import torch
 
 from benchmarks.reproduce.common import header_lines, mean_sd, update_summary, write_results
 from dcgmm import load_dataset
-from dcgmm.data import Dataset
-from dcgmm.outliers import roc_auc
+from dcgmm.evaluation.outliers import roc_auc
+from dcgmm.io.data import Dataset
 
 INLIERS = tuple(range(1, 10))
 PUBLISHED = {  # the 2022 paper's Table II

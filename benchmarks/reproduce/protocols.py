@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from dcgmm.spec import PRESETS
-from dcgmm.train_config import PRESET_TRAIN_OVERRIDES
+from dcgmm.training.config import PRESET_TRAIN_OVERRIDES
 
 Protocol = Literal["paper", "recipes"]
 PROTOCOLS: tuple[Protocol, ...] = ("paper", "recipes")

@@ -35,12 +35,18 @@ from benchmarks.reproduce.common import (
 )
 from benchmarks.reproduce.protocols import model_name, outlier_recipe, protocol_solver_pairs
 from dcgmm import load_dataset, load_model
-from dcgmm.clustering import clustering_scores
-from dcgmm.data import Dataset
+from dcgmm.evaluation.clustering import clustering_scores
+from dcgmm.evaluation.outliers import (
+    fit_position_statistics,
+    position_scores,
+    roc_auc,
+    roc_curve,
+    to_pixels,
+)
+from dcgmm.evaluation.plots import save_outlier_maps, save_roc
+from dcgmm.io.data import Dataset
 from dcgmm.model import DCGMM
-from dcgmm.outliers import fit_position_statistics, position_scores, roc_auc, roc_curve, to_pixels
-from dcgmm.plots import save_outlier_maps, save_roc
-from dcgmm.train_config import options_for_solver
+from dcgmm.training.config import options_for_solver
 
 PAPER_TABLE1 = {
     "mnist": {"A": 95.4, "B": 93.3, "C": 94.2, "D": 92.5, "E": 92.8, "F": 84.1, "G": 77.4},

@@ -5,7 +5,7 @@
         [--solvers sgd,em]
 
 Sample quality of class-conditional generation, one DCGMM per class (the paper's
-protocol): an independent CNN evaluator (``dcgmm.evaluator``) trained on the real training
+protocol): an independent CNN evaluator (``dcgmm.evaluation.judge``) trained on the real training
 set classifies 1000 samples per class; we report its accuracy and the Fréchet distance in its
 feature space (not comparable to published FIDs). ``--tiny`` runs everything on a few hundred
 images for a few steps, so that a test can run this script end to end.
@@ -42,17 +42,17 @@ from benchmarks.reproduce.protocols import (
     protocol_solver_pairs,
 )
 from dcgmm import DCGMM, load_dataset
-from dcgmm.checkpoint import load_model
-from dcgmm.evaluator import (
+from dcgmm.evaluation.judge import (
     accuracy,
     load_evaluator,
     sample_quality,
     save_evaluator,
     train_evaluator,
 )
-from dcgmm.images import save_grid
-from dcgmm.sampling import SamplingConfig, sample
-from dcgmm.train_config import options_for_solver
+from dcgmm.generation.sampling import SamplingConfig, sample
+from dcgmm.io.images import save_grid
+from dcgmm.training.checkpoint import load_model
+from dcgmm.training.config import options_for_solver
 
 # 2022 paper, Table III: evaluator accuracy (%) on class-conditional samples.
 PAPER_TABLE3 = {

@@ -31,7 +31,7 @@ from benchmarks.reproduce.common import (
 )
 from benchmarks.reproduce.protocols import CLASSIFIER_B
 from dcgmm import evaluate, load_dataset
-from dcgmm.data import Dataset
+from dcgmm.io.data import Dataset
 from dcgmm.layers import ClassifierFeed
 from dcgmm.model import DCGMM
 from dcgmm.spec import PRESETS

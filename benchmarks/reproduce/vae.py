@@ -23,7 +23,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from benchmarks.reproduce.common import header_lines, write_results
 from dcgmm.baselines.data import BinarySplit, binarized_mnist
 from dcgmm.baselines.vae import DeepLatentGMM, dldpmm, dlgmm, gauss_vae
-from dcgmm.images import save_grid
+from dcgmm.io.images import save_grid
 
 PAPER_NLL = {"DLGMM": 96.50, "DLDPMM": 96.91, "Gauss-VAE": 96.80}
 PAPER_KNN = {"DLGMM": (9.14, 8.38, 8.42), "Gauss-VAE": (28.4, 20.96, 15.33)}

@@ -8,14 +8,14 @@ and ``C(S)`` a classifier. :meth:`dcgmm.DCGMM.from_spec` checks every shape befo
 tensor exists and prints the chain; a spec that does not fit fails with a message that
 points into it. No training here: the figure shows which pixels one position of each GMM
 layer of preset E sees (its receptive field), found by walking a one-hot position map
-down the layers with :func:`dcgmm.outliers.to_pixels`.
+down the layers with :func:`dcgmm.evaluation.outliers.to_pixels`.
 """
 
 import matplotlib.pyplot as plt
 import torch
 
 from dcgmm import DCGMM, PRESETS, SpecError, format_spec, parse_spec
-from dcgmm.outliers import to_pixels
+from dcgmm.evaluation.outliers import to_pixels
 
 for name in ("A", "B", "E"):
     print(

@@ -25,7 +25,7 @@ from dcgmm import (
     load_dataset,
     sample,
 )
-from dcgmm.evaluation import format_scores
+from dcgmm.evaluation.scores import format_scores
 
 train = load_dataset("mnist")  # 10,000 digits, float32 NHWC in [0, 1]
 test = load_dataset("mnist", split="test")

@@ -24,7 +24,7 @@ from dcgmm import (
     load_dataset,
     make_mask,
 )
-from dcgmm.images import masked_view
+from dcgmm.io.images import masked_view
 
 train = load_dataset("mnist")
 test = load_dataset("mnist", split="test")

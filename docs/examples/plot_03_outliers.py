@@ -4,7 +4,7 @@ Outlier detection: ROC curves and outlier maps
 
 The 2022 paper's protocol: train on the digits 1-9, then score test images of 1-9
 (inliers) and of 0 (outliers). A GMM layer scores an image by the mean of its
-per-position log-likelihoods; :func:`dcgmm.outlier_detection.detect_outliers` reports
+per-position log-likelihoods; :func:`dcgmm.evaluation.outlier_detection.detect_outliers` reports
 the ROC AUC of every GMM layer and, following the 2021 paper, flags single positions
 whose log-likelihood lies more than ``c`` training standard deviations below the
 training mean (the outlier maps, spread back onto the pixels they see). The model is the
@@ -17,9 +17,9 @@ import matplotlib.pyplot as plt
 import torch
 
 from dcgmm import DCGMM, TrainConfig, Trainer, load_dataset
-from dcgmm.outlier_detection import detect_outliers
-from dcgmm.outliers import fit_position_statistics, to_pixels
-from dcgmm.plots import overlay
+from dcgmm.evaluation.outlier_detection import detect_outliers
+from dcgmm.evaluation.outliers import fit_position_statistics, to_pixels
+from dcgmm.evaluation.plots import overlay
 
 train = load_dataset("mnist", classes=range(1, 10))
 inliers = load_dataset("mnist", split="test", classes=range(1, 10)).images

@@ -2,7 +2,7 @@
 The scikit-learn estimator beside GaussianMixture
 =================================================
 
-:class:`dcgmm.sklearn_api.SGDGaussianMixture` is one diagonal GMM layer with
+:class:`dcgmm.interfaces.sklearn_api.SGDGaussianMixture` is one diagonal GMM layer with
 scikit-learn's conventions (``fit``, ``partial_fit``, ``score_samples``, ``weights_``,
 ``means_``, ...), trained on mini-batches by stepwise EM. Here it and
 ``sklearn.mixture.GaussianMixture(covariance_type="diag")`` (batch EM) fit the same
@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 from sklearn.mixture import GaussianMixture
 
 from dcgmm import load_dataset
-from dcgmm.sklearn_api import SGDGaussianMixture
+from dcgmm.interfaces.sklearn_api import SGDGaussianMixture
 
 X = (
     load_dataset("mnist", limit=5000).images.reshape(5000, -1).numpy()

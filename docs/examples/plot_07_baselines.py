@@ -23,7 +23,7 @@ import torch
 from dcgmm import DCGMM, as_image_model, load_dataset, load_run, make_mask
 from dcgmm.baselines.nsn import NSN
 from dcgmm.baselines.vae import dlgmm
-from dcgmm.outliers import roc_auc
+from dcgmm.evaluation.outliers import roc_auc
 
 train = load_dataset("mnist", classes=range(1, 10)).images
 inliers = load_dataset("mnist", split="test", classes=range(1, 10)).images

@@ -1,10 +1,7 @@
 """Deep convolutional Gaussian mixture models of images (Gepperth & Pfuelb), in PyTorch."""
 
 from dcgmm._version import __version__
-from dcgmm.annealing import AnnealingConfig, SingleExpSchedule
-from dcgmm.checkpoint import load_model
-from dcgmm.data import Dataset, load_dataset
-from dcgmm.evaluation import Evaluation, LayerScores, evaluate
+from dcgmm.evaluation.scores import Evaluation, LayerScores, evaluate
 from dcgmm.exceptions import (
     CheckpointError,
     DataError,
@@ -12,16 +9,19 @@ from dcgmm.exceptions import (
     OutputError,
     SpecError,
 )
-from dcgmm.inpainting import inpaint, make_mask, variants
-from dcgmm.interface import DensityModel, ImageModel, as_image_model
+from dcgmm.generation.inpainting import inpaint, make_mask, variants
+from dcgmm.generation.sampling import SamplingConfig, Sharpening, sample
+from dcgmm.interfaces.image_model import DensityModel, ImageModel, as_image_model
+from dcgmm.interfaces.runs import Run, load_run
+from dcgmm.io.data import Dataset, load_dataset
 from dcgmm.layers import GMM, Folding, Layer, LinearClassifier, MaxPooling, TrainableLayer
 from dcgmm.model import DCGMM
-from dcgmm.runs import Run, load_run
-from dcgmm.sampling import SamplingConfig, Sharpening, sample
 from dcgmm.spec import PRESETS, format_spec, parse_spec
-from dcgmm.train_config import TrainConfig
-from dcgmm.training import Trainer
-from dcgmm.watchdog import NumericalError
+from dcgmm.training.annealing import AnnealingConfig, SingleExpSchedule
+from dcgmm.training.checkpoint import load_model
+from dcgmm.training.config import TrainConfig
+from dcgmm.training.trainer import Trainer
+from dcgmm.training.watchdog import NumericalError
 
 __all__ = [
     "DCGMM",

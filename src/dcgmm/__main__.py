@@ -2,6 +2,6 @@
 
 import sys
 
-from dcgmm.cli import main
+from dcgmm.cli.main import main
 
 sys.exit(main())

@@ -1,7 +1,7 @@
-"""The baselines behind the common :class:`~dcgmm.interface.ImageModel` interface.
+"""The baselines behind the common :class:`~dcgmm.interfaces.image_model.ImageModel` interface.
 
-:func:`dcgmm.interface.as_image_model` imports this module only when it is handed a baseline,
-so that ``import dcgmm`` loads no baseline.
+:func:`dcgmm.interfaces.image_model.as_image_model` imports this module only when it is
+handed a baseline, so that ``import dcgmm`` loads no baseline.
 """
 
 from typing import Any

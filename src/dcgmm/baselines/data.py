@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from dcgmm.data import load_dataset
+from dcgmm.io.data import load_dataset
 
 __all__ = ["BinarySplit", "binarized_mnist"]
 

@@ -12,7 +12,7 @@ from typing import Any
 from dcgmm.baselines.nsn import NSN
 from dcgmm.baselines.vae import DeepLatentGMM
 from dcgmm.exceptions import CheckpointError
-from dcgmm.io import (
+from dcgmm.io.run_files import (
     CONFIG_FILE,
     MODEL_FILE,
     read_config,

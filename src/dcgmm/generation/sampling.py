@@ -1,0 +1,394 @@
+"""Top-down generation: sampling, class-conditional sampling and sharpening (spec §5, §7).
+
+Everything walks the same way: a control signal enters some layer's output space and every
+layer below turns it into its input space with its ``sample`` (top-down) mode. In-painting
+and variants (:mod:`dcgmm.generation.inpainting`) enter at a GMM layer with its responsibilities.
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from dcgmm.layers import GMM, Folding, Layer, LinearClassifier, MaxPooling
+from dcgmm.model import DCGMM
+from dcgmm.stages import FoldedGMMStage, fuses
+
+__all__ = [
+    "PerLayer",
+    "SamplingConfig",
+    "Sharpening",
+    "SharpeningResult",
+    "class_control",
+    "sample",
+    "sampling_layers",
+    "sharpen",
+    "sharpening_chain",
+    "walk_down",
+]
+
+PerLayer = int | float | Mapping[int, int | float] | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sharpening:
+    r"""Gradient ascent on a folding or pooling layer's top-down output (spec §5).
+
+    After the layer's ``sample`` produced :math:`X_0`, repeat ``iterations`` times: forward
+    :math:`X` up to the target GMM layer and step :math:`X \leftarrow X + rate\,\nabla_X J`
+    with, **per sample**,
+
+    .. math::
+        J = \operatorname{mean}_{positions}(\text{target objective}) -
+            weight \cdot \operatorname{mean}_{elements}((X - X_0)^2).
+
+    Scale: the gradient is that of each sample's own mean (we do not divide by the batch
+    size), so a step does not depend on how many samples are drawn together. The authors'
+    code differentiates the batch mean: their ``rate`` equals ours times the batch size
+    (their 0.1 at batch 100 is our 0.001). Within a sample, the mean over positions still
+    makes per-element gradients small for layers with many positions.
+
+    Attributes
+    ----------
+    iterations : int
+        Ascent steps (papers: 300-1000).
+    rate : float
+        Step size, per sample (see above).
+    weight : float
+        Weight of the pull back towards :math:`X_0` (recipes: 0).
+    target : {"next", "top"}
+        The first GMM layer above the sharpened layer (default, as the authors' recipes),
+        or the top GMM layer. Gradients towards the top must pass through the softmax of
+        every GMM layer in between, which vanish where those responsibilities are saturated
+        (then sharpening leaves the signal as it is).
+    layers : sequence of int, optional
+        1-based indices of the folding/pooling layers to sharpen after; default: all that
+        have a GMM layer above them.
+    """
+
+    iterations: int = 300
+    rate: float = 0.01
+    weight: float = 0.0
+    target: Literal["next", "top"] = "next"
+    layers: Sequence[int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.iterations < 0:
+            raise ValueError(f"iterations must be >= 0; got {self.iterations}")
+        if self.rate <= 0:
+            raise ValueError(f"rate must be positive; got {self.rate}")
+        if self.weight < 0:
+            raise ValueError(f"weight must be >= 0; got {self.weight}")
+        if self.target not in ("top", "next"):
+            raise ValueError(f"target must be 'top' or 'next'; got {self.target!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SamplingConfig:
+    """Knobs of top-down sampling (spec §5).
+
+    ``top_s`` and ``noise_divisor`` take one value for every GMM layer or a mapping from a
+    GMM layer's 1-based index in the spec (as ``dcgmm info`` numbers them) to its value.
+
+    Attributes
+    ----------
+    top_s : int or mapping, optional
+        Keep only the S largest control entries at every GMM position (ties kept).
+    noise_divisor : float or mapping, optional
+        Emit ``mean + noise / (s * divisor)``; ``None`` emits the component means.
+    noise_at_bound : bool
+        Also add noise on dimensions whose precision sits at its upper bound (default False:
+        those are constant background pixels, noise there is only speckle).
+    start : {"uniform", "weights"}
+        Control signal of the top GMM layer: uniform, or its mixing weights pi.
+    mode : {"draw", "mean"}
+        ``draw`` (default) picks one component per position at random; ``mean`` emits the
+        control-weighted average of the component means (after top-S), i.e. each layer's
+        conditional expectation: deterministic, and the squared-error-optimal completion of
+        one GMM layer (use it to in-paint for low MSE; ``draw`` gives sharper pictures).
+    sharpening : Sharpening, optional
+        Gradient ascent after folding/pooling layers; ``None`` (default) does none.
+    """
+
+    top_s: int | Mapping[int, int] | None = None
+    noise_divisor: float | Mapping[int, float] | None = None
+    noise_at_bound: bool = False
+    start: Literal["uniform", "weights"] = "uniform"
+    mode: Literal["draw", "mean"] = "draw"
+    sharpening: Sharpening | None = None
+
+    def __post_init__(self) -> None:
+        for index, s in _values(self.top_s):
+            if s <= 0:
+                raise ValueError(f"top_s must be positive or None; got {s} for layer {index}")
+        for index, d in _values(self.noise_divisor):
+            if d <= 0:
+                raise ValueError(
+                    f"noise_divisor must be positive or None; got {d} for layer {index}"
+                )
+        if self.noise_at_bound and self.noise_divisor is None:
+            raise ValueError(
+                "noise_at_bound=True changes where noise is added, and without noise_divisor "
+                "none is (means only); pass noise_divisor too"
+            )
+        if self.start not in ("uniform", "weights"):
+            raise ValueError(f"start must be 'uniform' or 'weights'; got {self.start!r}")
+        if self.mode not in ("draw", "mean"):
+            raise ValueError(f"mode must be 'draw' or 'mean'; got {self.mode!r}")
+
+    def check_fits(self, model: DCGMM) -> None:
+        """Raise a ValueError if a per-layer setting names a layer that is not a GMM layer."""
+        gmm = {index + 1 for index, _ in model.gmm_layers()}
+        for name, setting in (("top_s", self.top_s), ("noise_divisor", self.noise_divisor)):
+            if not isinstance(setting, Mapping):
+                continue
+            for number in setting:
+                if number in gmm:
+                    continue
+                what = (
+                    f"is {model.layers[number - 1].spec}, not a GMM layer"
+                    if 1 <= number <= len(model.layers)
+                    else "does not exist"
+                )
+                raise ValueError(
+                    f"{name} names layer {number}, which {what} in {model.spec!r}; its GMM "
+                    f"layers are {sorted(gmm)} (1-based, as `dcgmm info` numbers them)"
+                )
+
+    def for_layer(self, index: int) -> tuple[int | None, float | None]:
+        """Return (top_s, noise_divisor) for the layer at 0-based ``index``."""
+        top_s, divisor = _pick(self.top_s, index), _pick(self.noise_divisor, index)
+        return (None if top_s is None else int(top_s)), divisor
+
+
+def _values(setting: PerLayer) -> list[tuple[str, int | float]]:
+    if setting is None:
+        return []
+    if isinstance(setting, Mapping):
+        return [(str(k), v) for k, v in setting.items()]
+    return [("all", setting)]
+
+
+def _pick(setting: PerLayer, index: int) -> int | float | None:
+    if isinstance(setting, Mapping):
+        return setting.get(index + 1)
+    return setting
+
+
+def sampling_layers(model: DCGMM) -> list[Layer]:
+    """Return the model's layers without a classifier on top (sampling starts below it)."""
+    layers: list[Layer] = list(model.layers)  # type: ignore[arg-type]
+    while layers and isinstance(layers[-1], LinearClassifier):
+        layers.pop()
+    if not layers or not isinstance(layers[-1], GMM):
+        raise ValueError(f"model {model.spec!r} has no GMM layer on top to start sampling from")
+    return layers
+
+
+def sample(
+    model: DCGMM,
+    n: int,
+    *,
+    classes: Tensor | Sequence[int] | None = None,
+    config: SamplingConfig | None = None,
+    generator: torch.Generator | None = None,
+    clip: bool = True,
+) -> Tensor:
+    """Draw ``n`` images from a DCGMM by top-down sampling.
+
+    Unconditional sampling starts at the highest GMM layer with a uniform control signal or
+    its mixing weights. With ``classes`` it starts at the classifier layer: a soft one-hot
+    target per sample (0.95 on the class) is inverted into a non-negative control signal for
+    the GMM layer below (spec §7).
+
+    Parameters
+    ----------
+    model : DCGMM
+        A trained model.
+    n : int
+        Number of images.
+    classes : tensor or sequence of int, optional
+        One class per image (length ``n``); needs a classifier layer.
+    config : SamplingConfig, optional
+        Knobs; the default takes every component mean as is.
+    generator : torch.Generator, optional
+        Seed it for reproducible samples.
+    clip : bool
+        Clip the images to [0, 1].
+
+    Returns
+    -------
+    Tensor, shape (n, H, W, C)
+    """
+    with torch.no_grad():
+        if n <= 0:
+            raise ValueError(f"n must be a positive number of samples; got {n}")
+        config = config or SamplingConfig()
+        config.check_fits(model)
+        layers = sampling_layers(model)
+        top = layers[-1]
+        assert isinstance(top, GMM)
+        h, w, k = top.out_shape
+        param = top.logits
+        if classes is not None:
+            control = class_control(model, classes, n)
+        elif config.start == "weights":
+            control = top.weights.expand(n, h, w, k).to(param.dtype)
+        else:
+            control = param.new_ones(n, h, w, k)
+        x = walk_down(layers, len(layers) - 1, control, config, generator)
+        return x.clamp(0.0, 1.0) if clip else x
+
+
+def class_control(model: DCGMM, classes: Tensor | Sequence[int], n: int) -> Tensor:
+    """Return the classifier inversion of soft one-hot targets: the top GMM layer's control."""
+    with torch.no_grad():
+        classifier = model.classifier
+        if classifier is None:
+            raise ValueError(
+                f"class-conditional sampling needs a classifier layer; model {model.spec!r} has "
+                "none (train a spec ending in C(n_classes) with labels)"
+            )
+        device = classifier.weight.device
+        labels = torch.as_tensor(classes, dtype=torch.long, device=device).reshape(-1)
+        if labels.shape[0] != n:
+            raise ValueError(f"need one class per sample: n={n}, got {labels.shape[0]} classes")
+        bad = labels[(labels < 0) | (labels >= classifier.n_classes)]
+        if bad.numel():
+            raise ValueError(
+                f"classes must lie in [0, {classifier.n_classes - 1}] (the classifier layer of "
+                f"{model.spec} has {classifier.n_classes} classes); got {sorted(set(bad.tolist()))}"
+            )
+        target = LinearClassifier.soft_one_hot(
+            labels, classifier.n_classes, dtype=classifier.weight.dtype
+        )
+        return classifier.sample(target)
+
+
+def walk_down(
+    layers: Sequence[Layer],
+    start: int,
+    control: Tensor,
+    config: SamplingConfig,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """Turn ``control`` (the output space of ``layers[start]``) into an input-space tensor.
+
+    Every layer from ``start`` down calls its ``sample``; GMM layers get their per-layer
+    knobs, folding and pooling layers are followed by sharpening where configured.
+    """
+    x = control
+    for index in reversed(range(start + 1)):
+        layer = layers[index]
+        if isinstance(layer, GMM):
+            top_s, divisor = config.for_layer(index)
+            x = layer.sample(
+                x,
+                generator=generator,
+                top_s=top_s,
+                noise_divisor=divisor,
+                noise_at_bound=config.noise_at_bound,
+                expected=config.mode == "mean",
+            )
+            continue
+        x = layer.sample(x, generator=generator)
+        chain = sharpening_chain(layers, index, config.sharpening)
+        if chain:
+            assert config.sharpening is not None
+            x = sharpen(chain, x, config.sharpening).values
+    return x
+
+
+def sharpening_chain(layers: Sequence[Layer], index: int, config: Sharpening | None) -> list[Layer]:
+    """Return the layers from ``index`` up to the sharpening target, or [] for none."""
+    if config is None or config.iterations == 0:
+        return []
+    if not isinstance(layers[index], Folding | MaxPooling):
+        return []
+    if config.layers is not None and index + 1 not in config.layers:
+        return []
+    above = [i for i in range(index + 1, len(layers)) if isinstance(layers[i], GMM)]
+    if not above:
+        return []
+    target = above[0] if config.target == "next" else above[-1]
+    return list(layers[index : target + 1])
+
+
+@dataclass(frozen=True)
+class SharpeningResult:
+    """The sharpened tensor and the per-sample objective after every iteration."""
+
+    values: Tensor
+    trace: Tensor  # (iterations + 1, N): J before the first step, then after each
+
+
+def sharpen(chain: Sequence[Layer], x0: Tensor, config: Sharpening) -> SharpeningResult:
+    """Run :class:`Sharpening` ascent on ``x0``, the input of ``chain[0]``.
+
+    ``chain`` runs bottom-up from the sharpened layer to the target GMM layer (its last).
+    A step that would lower a sample's objective is undone and that sample's step size is
+    halved (the max over components is not smooth, a fixed step can overshoot), so every
+    sample's objective never decreases over the iterations.
+    """
+    target = chain[-1]
+    assert isinstance(target, GMM)
+    params = [p for layer in chain for p in layer.parameters()]
+    saved = [p.requires_grad for p in params]
+    for p in params:  # gradients w.r.t. the signal only
+        p.requires_grad_(False)
+    shape = (-1,) + (1,) * (x0.dim() - 1)
+    try:
+        with torch.enable_grad():
+            best = x0.detach().clone()
+            best_value, best_grad = _objective_and_grad(chain, best, x0, config)
+            rate = torch.full_like(best_value, config.rate)
+            trace = [best_value]
+            for _ in range(config.iterations):
+                candidate = torch.addcmul(best, rate.view(shape), best_grad)
+                value, grad = _objective_and_grad(chain, candidate, x0, config)
+                better = value >= best_value
+                if bool(better.all()):  # the usual case: no pass to merge the old and new
+                    best, best_grad, best_value = candidate, grad, value
+                else:
+                    keep = better.view(shape)
+                    best = torch.where(keep, candidate, best)
+                    best_grad = torch.where(keep, grad, best_grad)
+                    best_value = torch.where(better, value, best_value)
+                    rate = torch.where(better, rate, rate / 2)
+                trace.append(best_value)
+    finally:
+        for p, flag in zip(params, saved, strict=True):
+            p.requires_grad_(flag)
+    return SharpeningResult(best.detach(), torch.stack(trace))
+
+
+def _objective_and_grad(
+    chain: Sequence[Layer], x: Tensor, x0: Tensor, config: Sharpening
+) -> tuple[Tensor, Tensor]:
+    """Return the per-sample objective J at ``x`` and its gradient (see Sharpening).
+
+    A folding and the shared GMM layer right above it (the usual chain) take the fused
+    convolution and its closed-form input gradient (:meth:`FoldedGMMStage.objective_and_input_
+    gradient`); other chains go through autograd.
+    """
+    target = chain[-1]
+    assert isinstance(target, GMM)
+    shared = not target.independent
+    if len(chain) == 2 and isinstance(chain[0], Folding) and shared and fuses(chain[0], target):
+        objective, grad = FoldedGMMStage(chain[0], target, 1).objective_and_input_gradient(x)
+    else:
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            h = xg
+            for layer in chain[:-1]:
+                h = layer(h)
+            value = target.objective_map(target.log_joint(h)).flatten(1).mean(1)
+            (grad,) = torch.autograd.grad(value.sum(), xg)
+        objective = value.detach()
+    if config.weight:  # - w mean((x - x0)^2) per sample, gradient -2 w (x - x0) / elements
+        diff = x.detach() - x0
+        objective = objective - config.weight * diff.square().flatten(1).mean(1)
+        grad = grad - (2 * config.weight / diff[0].numel()) * diff
+    return objective, grad

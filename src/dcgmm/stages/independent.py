@@ -1,0 +1,222 @@
+r"""An independent GMM layer (one mixture per position) and the folding below it, as one stage.
+
+Every position :math:`l` has its own filters :math:`W_l = [-\tfrac12 P_l, \mu_l P_l]` (K, 2D),
+so the log-joints of all positions are one grouped matrix product,
+
+.. math::
+    \ell_{l,:,n} = W_l \begin{bmatrix} x_{ln}^2 \\ x_{ln} \end{bmatrix} + b_l .
+
+The windows are cut once, squared beside themselves, into a channel-major, batch-last layout
+(L, 2D, N). In that layout the product is, on the CPU, one oneDNN grouped 1x1 convolution
+(the positions are the groups, the batch is the width), which runs the recipes' preset E
+second layer 2-3x faster than MKL's batched products of the (L, N, 2D) layout did
+(``python -m benchmarks.bench_independent``, ``docs/speed_independent.md``); elsewhere (GPUs,
+float64) it is one batched product. The statistics :math:`R_l^\top [x^2, x]` are that
+product's weight gradient (:func:`grouped_statistics`), reading the windows as they lie.
+Segment sums by winner (the hard
+objectives' gradient rows are kernel rows) were slower here: torch's CPU scatter along the
+batch axis serialises on the repeated winners (26 ms against 13 ms for the product, preset E's
+second layer, one thread).
+"""
+
+import torch
+from torch import Tensor
+
+from dcgmm._numerics import LOG_2PI
+from dcgmm.layers import GMM, Folding, GMMScores
+from dcgmm.layers import gmm_gradients as grads
+from dcgmm.stages.gmm import GMMStage
+
+__all__ = ["IndependentGMMStage", "grouped_products", "grouped_statistics"]
+
+
+# Windows of fewer values per position than this run faster through MKL's batched products
+# (measured for 2D = 18: forward 1.3 vs 1.7 ms, statistics 2.8 vs 6.6 ms; for 2D = 128 oneDNN
+# wins, 2.5 vs 3.2 ms for the statistics; one thread).
+_ONEDNN_MIN_CHANNELS = 64
+
+
+def _onednn_applies(features: Tensor) -> bool:
+    return bool(
+        features.shape[1] >= _ONEDNN_MIN_CHANNELS
+        and features.device.type == "cpu"
+        and features.dtype == torch.float32
+        and torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
+        and torch.backends.mkldnn.enabled
+    )
+
+
+def grouped_products(weight: Tensor, bias: Tensor, features: Tensor) -> Tensor:
+    """Return ``weight[l] @ features[l] + bias[l, :, None]`` for every position l, batch first.
+
+    Parameters
+    ----------
+    weight : Tensor, shape (L, K, C), contiguous
+    bias : Tensor, shape (L, K)
+    features : Tensor, shape (L, C, N), contiguous
+
+    Returns
+    -------
+    Tensor, shape (N, L, K), contiguous
+        The layout of the next layer's input.
+
+    On the CPU in float32, for wide windows, this is oneDNN's grouped 1x1 convolution, called
+    directly: ``F.conv2d`` sends a single-threaded 1x1 convolution of a batch of one to its
+    own slower kernel instead. Otherwise one batched product in the (L, N, K) orientation,
+    whose copy to (N, L, K) moves runs of K values (0.2 ms for preset E's first layer, where
+    the (L, K, N) orientation's took 1.8 ms).
+    """
+    positions, k, channels = weight.shape
+    n = features.shape[-1]
+    if _onednn_applies(features):
+        out = torch.mkldnn_convolution(
+            features.view(1, positions * channels, 1, n),
+            weight.view(positions * k, channels, 1, 1),
+            bias.reshape(-1).contiguous(),
+            [0, 0], [1, 1], [1, 1], positions,
+        )  # fmt: skip
+        return out.view(positions, k, n).permute(2, 0, 1).contiguous()
+    per_position = torch.baddbmm(
+        bias.unsqueeze(1), features.transpose(1, 2), weight.transpose(1, 2)
+    )
+    return per_position.transpose(0, 1).contiguous()
+
+
+def grouped_statistics(d_out: Tensor, features: Tensor) -> Tensor:
+    """Return ``d_out[l] @ features[l].T`` for every position l: (L, K, C).
+
+    The weight gradient of :func:`grouped_products`, given its output gradient ``d_out``
+    (L, K, N) and its ``features`` (L, C, N). On the CPU in float32 it is oneDNN's
+    (measured 8.0 against 10.8 ms for MKL's batched product on preset E's second independent
+    layer, one thread); the convolution is given a dilation of 2 along its height of one,
+    which changes nothing in the result but keeps ``convolution_backward`` from choosing its
+    own 1x1 kernel over oneDNN when single-threaded.
+    """
+    positions, k, n = d_out.shape
+    channels = features.shape[1]
+    if _onednn_applies(features):
+        _, d_weight, _ = torch.ops.aten.convolution_backward(
+            d_out.contiguous().view(1, positions * k, 1, n),
+            features.view(1, positions * channels, 1, n),
+            features.new_empty(positions * k, channels, 1, 1),  # only its shape is read
+            None, [1, 1], [0, 0], [2, 1], False, [0, 0], positions, [False, True, False],
+        )  # fmt: skip
+        return d_weight.view(positions, k, channels)
+    return torch.bmm(d_out, features.transpose(1, 2))  # MKL reads the transposed view
+
+
+class IndependentGMMStage(GMMStage):
+    """An independent GMM layer with the folding below it, if any (see the module docstring)."""
+
+    def __init__(self, folding: Folding | None, gmm: GMM, index: int) -> None:
+        if not gmm.independent:
+            raise ValueError("IndependentGMMStage runs an independent GMM layer")
+        super().__init__(gmm, index)
+        self.folding = folding
+
+    def _windows(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        folding = self.folding  # without one, the windows are single positions
+        return ((1, 1), (1, 1)) if folding is None else (folding.patch_size, folding.stride)
+
+    def _features(self, h: Tensor) -> Tensor:
+        """Return ``[x^2, x]`` of every position's window, batch last: shape (L, 2D, N).
+
+        The (N, H, W, C) input is made batch-last once, its square beside it, so that the
+        one copy that cuts the windows moves runs of N contiguous values.
+        """
+        n, height, width, c = h.shape
+        maps = h.new_empty(2, height, width, c, n)  # [h^2, h], batch last
+        maps[1].copy_(h.permute(1, 2, 3, 0))
+        torch.mul(maps[1], maps[1], out=maps[0])
+        return self._cut(maps)
+
+    def _cut(self, maps: Tensor) -> Tensor:
+        """Cut the windows of M batch-last maps (M, H, W, C, N) into (L, M * D, N)."""
+        (fy, fx), (sy, sx) = self._windows()
+        m, _, _, c, n = maps.shape
+        windows = maps.unfold(1, fy, sy).unfold(2, fx, sx)  # (M, Ho, Wo, C, N, fy, fx), a view
+        ho, wo = windows.shape[1], windows.shape[2]
+        features = maps.new_empty(ho, wo, m, fy, fx, c, n)
+        features.copy_(windows.permute(1, 2, 0, 5, 6, 3, 4))  # the folding's (dy, dx, c) order
+        return features.view(ho * wo, m * fy * fx * c, n)
+
+    def _weight_and_bias(self) -> tuple[Tensor, Tensor]:
+        """Return ``W = [-P/2, mu P]`` as (L, K, 2D) and the bias (L, K)."""
+        gmm = self.layer
+        ho, wo, k, dim = gmm.means.shape
+        means, sqrt_prec = gmm.means.detach(), gmm.sqrt_precisions.detach()
+        weight = means.new_empty(ho, wo, k, 2 * dim)
+        square, linear = weight[..., :dim], weight[..., dim:]
+        torch.mul(sqrt_prec, sqrt_prec, out=linear)  # P, then mu P in place
+        torch.mul(linear, -0.5, out=square)
+        linear.mul_(means)
+        bias = (
+            sqrt_prec.log().sum(-1)
+            - 0.5 * (means * linear).sum(-1)
+            - 0.5 * dim * LOG_2PI
+            + torch.log_softmax(gmm.logits.detach(), dim=-1)
+        )  # (Ho, Wo, K)
+        return weight.view(ho * wo, k, 2 * dim), bias.reshape(ho * wo, k)
+
+    def _log_joint(self, features: Tensor) -> Tensor:
+        """Return the log-joints (N, Ho, Wo, K), contiguous, of :meth:`_features`' output."""
+        ho, wo = self.layer.input_shape[:2]
+        batch_first = grouped_products(*self._weight_and_bias(), features)  # (N, L, K)
+        return batch_first.view(batch_first.shape[0], ho, wo, batch_first.shape[2])
+
+    def log_joint_observed(self, h: Tensor, observed: Tensor) -> Tensor:
+        r"""Return the log-joints (N, Ho, Wo, K) with the unobserved entries marginalised.
+
+        As :meth:`dcgmm.stages.folded.FoldedGMMStage.log_joint_observed`: one grouped product
+        of the windows of :math:`[o h^2, o h, o]` (``h`` 0 where the mask :math:`o` is) with
+        :math:`[-\tfrac12 P_l, \mu_l P_l, \log s_l - \tfrac12 \mu_l^2 P_l
+        - \tfrac12 \log 2\pi]`, plus :math:`\log \pi_l`.
+        """
+        with torch.no_grad():
+            gmm = self.layer
+            ho, wo, k, dim = gmm.means.shape
+            n, height, width, c = h.shape
+            maps = h.new_empty(3, height, width, c, n)  # [o h^2, o h, o], batch last
+            maps[2].copy_(observed.permute(1, 2, 3, 0))
+            torch.mul(maps[2], h.permute(1, 2, 3, 0), out=maps[1])
+            torch.mul(maps[1], h.permute(1, 2, 3, 0), out=maps[0])
+            parts, bias = self._observed_filters()
+            weight = torch.cat(parts, dim=-1)
+            batch_first = grouped_products(
+                weight.reshape(ho * wo, k, 3 * dim), bias.reshape(ho * wo, k), self._cut(maps)
+            )
+            return batch_first.view(n, ho, wo, k)
+
+    def log_joint(self, h: Tensor) -> Tensor:
+        """Return the GMM layer's log-joints (N, Ho, Wo, K) for the stage's input ``h``."""
+        with torch.no_grad():
+            return self._log_joint(self._features(h))
+
+    def forward(self, h: Tensor) -> Tensor:
+        """Return the responsibilities (the GMM layer's output)."""
+        return torch.softmax(self.log_joint(h), dim=-1)
+
+    def scores(self, h: Tensor) -> tuple[Tensor, GMMScores]:
+        """Return the responsibilities and the GMM layer's density scores (one pass)."""
+        log_joint = self.log_joint(h)
+        return torch.softmax(log_joint, dim=-1), self.layer.scores_from_log_joint(log_joint)
+
+    def objective_and_statistics(self, h: Tensor) -> tuple[Tensor, Tensor, grads.Statistics]:
+        """Return (responsibilities, mean objective, the batch's sufficient statistics)."""
+        with torch.no_grad():
+            gmm = self.layer
+            ho, wo, k, dim = gmm.means.shape
+            features = self._features(h)  # (L, 2D, N)
+            log_joint = self._log_joint(features)  # (N, Ho, Wo, K)
+            resp = torch.softmax(log_joint, dim=-1)
+            kernel = gmm.annealing_kernel(log_joint.dtype, log_joint.device)
+            objective = grads.objective_gradient(log_joint, gmm.objective, kernel, resp)
+            n = log_joint.shape[0]
+            d_log_joint = objective.d_log_joint.reshape(n, ho * wo, k).permute(1, 2, 0)
+            per_component = grouped_statistics(d_log_joint, features)  # (L, K, 2D): [B, A]
+            stats = grads.Statistics(
+                d_log_joint.sum(2).reshape(ho, wo, k),
+                per_component[..., dim:].reshape(ho, wo, k, dim),  # A = R^T x
+                per_component[..., :dim].reshape(ho, wo, k, dim),  # B = R^T x^2
+            )
+            return resp, objective.values.mean(), stats
