@@ -144,9 +144,9 @@ def run_one(
         "heldout": heldout_rows,
         "numerical_warnings": [str(w.message) for w in caught if w.category is NumericalWarning],
         "final_objective": {
-            str(layer["index"]): layer["objective"] for layer in (final["layers"] if final else [])
+            str(layer.index): layer.value for layer in (final.layers if final else ())
         },
-        "final_step_logged": final["step"] if final else None,
+        "final_step_logged": final.step if final else None,
         "train_seconds": round(train_seconds, 2),
     }
 

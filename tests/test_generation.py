@@ -180,17 +180,6 @@ def test_marginalised_inpainting_ignores_the_hidden_values(tiny_model, mnist_sma
     torch.testing.assert_close(dark, bright)
 
 
-def test_missing_mask_moves_through_folding_and_pooling():
-    from dcgmm.generation.inpainting import propagate_missing
-    from dcgmm.layers import MaxPooling
-
-    missing = torch.zeros(1, 4, 4, 1, dtype=torch.bool)
-    missing[0, :2, :2] = True  # the top-left 2x2 window is fully hidden
-    missing[0, 2, 2] = True  # one pixel of the bottom-right window
-    pooled = propagate_missing(MaxPooling((4, 4, 1), 2, 2), missing)
-    assert pooled[0, :, :, 0].tolist() == [[True, False], [False, False]]
-
-
 def test_variants_have_the_input_shape(tiny_model, mnist_small):
     _, test = mnist_small
     out = variants(tiny_model, test.images[:4], generator=torch.Generator().manual_seed(0))

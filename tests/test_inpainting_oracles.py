@@ -294,13 +294,12 @@ def test_inpainting_layers_are_named_as_dcgmm_info_numbers_them(generator):
 
 
 def test_a_gmm_position_is_missing_only_when_all_its_entries_are():
-    from dcgmm.generation.inpainting import propagate_missing
     from dcgmm.layers import GMM
 
     missing = torch.zeros(1, 2, 2, 3, dtype=torch.bool)
     missing[0, 0, 0] = True  # all three entries
     missing[0, 0, 1, :2] = True  # two of three
-    out = propagate_missing(GMM((2, 2, 3), 4), missing)
+    out = GMM((2, 2, 3), 4).propagate_missing(missing)
     assert out.shape == (1, 2, 2, 4)
     assert out[0, :, :, 0].tolist() == [[True, False], [False, False]]
     assert bool((out == out[..., :1]).all())  # the same for every component
@@ -410,3 +409,17 @@ def test_fused_upward_pass_in_float32_within_rounding_of_float64():
     reference = model.double()
     expected = upward_with_missing(sampling_layers(reference), 3, known.double(), missing)
     torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_pooling_and_folding_move_the_missing_mask_as_their_windows_say():
+    from dcgmm.layers import Folding, MaxPooling
+
+    missing = torch.zeros(1, 4, 4, 1, dtype=torch.bool)
+    missing[0, :2, :2] = True  # the whole top-left 2x2 window
+    missing[0, 2, 2] = True  # one entry of the bottom-right window
+    pooled = MaxPooling((4, 4, 1), 2, 2).propagate_missing(missing)
+    assert pooled[0, :, :, 0].tolist() == [[True, False], [False, False]]  # any observed: observed
+    folded = Folding((4, 4, 1), (2, 2), (2, 2)).propagate_missing(missing)
+    assert folded.shape == (1, 2, 2, 4)
+    assert folded[0, 0, 0].tolist() == [True] * 4  # entries are copied, one by one
+    assert folded[0, 1, 1].tolist() == [True, False, False, False]

@@ -1,6 +1,7 @@
-"""Every option of `dcgmm sample` and `dcgmm inpaint`, on a DCGMM run and on a baseline run,
-either changes what the command writes or is refused with exit status 2: none is accepted and
-then ignored. (`dcgmm train`'s options are walked in tests/test_train_flags.py.)"""
+"""Every option of `dcgmm sample`, `inpaint`, `eval` and `outliers`, on a DCGMM run and on a
+baseline run, either changes what the command writes or prints, or is refused with exit status
+2: none is accepted and then ignored. (`dcgmm train`'s options are walked in
+tests/test_train_flags.py.)"""
 
 import argparse
 import hashlib
@@ -39,7 +40,35 @@ VALUES = {
         **SAMPLING,
     },
 }
-REQUIRED = {"sample": ["-n", "4"], "inpaint": ["--data", "mnist", "--limit", "4"]}
+VALUES["eval"] = {
+    "split": ["--split", "train"],
+    "classes": ["--classes", "1"],
+    "limit_per_class": ["--limit-per-class", "2"],
+    "limit": ["--limit", "20"],
+    "json": ["--json"],
+    "clustering": ["--clustering", "20"],
+    "is_samples": ["--is-samples", "3"],
+}
+VALUES["outliers"] = {
+    "inliers": ["--inliers", "mnist:1-5"],
+    "outliers": ["--outliers", "mnist:6"],
+    "split": ["--split", "train"],
+    "limit": ["--limit", "20"],
+    "layer": ["--layer", "2"],  # GMM layers are 2 and 4 (as `dcgmm info` numbers them)
+    "kind": ["--kind", "max_component"],
+    "map_layer": ["--map-layer", "4"],
+    "c": ["--c", "0.5"],
+    "stats_limit": ["--stats-limit", "50"],
+    "n_maps": ["--n-maps", "3"],
+    "all_layers": ["--all-layers"],
+}
+REQUIRED = {
+    "sample": ["-n", "4"],
+    "inpaint": ["--data", "mnist", "--limit", "4"],
+    "eval": ["--limit", "30"],
+    "outliers": ["--inliers", "mnist:1-9", "--outliers", "mnist:0", "--limit", "30"],
+}
+OUT = {"sample": "out.png", "inpaint": "out.png", "outliers": "report", "eval": None}
 # Options with no other value to try on this machine (cpu is the only device in CI).
 UNWALKED = {"help", "run_dir", "out", "data", "device"}
 
@@ -68,13 +97,21 @@ def runs(tmp_path_factory):
 
 
 def written(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
-def run_in(folder: Path, argv: list[str]) -> tuple[int, dict[str, str]]:
+def run_in(folder: Path, argv: list[str], capsys) -> tuple[int, dict[str, str], str]:
+    """Run a command writing under ``folder``: its status, files and print, and its stderr."""
     folder.mkdir()
-    status = main([*argv, "--out", str(folder / "out.png")])
-    return status, written(folder)
+    out = OUT[argv[0]]
+    status = main([*argv, "--out", str(folder / out)] if out else argv)
+    captured = capsys.readouterr()
+    printed = captured.out.replace(str(folder), "<folder>")  # the folders' names differ
+    return status, written(folder) | {"<stdout>": printed}, captured.err
 
 
 @pytest.mark.parametrize("kind", ["dcgmm", "vae"])
@@ -85,11 +122,9 @@ def test_an_option_changes_the_output_or_is_refused(runs, tmp_path, monkeypatch,
                                                     command, dest):  # fmt: skip
     monkeypatch.chdir(tmp_path)  # --npy writes here
     base = [command, str(runs / kind), *REQUIRED[command]]
-    status, plain = run_in(tmp_path / "plain", base)
+    status, plain, _ = run_in(tmp_path / "plain", base, capsys)
     assert status == 0
-    capsys.readouterr()
-    status, changed = run_in(tmp_path / "changed", [*base, *VALUES[command][dest]])
-    err = capsys.readouterr().err
+    status, changed, err = run_in(tmp_path / "changed", [*base, *VALUES[command][dest]], capsys)
     if status == 2:
         assert "error:" in err
         assert len(err.strip().splitlines()) == 1, err

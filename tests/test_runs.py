@@ -10,8 +10,19 @@ import pytest
 import torch
 
 import dcgmm
-from dcgmm import DCGMM, GMM, CheckpointError, Folding, TrainConfig, Trainer, load_run
+from dcgmm import (
+    DCGMM,
+    GMM,
+    CheckpointError,
+    Folding,
+    SamplingConfig,
+    TrainConfig,
+    Trainer,
+    load_dataset,
+    load_run,
+)
 from dcgmm.cli.main import main
+from dcgmm.interfaces.run_outliers import run_outliers
 from dcgmm.io.run_files import CONFIG_FILE
 from dcgmm.training.checkpoint import load_model
 
@@ -107,6 +118,43 @@ def test_load_run_returns_a_baseline_behind_the_common_interface(tmp_path, model
     drawn = run.model.sample(3, generator=torch.Generator().manual_seed(0))
     assert drawn.shape == (3, 28, 28, 1)
     assert run.model.outlier_score(drawn).shape == (3,)
+    # What the commands call: the same on every run, options as the model takes them.
+    images = load_dataset("mnist", split="test", limit=40).images
+    x = run.prepare(images)
+    binary = bool(((x == 0) | (x == 1)).all())
+    assert binary == (model != "nsn")  # a VAE sees binarised images, as it trained
+    report = run.evaluate(x)
+    assert report.to_dict()["n_samples"] == 40
+    assert str(report)
+    assert run.accepts("sample") == frozenset()
+    with pytest.raises(TypeError, match=r"sample of a .* run takes no options; got config"):
+        run.sample(2, config=SamplingConfig())
+    result = run_outliers(run, x[:20], x[20:])
+    assert 0.0 <= result.auc <= 1.0
+    assert result.summary()
+    with pytest.raises(TypeError, match="got kind"):
+        run_outliers(run, x[:20], x[20:], kind="max_component")
+
+
+def test_load_run_of_a_dcgmm_takes_the_dcgmm_options(tmp_path):
+    train = load_dataset("mnist", limit=200)
+    model = DCGMM.from_spec("F(7,7)-G(4)-F(4,1)-G(4)", (28, 28, 1),
+                            generator=torch.Generator().manual_seed(0))  # fmt: skip
+    Trainer(model, TrainConfig(steps=20, batch_size=50), train.images, run_dir=tmp_path).run()
+    run = load_run(tmp_path)
+    assert run.name == model.spec
+    assert run.accepts("sample") == {"config", "classes"}
+    x = run.prepare(load_dataset("mnist", split="test", limit=40).images)
+    assert "clustering" not in run.evaluate(x).to_dict()  # only when asked for
+    top1 = SamplingConfig(top_s=1)
+    drawn = run.sample(4, config=top1, generator=torch.Generator().manual_seed(0))
+    again = run.sample(4, config=top1, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(drawn, again)
+    result = run_outliers(run, x[:20], x[20:], stats_data="mnist", stats_limit=100, layer=2)
+    assert result.report.layer == 2
+    assert set(result.report.auc_per_layer) == {2, 4}
+    with pytest.raises(ValueError, match="GMM layer"):
+        run_outliers(run, x[:20], x[20:], stats_data="mnist", layer=3)  # a folding layer
 
 
 def test_import_dcgmm_loads_no_baseline():

@@ -107,15 +107,16 @@ def test_a_crashed_run_resumes_its_tensorboard_log_without_duplicates(tmp_path):
 def test_monitor_purges_the_steps_a_rollback_redoes(tmp_path):
     pytest.importorskip("tensorboard")
     from dcgmm import DCGMM
+    from dcgmm.training.metrics import LayerMetrics, TrainingMetrics
     from dcgmm.training.monitoring import TensorBoardMonitor
 
     model = DCGMM.from_spec("F(4,2)-G(4)", (6, 6, 1))
     monitor = TensorBoardMonitor(tmp_path, model, image_every=100)
 
-    def record(step, loss):
-        layer = {"index": 2, "spec": "G(4)", "objective": loss, "lr": 0.01, "sigma_som": 1.0,
-                 "n_reductions": 0}  # fmt: skip
-        return {"step": step, "epoch": step / 10, "layers": [layer], "classifier_accuracy": None}
+    def record(step, objective):
+        layer = LayerMetrics(2, "G(4)", True, objective=objective, lr=0.01, sigma_som=1.0,
+                             n_reductions=0)  # fmt: skip
+        return TrainingMetrics(step, step / 10, (layer,), None)
 
     for step in range(1, 9):
         monitor(step, 10, record(step, float(step)))

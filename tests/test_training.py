@@ -296,10 +296,10 @@ def test_logged_objectives_are_means_of_the_steps_and_windows_have_the_set_lengt
 
     fine, fine_trainer = run(1)
     coarse, _ = run(4)
-    assert [r["step"] for r in coarse] == [4, 8, 12]
+    assert [r.step for r in coarse] == [4, 8, 12]
     for k, record in enumerate(coarse):
-        steps = [r["layers"][0]["objective"] for r in fine[4 * k : 4 * k + 4]]
-        assert record["layers"][0]["objective"] == pytest.approx(sum(steps) / 4, rel=1e-12)
+        steps = [r.layers[0].objective for r in fine[4 * k : 4 * k + 4]]
+        assert record.layers[0].objective == pytest.approx(sum(steps) / 4, rel=1e-12)
     assert fine_trainer.schedules[1].n_windows == 12 // 3
 
 
@@ -373,3 +373,25 @@ def test_data_shards_batches_take_an_equal_share_of_every_block(mnist_small):
         TrainConfig(steps=3, batch_size=10, data_shards=3)
     with pytest.raises(ValueError, match="0 <= i < S"):
         load_dataset("mnist", shard=(2, 2))
+
+
+def test_the_callback_gets_typed_records_that_are_the_lines_of_metrics_jsonl(tmp_path):
+    model = DCGMM.from_spec("F(3,1)-G(4)-F(4,1)-G(4)-C(3)", (6, 6, 1),
+                            generator=torch.Generator().manual_seed(0))  # fmt: skip
+    config = TrainConfig(steps=6, batch_size=10, log_every=3, annealing_window=3)
+    data = torch.rand(30, 6, 6, 1, generator=torch.Generator().manual_seed(1))
+    labels = torch.arange(30) % 3
+    records = []
+    trainer = Trainer(model, config, data, labels, run_dir=tmp_path / "run")
+    trainer.run(callback=lambda step, n, record: records.append(record) if record else None)
+    lines = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [r.to_dict() for r in records] == lines
+    gmm, _, classifier = records[-1].layers
+    assert (gmm.is_gmm, gmm.index, gmm.value) == (True, 2, gmm.objective)
+    assert set(lines[-1]["layers"][0]) == {"index", "spec", "objective", "lr", "sigma_som",
+                                           "n_reductions"}  # fmt: skip
+    assert (classifier.is_gmm, classifier.value) == (False, classifier.cross_entropy)
+    assert set(lines[-1]["layers"][2]) == {"index", "spec", "cross_entropy"}
+    assert records[-1].classifier_accuracy is not None

@@ -294,8 +294,8 @@ def _auc_by_hand(run: Path, inliers: str, outliers: str, limit: int) -> float:
     """sklearn's AUC of the run's adapter scores on the images `dcgmm outliers` reads."""
     from sklearn.metrics import roc_auc_score
 
+    from dcgmm.baselines.data import binarize
     from dcgmm.baselines.runs import load_baseline
-    from dcgmm.cli.baselines import binarize
     from dcgmm.interfaces.image_model import as_image_model
     from dcgmm.io.data import load_dataset
 
@@ -326,9 +326,12 @@ def test_cli_trains_samples_inpaints_and_evaluates_baselines(tmp_path, capsys):
         assert main(["inpaint", str(run), "--data", "mnist", "--limit", "3",
                      "--out", str(tmp_path / f"{name}_i.png")]) == 0  # fmt: skip
         capsys.readouterr()
-        assert main(["eval", str(run), "--limit", "50", "--is-samples", "5"]) == 0
+        importance = ["--is-samples", "5"] if name != "nsn" else []  # an NSN refuses it
+        assert main(["eval", str(run), "--limit", "50", *importance]) == 0
         printed = capsys.readouterr().out
         assert ("-log p(x)" in printed) if name != "nsn" else ("filters per layer" in printed)
+        assert main(["eval", str(run), "--limit", "50", "--json"]) == 0  # JSON for every run
+        assert json.loads(capsys.readouterr().out)["n_samples"] == 50
         report = tmp_path / f"{name}_outliers"
         assert main(["outliers", str(run), "--inliers", "mnist:1-9", "--outliers", "mnist:0",
                      "--limit", "60", "--out", str(report)]) == 0  # fmt: skip

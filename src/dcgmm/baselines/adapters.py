@@ -4,18 +4,65 @@
 handed a baseline, so that ``import dcgmm`` loads no baseline.
 """
 
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from dcgmm._validation import check_images
+from dcgmm.baselines.data import binarize
 from dcgmm.baselines.nsn import NSN
 from dcgmm.baselines.nsn_layer import GenSettings
 from dcgmm.baselines.vae import DeepLatentGMM
 from dcgmm.layers.base import Shape
 
-__all__ = ["NSNModel", "VAEModel", "baseline_image_model"]
+__all__ = ["LikelihoodReport", "NSNModel", "NSNReport", "VAEModel", "baseline_image_model"]
+
+
+@dataclass(frozen=True)
+class NSNReport:
+    """What ``NSNModel.evaluate`` measured: filters and max-component scores per layer."""
+
+    filters: tuple[int, ...]
+    max_component: tuple[float, ...]
+    n_samples: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return plain values for JSON."""
+        return {"filters": list(self.filters), "max_component": list(self.max_component),
+                "n_samples": self.n_samples}  # fmt: skip
+
+    def __str__(self) -> str:
+        scores = ", ".join(f"{s:.2f}" for s in self.max_component)
+        return (
+            f"filters per layer {list(self.filters)}\n"
+            f"max-component log-likelihood per layer (a score, not a density): {scores}"
+        )
+
+
+@dataclass(frozen=True)
+class LikelihoodReport:
+    """What ``VAEModel.evaluate`` measured: the importance-sampled ``-log p(x)``, mean."""
+
+    neg_log_prob: float
+    importance_samples: int
+    n_samples: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return plain values for JSON."""
+        return {
+            "neg_log_prob": self.neg_log_prob,
+            "importance_samples": self.importance_samples,
+            "n_samples": self.n_samples,
+        }
+
+    def __str__(self) -> str:
+        return (
+            f"-log p(x) = {self.neg_log_prob:.3f} nats on binarised images (importance "
+            f"sampling, {self.importance_samples} samples)"
+        )
 
 
 class NSNModel:
@@ -27,6 +74,8 @@ class NSNModel:
     """
 
     score_name = "top NSN layer max-component log-likelihood (a score)"
+    #: Keyword options of each method beyond the protocol's: none.
+    options: ClassVar[Mapping[str, frozenset[str]]] = {}
 
     def __init__(
         self,
@@ -62,6 +111,21 @@ class NSNModel:
             scores.append(top.max_component_log_likelihood(below).flatten(1).mean(1))
         return torch.cat(scores)
 
+    def prepare(self, images: Tensor) -> Tensor:
+        """Return ``images`` as the model takes them (unchanged: the NSN sees pixels)."""
+        return images
+
+    @torch.no_grad()
+    def evaluate(self, images: Tensor, labels: Tensor | None = None) -> NSNReport:
+        """Return every layer's max-component log-likelihood of its input (mean) and filters."""
+        check_images(images, self.image_shape, "images")
+        inputs = [images, *self.model.maps(images)[:-1]]
+        scores = [
+            layer.max_component_log_likelihood(h).flatten(1).mean(1).mean().item()
+            for layer, h in zip(self.model.nsn_layers, inputs, strict=True)
+        ]
+        return NSNReport(tuple(self.model.filter_counts()), tuple(scores), images.shape[0])
+
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
         """NSN-Gen from top-level noise."""
         return self.model.sample(n, settings=self.settings, generator=generator)
@@ -85,10 +149,14 @@ class VAEModel:
 
     The VAE works on flat pixel vectors; the adapter reshapes. ``log_prob`` is the
     importance-sampled estimate with ``n_samples`` samples (a stochastic lower bound that
-    tightens as it grows), seeded by ``seed`` so that repeated calls agree.
+    tightens as it grows), seeded by ``seed`` so that repeated calls agree. ``binarization``
+    (a run's ``{"mode", "seed"}``) says how the training images were binarised:
+    :meth:`prepare` binarises new images the same way.
     """
 
     score_name = "log p(x) (nats, importance sampled)"
+    #: Keyword options of each method beyond the protocol's.
+    options: ClassVar[Mapping[str, frozenset[str]]] = {"evaluate": frozenset({"n_samples"})}
 
     def __init__(
         self,
@@ -98,6 +166,7 @@ class VAEModel:
         n_samples: int = 50,
         seed: int = 0,
         inpaint_iters: int = 20,
+        binarization: Mapping[str, Any] | None = None,
     ) -> None:
         h, w, c = image_shape
         if h * w * c != model.n_inputs:
@@ -110,6 +179,7 @@ class VAEModel:
         self.n_samples = n_samples
         self.seed = seed
         self.inpaint_iters = inpaint_iters
+        self.binarization = binarization
 
     @property
     def image_shape(self) -> Shape:
@@ -126,6 +196,30 @@ class VAEModel:
         val = options.pop("val", None)
         self.model.fit(self._flat(images), val=None if val is None else self._flat(val), **options)
         return self
+
+    def prepare(self, images: Tensor) -> Tensor:
+        """Return ``images`` as the model saw its training data: binarised, if it was.
+
+        ``binarization`` (``{"mode", "seed"}``, as a run records it) gives the mode; the
+        draw uses ``seed + 1``, a fresh draw for data the model did not train on.
+        """
+        if self.binarization is None:
+            return images
+        mode, seed = self.binarization["mode"], int(self.binarization["seed"])
+        return binarize(images, mode, seed + 1).reshape(images.shape)
+
+    @torch.no_grad()
+    def evaluate(
+        self, images: Tensor, labels: Tensor | None = None, *, n_samples: int | None = None
+    ) -> LikelihoodReport:
+        """Return the mean importance-sampled ``-log p(x)`` (``n_samples`` per image)."""
+        n_samples = n_samples or self.n_samples
+        flat = self._flat(images)
+        generator, total = torch.Generator().manual_seed(self.seed), 0.0
+        for i in range(0, flat.shape[0], 100):
+            lp = self.model.log_prob(flat[i : i + 100], n_samples=n_samples, generator=generator)
+            total += float(lp.sum())
+        return LikelihoodReport(-total / flat.shape[0], n_samples, flat.shape[0])
 
     def log_prob(self, images: Tensor) -> Tensor:
         """Importance-sampled ``log p(x)`` per image (N,), in nats."""

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from dcgmm.io.data import load_dataset
 
-__all__ = ["BinarySplit", "binarized_mnist"]
+__all__ = ["BinarySplit", "binarize", "binarized_mnist"]
 
 
 @dataclass(frozen=True)
@@ -63,3 +63,18 @@ def binarized_mnist(
         "valid": BinarySplit(bits[n_train : len(train)], labels[n_train : len(train)]),
         "test": BinarySplit(bits[len(train) :], labels[len(train) :]),
     }
+
+
+def binarize(images: Tensor, mode: str, seed: int) -> Tensor:
+    """Return flat 0/1 images (N, D): a Bernoulli draw per pixel (seeded), or a threshold.
+
+    ``mode`` is ``"stochastic"`` (pixel ~ Bernoulli(value), one draw with
+    ``torch.Generator().manual_seed(seed)``) or ``"threshold"`` (value > 0.5). The VAE
+    baselines are trained on such images, and score and complete such images.
+    """
+    flat = images.reshape(images.shape[0], -1)
+    if mode == "threshold":
+        return (flat > 0.5).float()
+    if mode == "stochastic":
+        return torch.bernoulli(flat.double(), generator=torch.Generator().manual_seed(seed)).float()
+    raise ValueError(f"binarisation mode must be 'stochastic' or 'threshold'; got {mode!r}")

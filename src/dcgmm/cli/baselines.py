@@ -1,8 +1,9 @@
 """The baselines behind the usual commands: ``dcgmm train --model dlgmm|dldpmm|gauss-vae|nsn``.
 
-``sample``, ``inpaint`` and ``eval`` recognise a baseline run directory and route here. The
-VAEs model binary images: their data are binarised on the way in (``--binarize``, default one
-Bernoulli draw per pixel with the run's seed).
+Training only: every other command loads a baseline's run like any other
+(:func:`dcgmm.interfaces.runs.load_run`). The VAEs model binary images: their data are
+binarised on the way in (``--binarize``, default one Bernoulli draw per pixel with the run's
+seed).
 """
 
 import argparse
@@ -13,17 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 from tqdm import tqdm  # type: ignore[import-untyped]
 
+from dcgmm.baselines.data import binarize
 from dcgmm.baselines.nsn import NSN
-from dcgmm.baselines.runs import VAE_MODELS, load_baseline, save_baseline
+from dcgmm.baselines.runs import VAE_MODELS, save_baseline
 from dcgmm.baselines.vae import DeepLatentGMM, dldpmm, dlgmm, gauss_vae
-from dcgmm.cli.common import CLIError, check_writable, load_data, refuse_options
-from dcgmm.generation.inpainting import make_mask
-from dcgmm.interfaces.image_model import as_image_model
+from dcgmm.cli.common import CLIError, check_writable, load_data
 from dcgmm.io.data import Dataset
-from dcgmm.io.images import save_grid
 from dcgmm.io.run_files import CONFIG_FILE
 
 __all__ = [
@@ -31,10 +29,6 @@ __all__ = [
     "NSN_IMAGES",
     "NSN_MAX_ITERS",
     "NSNProgress",
-    "baseline_eval",
-    "baseline_inpaint",
-    "baseline_sample",
-    "binarize",
     "train_baseline",
 ]
 
@@ -80,16 +74,6 @@ class NSNProgress:
         self.bar.set_postfix_str(f"{n_filters} filters, {n_unexplained} patches unexplained")
         logger.debug("layer %d iteration %d: %d filters, %d unexplained",
                      layer + 1, iteration, n_filters, n_unexplained)  # fmt: skip
-
-
-def binarize(images: Tensor, mode: str, seed: int) -> Tensor:
-    """Return flat 0/1 images: a Bernoulli draw per pixel (seeded), or a threshold at 0.5."""
-    flat = images.reshape(images.shape[0], -1)
-    if mode == "threshold":
-        return (flat > 0.5).float()
-    if mode == "stochastic":
-        return torch.bernoulli(flat.double(), generator=torch.Generator().manual_seed(seed)).float()
-    raise CLIError(f"--binarize must be 'stochastic' or 'threshold'; got {mode!r}")
 
 
 def train_baseline(args: argparse.Namespace) -> int:
@@ -183,77 +167,3 @@ def _fit_nsn(
         "out_of_time": [r.out_of_time for r in records],
     }
     return nsn, fit
-
-
-def baseline_sample(args: argparse.Namespace) -> int:
-    """``dcgmm sample`` for a baseline run."""
-    name, model, _ = load_baseline(args.run_dir)
-    refuse_options(args, {"run_dir", "n", "out", "seed"}, f"a {name} run (a baseline)")
-    generator = torch.Generator().manual_seed(args.seed)
-    images = as_image_model(model).sample(args.n, generator=generator)
-    path = save_grid(args.out, images, scale=2)
-    print(f"wrote {path} ({args.n} samples of {name})")
-    return 0
-
-
-def baseline_inpaint(args: argparse.Namespace) -> int:
-    """``dcgmm inpaint`` for a baseline run."""
-    from dcgmm.io.images import save_inpainting_grid
-
-    name, model, config = load_baseline(args.run_dir)
-    accepted = {"run_dir", "data", "split", "classes", "limit", "mask", "out", "seed"}
-    refuse_options(args, accepted, f"a {name} run (a baseline)")
-    resize = config["data"].get("resize")
-    data = load_data(args.data, args.split, args.classes, None, args.limit, resize=resize)
-    images = data.images
-    if isinstance(model, DeepLatentGMM):
-        images = binarize(images, config["data"]["binarize"]["mode"], args.seed).reshape(
-            images.shape
-        )
-    missing = make_mask(args.mask, tuple(images.shape), generator=torch.Generator().manual_seed(1))
-    generator = torch.Generator().manual_seed(args.seed)
-    completed = as_image_model(model).inpaint(images, missing, generator=generator)
-    path = save_inpainting_grid(args.out, images, missing, completed)
-    mse = float(((completed - images) ** 2)[missing].mean()) if missing.any() else 0.0
-    print(f"wrote {path} ({name}; mean squared error on the missing pixels {mse:.4f})")
-    return 0
-
-
-def baseline_eval(args: argparse.Namespace) -> int:
-    """``dcgmm eval`` for a baseline run: -log p(x) by importance sampling, or NSN scores."""
-    name, model, config = load_baseline(args.run_dir)
-    data = config["data"]
-    source = args.data or data["source"]
-    dataset = load_data(
-        source, args.split, args.classes, args.limit_per_class, args.limit,
-        resize=data.get("resize"),
-    )  # fmt: skip
-    if isinstance(model, DeepLatentGMM):
-        x = binarize(dataset.images, data["binarize"]["mode"], data["binarize"]["seed"] + 1)
-        total = 0.0
-        generator = torch.Generator().manual_seed(0)
-        for i in range(0, x.shape[0], 100):
-            lp = model.log_prob(x[i : i + 100], n_samples=args.is_samples, generator=generator)
-            total += float(lp.sum())
-        print(
-            f"{name} on {dataset.name} ({args.split}, {len(dataset)} images, binarised): "
-            f"-log p(x) = {-total / x.shape[0]:.3f} nats (importance sampling, "
-            f"{args.is_samples} samples)"
-        )
-        return 0
-    assert isinstance(model, NSN)
-    scores = [
-        layer.max_component_log_likelihood(h).flatten(1).mean(1).mean().item()
-        for layer, h in zip(
-            model.nsn_layers, [dataset.images, *model.maps(dataset.images)[:-1]], strict=True
-        )
-    ]
-    print(
-        f"nsn on {dataset.name} ({args.split}, {len(dataset)} images): "
-        f"filters per layer {model.filter_counts()}"
-    )
-    print(
-        "max-component log-likelihood per layer (a score, not a density): "
-        + ", ".join(f"{s:.2f}" for s in scores)
-    )
-    return 0

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from dcgmm.exceptions import OutputError
+from dcgmm.interfaces.runs import Run
 from dcgmm.io.data import Dataset, load_dataset, parse_classes
 from dcgmm.io.image_files import check_size
 
@@ -21,6 +22,7 @@ __all__ = [
     "load_data",
     "parse_size",
     "refuse_options",
+    "refuse_untaken",
     "run_data",
 ]
 
@@ -83,6 +85,23 @@ def refuse_options(args: argparse.Namespace, accepted: set[str], what: str) -> N
         takes = ", ".join(flag_name(f) for f in sorted(accepted - {"run_dir"}))
         verb = "does" if len(refused) == 1 else "do"
         raise CLIError(f"{flags} {verb} not apply to {what}; it takes {takes}")
+
+
+def refuse_untaken(
+    args: argparse.Namespace,
+    run: Run,
+    flags: Mapping[str, tuple[str, str]],
+    always: set[str],
+) -> None:
+    """Refuse, in one line, every given flag that feeds an option the run's model does not take.
+
+    ``flags`` maps a flag (its ``dest``) to the ``(method, option)`` of the run's model it
+    feeds (:meth:`dcgmm.interfaces.runs.Run.accepts`); ``always`` are the flags every model
+    takes. So a DCGMM's sampling knobs are refused on a VAE run, by what the model takes, not
+    by the run's kind.
+    """
+    taken = {flag for flag, (method, option) in flags.items() if option in run.accepts(method)}
+    refuse_options(args, always | taken, f"a {run.name} run")
 
 
 def load_data(

@@ -5,26 +5,21 @@ import json
 import logging
 from pathlib import Path
 
-from dcgmm.baselines.runs import is_baseline_run, load_baseline
-from dcgmm.baselines.vae import DeepLatentGMM
-from dcgmm.cli.common import CLIError, Parser, check_writable, load_data
-from dcgmm.evaluation.outlier_detection import detect_outliers, run_statistics
-from dcgmm.evaluation.outliers import (
-    DEFAULT_C,
-    SCORE_KINDS,
-    roc_auc,
-    roc_curve,
-)
-from dcgmm.evaluation.plots import centroid_images, save_roc, save_training_curves
-from dcgmm.interfaces.image_model import as_image_model
+from dcgmm.baselines.runs import is_baseline_run
+from dcgmm.cli.common import CLIError, Parser, check_writable, load_data, refuse_untaken
+from dcgmm.evaluation.outliers import DEFAULT_C, SCORE_KINDS
+from dcgmm.evaluation.plots import centroid_images, save_training_curves
+from dcgmm.interfaces.run_outliers import check_outlier_options, run_outliers
+from dcgmm.interfaces.runs import load_run
 from dcgmm.io.data import BUILTIN, parse_classes
 from dcgmm.io.images import save_grid
-from dcgmm.io.run_files import METRICS_FILE, atomic_write_bytes, read_config
+from dcgmm.io.run_files import METRICS_FILE, read_config
 from dcgmm.training.checkpoint import load_model
 
 __all__ = [
+    "OUTLIER_FLAGS",
+    "OUTLIER_OPTIONS",
     "add_evaluation_commands",
-    "baseline_outliers",
     "cmd_outliers",
     "cmd_plot",
     "split_data_arg",
@@ -47,81 +42,42 @@ def split_data_arg(text: str) -> tuple[str, str | None]:
     return text, None
 
 
-def baseline_outliers(args: argparse.Namespace) -> int:
-    """``dcgmm outliers`` for a baseline run: its adapter's outlier score, AUC and ROC.
-
-    Per-position maps need a model with positions (DCGMM), so none are drawn.
-    """
-    from dcgmm.cli.baselines import binarize
-
-    name, model, config = load_baseline(args.run_dir)
-    adapter = as_image_model(model)
-    out = Path(args.out)
-    check_writable(out)
-    scores, sizes = {}, {}
-    for role in ("inliers", "outliers"):
-        source, classes = split_data_arg(getattr(args, role))
-        resize = config["data"].get("resize")
-        images = load_data(source, args.split, classes, None, args.limit, resize=resize).images
-        mode = config["data"].get("binarize")
-        if isinstance(model, DeepLatentGMM) and mode:  # the VAE saw binary images
-            images = binarize(images, mode["mode"], mode["seed"] + 1).reshape(images.shape)
-        scores[role], sizes[role] = adapter.outlier_score(images), len(images)
-    auc = roc_auc(scores["inliers"], scores["outliers"])
-    fpr, tpr, _ = roc_curve(scores["inliers"], scores["outliers"])
-    result = {
-        "run_dir": str(args.run_dir),
-        "model": name,
-        "score": adapter.score_name,
-        "auc": auc,
-        "inliers": {"data": args.inliers, "split": args.split, "n": sizes["inliers"]},
-        "outliers": {"data": args.outliers, "split": args.split, "n": sizes["outliers"]},
-    }
-    atomic_write_bytes(out / "auc.json", (json.dumps(result, indent=2) + "\n").encode())
-    title = f"{name}\ninliers {args.inliers} vs outliers {args.outliers}"
-    save_roc(out / "roc.png", {name: (fpr, tpr, auc)}, title=title)
-    print(f"AUC {100 * auc:.1f} ({name}, {adapter.score_name})")
-    print(f"wrote {out / 'auc.json'}, {out / 'roc.png'} (no per-position maps for {name})")
-    return 0
+OUTLIER_OPTIONS = ("kind", "layer", "map_layer", "c", "all_layers")  # detect_outliers' knobs
+# Which option of the run's model each `outliers` flag feeds (refuse_untaken); --n-maps acts
+# where there are maps, that is where the model takes a map layer.
+OUTLIER_FLAGS = {**{f: ("outliers", f) for f in OUTLIER_OPTIONS},
+                 "stats_limit": ("outliers", "stats_limit"),
+                 "n_maps": ("outliers", "map_layer"), "device": ("to", "device")}  # fmt: skip
 
 
 def cmd_outliers(args: argparse.Namespace) -> int:
-    """Score inliers and outliers, write auc.json, roc.png and maps.png."""
-    if is_baseline_run(args.run_dir):
-        return baseline_outliers(args)
-    run_dir, out = Path(args.run_dir), Path(args.out)
-    model = load_model(run_dir, map_location=args.device)
-    model.gmm_layer_number(args.layer)  # bad layers fail before any data is read
-    if args.map_layer:
-        model.gmm_layer_number(args.map_layer)
+    """Score inliers and outliers, write auc.json, roc.png and (for a DCGMM) maps.png."""
+    run = load_run(args.run_dir, map_location=args.device)
+    always = {"run_dir", "inliers", "outliers", "split", "limit", "out"}
+    refuse_untaken(args, run, OUTLIER_FLAGS, always)
+    options = {f: getattr(args, f) for f in OUTLIER_OPTIONS if f in run.accepts("outliers")}
+    check_outlier_options(run, **options)  # bad layers fail before any data is read
+    out = Path(args.out)
     check_writable(out)
-    sets = {}
-    resize = (read_config(run_dir).get("data") or {}).get("resize")  # the run's input size
+    images, sizes = {}, {}
     for role in ("inliers", "outliers"):
         source, classes = split_data_arg(getattr(args, role))
-        sets[role] = load_data(source, args.split, classes, None, args.limit, resize=resize)
-        logger.info("%s: %s, %d images", role, getattr(args, role), len(sets[role]))
-    stats, stats_source = run_statistics(run_dir, model, args.kind, limit=args.stats_limit)
-    report = detect_outliers(
-        model, sets["inliers"].images, sets["outliers"].images, stats,
-        kind=args.kind, layer=args.layer, map_layer=args.map_layer, c=args.c,
-        all_layers=args.all_layers, statistics_source=stats_source,
-    )  # fmt: skip
-    context = {"run_dir": str(run_dir)} | {
-        role: {"data": getattr(args, role), "split": args.split, "n": len(sets[role])}
+        data = load_data(source, args.split, classes, None, args.limit,
+                         resize=run.data.get("resize"))  # fmt: skip
+        images[role], sizes[role] = run.prepare(data.images), len(data)
+        logger.info("%s: %s, %d images", role, getattr(args, role), len(data))
+    result = run_outliers(run, images["inliers"], images["outliers"],
+                          stats_limit=args.stats_limit, **options)  # fmt: skip
+    context = {"run_dir": str(run.path)} | {
+        role: {"data": getattr(args, role), "split": args.split, "n": sizes[role]}
         for role in ("inliers", "outliers")
     }
-    paths = report.save(
-        out, model, {role: d.images for role, d in sets.items()}, n_maps=args.n_maps,
-        title=f"inliers {args.inliers} vs outliers {args.outliers}", context=context,
+    paths = result.save(
+        out, images, n_maps=args.n_maps, context=context,
+        title=f"inliers {args.inliers} vs outliers {args.outliers}",
     )  # fmt: skip
-    per_layer = ", ".join(f"{k}: {100 * v:.1f}" for k, v in report.auc_per_layer.items())
-    print(f"AUC {100 * report.auc:.1f} (layer {report.layer}, {args.kind}); per layer: {per_layer}")
-    print(
-        f"maps of layer {report.map_layer}: {100 * report.flagged_fraction('inliers'):.1f}% of "
-        f"inlier positions and {100 * report.flagged_fraction('outliers'):.1f}% of "
-        f"outlier positions flagged (c = {args.c})"
-    )
+    for line in result.summary():
+        print(line)
     print(f"wrote {', '.join(str(p) for p in paths)}")
     return 0
 

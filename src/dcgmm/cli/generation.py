@@ -4,14 +4,13 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from dcgmm.baselines.runs import is_baseline_run
-from dcgmm.cli.baselines import baseline_inpaint, baseline_sample
-from dcgmm.cli.common import CLIError, Parser, check_writable, load_data, run_data
+from dcgmm.cli.common import CLIError, Parser, check_writable, load_data, refuse_untaken, run_data
 from dcgmm.evaluation.judge import (
     accuracy,
     load_evaluator,
@@ -19,12 +18,11 @@ from dcgmm.evaluation.judge import (
     save_evaluator,
     train_evaluator,
 )
-from dcgmm.generation.inpainting import MASK_KINDS, inpaint, make_mask
-from dcgmm.generation.sampling import SamplingConfig, Sharpening, sample
+from dcgmm.generation.inpainting import MASK_KINDS, make_mask
+from dcgmm.generation.sampling import SamplingConfig, Sharpening
+from dcgmm.interfaces.runs import Run, load_run
 from dcgmm.io.images import check_png_path, save_grid, save_inpainting_grid
-from dcgmm.io.run_files import read_config
 from dcgmm.model import DCGMM
-from dcgmm.training.checkpoint import load_model
 
 __all__ = [
     "SHARPENING_DEFAULTS",
@@ -117,15 +115,6 @@ def sampling_config(args: argparse.Namespace) -> SamplingConfig:
         raise CLIError(str(err)) from None
 
 
-def _model(args: argparse.Namespace) -> DCGMM:
-    return load_model(args.run_dir, map_location=args.device)
-
-
-def _run_resize(run_dir: str) -> list[int] | None:
-    """Return the size a run resized its training images to (``--resize``), or None."""
-    return (read_config(Path(run_dir)).get("data") or {}).get("resize")
-
-
 def _generator(args: argparse.Namespace) -> torch.Generator:
     return torch.Generator(device=args.device).manual_seed(args.seed)
 
@@ -136,28 +125,46 @@ def conditional_classes(model: DCGMM, per_class: int) -> Tensor:
     return torch.arange(model.classifier.n_classes).repeat_interleave(per_class)
 
 
+# The sampling knobs (add_sampling_flags), and which option of the run's model each flag feeds:
+# a flag whose option the model does not take is refused (refuse_untaken).
+SAMPLING_FLAGS = ("top_s", "noise_divisor", "noise_at_bound", "start", "sharpen",
+                  "sharpen_rate", "sharpen_weight", "sharpen_target")  # fmt: skip
+SAMPLE_FLAGS = {**{f: ("sample", "config") for f in SAMPLING_FLAGS},
+                "cls": ("sample", "classes"), "per_class": ("sample", "classes"),
+                "device": ("to", "device")}  # fmt: skip
+INPAINT_FLAGS = {**{f: ("inpaint", "config") for f in SAMPLING_FLAGS},
+                 "layer": ("inpaint", "layer"), "device": ("to", "device")}  # fmt: skip
+
+
+def _sample_options(args: argparse.Namespace, run: Run) -> tuple[dict[str, Any], int, int | None]:
+    """Return the sample options the run's model takes, the count and the grid's columns."""
+    options: dict[str, Any] = {}
+    n, n_cols = args.n, None
+    if "config" in run.accepts("sample"):
+        options["config"] = sampling_config(args)
+    if args.per_class is not None:
+        if run.native.classifier is None:
+            raise CLIError(f"--per-class needs a classifier layer; {run.name} has none")
+        options["classes"] = conditional_classes(run.native, args.per_class)
+        n, n_cols = options["classes"].shape[0], args.per_class
+    elif args.cls is not None:
+        options["classes"] = torch.full((args.n,), args.cls)
+    return options, n, n_cols
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     """Draw samples from a trained model and write them as a PNG grid (and optionally .npy)."""
     check_png_path(args.out)  # before any work
-    if is_baseline_run(args.run_dir):
-        return baseline_sample(args)
-    model = _model(args)
-    config = sampling_config(args)
-    classes, n_cols = None, None
-    if args.per_class is not None:
-        if model.classifier is None:
-            raise CLIError(f"--per-class needs a classifier layer; {model.spec} has none")
-        classes = conditional_classes(model, args.per_class)
-        n_cols = args.per_class
-    elif args.cls is not None:
-        classes = torch.full((args.n,), args.cls)
-    n = classes.shape[0] if classes is not None else args.n
+    run = load_run(args.run_dir, map_location=args.device)
+    refuse_untaken(args, run, SAMPLE_FLAGS, {"run_dir", "n", "out", "seed", "npy"})
+    options, n, n_cols = _sample_options(args, run)
+    generator = _generator(args) if run.accepts("to") else torch.Generator().manual_seed(args.seed)
     try:
-        images = sample(model, n, classes=classes, config=config, generator=_generator(args))
+        images = run.sample(n, generator=generator, **options)
     except ValueError as err:
         raise CLIError(str(err)) from None
     path = save_grid(args.out, images, n_cols=n_cols, scale=2)
-    print(f"wrote {path} ({n} samples{', a row per class' if n_cols else ''})")
+    print(f"wrote {path} ({n} samples of {run.name}{', a row per class' if n_cols else ''})")
     if args.npy:
         np.save(args.npy, images.cpu().numpy())
         print(f"wrote {args.npy}")
@@ -167,32 +174,31 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_inpaint(args: argparse.Namespace) -> int:
     """Complete masked test images; write original | masked | completed, a row per image."""
     check_png_path(args.out)  # before any work
-    if is_baseline_run(args.run_dir):
-        return baseline_inpaint(args)
-    model = _model(args)
+    run = load_run(args.run_dir, map_location=args.device)
+    accepted = {"run_dir", "data", "split", "classes", "limit", "mask", "out", "seed"}
+    refuse_untaken(args, run, INPAINT_FLAGS, accepted)
     data = load_data(
-        args.data, args.split, args.classes, None, args.limit, resize=_run_resize(args.run_dir)
+        args.data, args.split, args.classes, None, args.limit, resize=run.data.get("resize")
     )
-    images = data.images.to(args.device)
+    images = run.prepare(data.images)
+    options: dict[str, Any] = {"layer": args.layer} if args.layer is not None else {}
+    if "config" in run.accepts("inpaint"):
+        options["config"] = sampling_config(args)
     try:
         mask_generator = torch.Generator().manual_seed(args.seed + 1)  # masks are drawn on the CPU
         missing = make_mask(args.mask, tuple(images.shape), generator=mask_generator)
         missing = missing.to(images.device)
-        completed = inpaint(
-            model,
-            images,
-            missing,
-            layer=args.layer,
-            config=sampling_config(args),
-            generator=_generator(args),
+        generator = (
+            _generator(args) if run.accepts("to") else torch.Generator().manual_seed(args.seed)
         )
+        completed = run.inpaint(images, missing, generator=generator, **options)
     except ValueError as err:
         raise CLIError(str(err)) from None
     path = save_inpainting_grid(args.out, images, missing, completed)
     mse = float(((completed - images) ** 2)[missing].mean()) if missing.any() else 0.0
     print(
         f"wrote {path}: {images.shape[0]} rows of original | masked | completed "
-        f"(mask {args.mask}; mean squared error on the missing pixels {mse:.4f})"
+        f"({run.name}, mask {args.mask}; mean squared error on the missing pixels {mse:.4f})"
     )
     return 0
 
@@ -235,21 +241,24 @@ def cmd_train_evaluator(args: argparse.Namespace) -> int:
 
 def cmd_sample_quality(args: argparse.Namespace) -> int:
     """Judge a model's samples with a trained evaluator (accuracy and Fréchet distance)."""
-    model = _model(args)
+    run = load_run(args.run_dir, map_location=args.device)
+    always = {"run_dir", "evaluator", "data", "per_class", "batch_size", "json", "seed"}
+    refuse_untaken(args, run, SAMPLE_FLAGS, always)
     evaluator, info = load_evaluator(args.evaluator)
-    run_dir = Path(args.run_dir)
-    record = run_data(run_dir, read_config(run_dir), args.data)
+    record = run_data(run.path, run.config, args.data)
     real = load_data(record["source"], "test", None, None, None, resize=record.get("resize"))
     config = sampling_config(args)
-    generator = _generator(args)
-    conditional = model.classifier is not None
-    intended = conditional_classes(model, args.per_class) if conditional else None
+    options: dict[str, Any] = {"config": config} if "config" in run.accepts("sample") else {}
+    generator = _generator(args) if run.accepts("to") else torch.Generator().manual_seed(args.seed)
+    conditional = "classes" in run.accepts("sample") and run.native.classifier is not None
+    intended = conditional_classes(run.native, args.per_class) if conditional else None
     n = intended.shape[0] if intended is not None else args.per_class * evaluator.n_classes
     batches = []
     for start in range(0, n, args.batch_size):
         count = min(args.batch_size, n - start)
-        classes = intended[start : start + count] if intended is not None else None
-        batches.append(sample(model, count, classes=classes, config=config, generator=generator))
+        if intended is not None:
+            options["classes"] = intended[start : start + count]
+        batches.append(run.sample(count, generator=generator, **options))
     samples = torch.cat(batches).cpu()
     result = sample_quality(evaluator, samples, real.images, intended)
     result |= {

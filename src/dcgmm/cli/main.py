@@ -22,21 +22,27 @@ from dcgmm._allocator import retain_freed_memory
 from dcgmm._threads import apply_threads
 from dcgmm._version import __version__
 from dcgmm.baselines.runs import describe, is_baseline_run
-from dcgmm.cli.baselines import baseline_eval
-from dcgmm.cli.common import CLIError, Parser, changed_options, load_data, run_data
+from dcgmm.cli.common import (
+    CLIError,
+    Parser,
+    changed_options,
+    load_data,
+    refuse_untaken,
+    run_data,
+)
 from dcgmm.cli.evaluation import add_evaluation_commands
 from dcgmm.cli.generation import add_generation_commands
 from dcgmm.cli.train import add_training_commands
 from dcgmm.cost import format_cost, measure_machine
-from dcgmm.evaluation.clustering import clustering_scores
-from dcgmm.evaluation.scores import evaluate, format_scores
 from dcgmm.exceptions import SpecError
+from dcgmm.interfaces.runs import load_run
 from dcgmm.io.run_files import CONFIG_FILE, read_config
 from dcgmm.model import DCGMM
 from dcgmm.training.checkpoint import load_model, load_trainer_state
 from dcgmm.training.watchdog import NumericalError
 
 __all__ = [
+    "EVAL_FLAGS",
     "OPTIONAL_PACKAGES",
     "THREAD_VARIABLES",
     "build_parser",
@@ -49,38 +55,36 @@ __all__ = [
 logger = logging.getLogger("dcgmm")
 
 
+# Which option of the run's model each `eval` flag feeds (refuse_untaken).
+EVAL_FLAGS = {"clustering": ("evaluate", "clustering"), "is_samples": ("evaluate", "n_samples"),
+              "device": ("to", "device")}  # fmt: skip
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
-    """Print per-layer scores of a trained model on a data split."""
-    run_dir = Path(args.run_dir)
-    if is_baseline_run(run_dir):
-        return baseline_eval(args)
-    config = read_config(run_dir)
-    model = load_model(run_dir, map_location=args.device)
-    data = run_data(run_dir, config, args.data)
+    """Print a trained model's own scores on a data split (any run: a DCGMM's or a baseline's)."""
+    run = load_run(args.run_dir, map_location=args.device)
+    always = {"run_dir", "data", "split", "classes", "limit_per_class", "limit", "json"}
+    refuse_untaken(args, run, EVAL_FLAGS, always)
+    data = run_data(run.path, run.config, args.data)
     classes = args.classes if args.classes is not None else data.get("classes")
     dataset = load_data(
         data["source"], args.split, classes, args.limit_per_class, args.limit,
         resize=data.get("resize"),
     )  # fmt: skip
-    scores = evaluate(model, dataset.images, dataset.labels)
-    result = scores.to_dict()
-    if args.clustering:
-        try:
-            result["clustering"] = clustering_scores(model, dataset.images[: args.clustering])
-        except ValueError as err:
-            raise CLIError(str(err)) from None
+    options: dict[str, Any] = {}
+    if "clustering" in run.accepts("evaluate") and args.clustering:
+        options["clustering"] = args.clustering
+    if "n_samples" in run.accepts("evaluate"):
+        options["n_samples"] = args.is_samples
+    try:
+        result = run.evaluate(run.prepare(dataset.images), dataset.labels, **options)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(result.to_dict()))
     else:
-        print(f"{model.spec} on {dataset.name} ({args.split}, {len(dataset)} samples)")
-        print(format_scores(scores))
-        if args.clustering:
-            c = result["clustering"]
-            print(
-                f"top-layer clustering of the first {c['n_samples']} samples: Dunn index "
-                f"{c['dunn']:.4f} (higher is better), Davies-Bouldin {c['davies_bouldin']:.3f} "
-                f"(lower is better), {c['n_clusters_used']} components used"
-            )
+        print(f"{run.name} on {dataset.name} ({args.split}, {len(dataset)} samples)")
+        print(result)
     return 0
 
 

@@ -39,6 +39,7 @@ from dcgmm.spec import PRESETS, preset_of
 from dcgmm.training.checkpoint import load_model, load_trainer_state
 from dcgmm.training.config import TrainConfig
 from dcgmm.training.distributed import DistContext, init_from_env, shutdown
+from dcgmm.training.metrics import TrainingMetrics
 from dcgmm.training.monitoring import INSTALL_HINT, TensorBoardMonitor, summary_writer_class
 from dcgmm.training.trainer import Trainer
 
@@ -51,13 +52,13 @@ def _progress(total: int, initial: int, *, show: bool = True) -> tuple[Any, Any]
     disable = None if show else True  # None: tqdm hides itself when not on a terminal
     bar = tqdm(total=total, initial=initial, unit="step", disable=disable, dynamic_ncols=True)
 
-    def callback(step: int, n_steps: int, record: dict[str, Any] | None) -> None:
+    def callback(step: int, n_steps: int, record: TrainingMetrics | None) -> None:
         bar.update(step - bar.n)
         if record is not None:
             parts = [
-                f"{layer['spec']}:{value:.1f}"
-                for layer in record["layers"]
-                if (value := layer.get("objective", layer.get("cross_entropy"))) is not None
+                f"{layer.spec}:{value:.1f}"
+                for layer in record.layers
+                if (value := layer.value) is not None
             ]
             bar.set_postfix_str(" ".join(parts))
             logger.debug("metrics %s", record)
@@ -239,7 +240,7 @@ def _run_and_report(
             raise CLIError(str(err)) from None
         logger.info("TensorBoard events: tensorboard --logdir %s", monitor.log_dir)
 
-    def progress_and_monitor(step: int, n_steps: int, record: dict[str, Any] | None) -> None:
+    def progress_and_monitor(step: int, n_steps: int, record: TrainingMetrics | None) -> None:
         callback(step, n_steps, record)
         if monitor is not None:
             monitor(step, n_steps, record)

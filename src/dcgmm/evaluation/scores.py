@@ -43,14 +43,20 @@ class Evaluation:
     layers: tuple[LayerScores, ...]
     classifier_accuracy: float | None
     n_samples: int
+    #: The top layer's clustering indices (:func:`dcgmm.evaluation.clustering.clustering_scores`),
+    #: when they were asked for.
+    clustering: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return plain values for JSON: ``{"layers": [{...}, ...], ...}``."""
-        return {
+        result: dict[str, Any] = {
             "layers": [dataclasses.asdict(layer) for layer in self.layers],
             "classifier_accuracy": self.classifier_accuracy,
             "n_samples": self.n_samples,
         }
+        if self.clustering is not None:
+            result["clustering"] = self.clustering
+        return result
 
     def __str__(self) -> str:
         return format_scores(self)
@@ -104,4 +110,11 @@ def format_scores(result: Evaluation) -> str:
     if result.classifier_accuracy is not None:
         lines.append(f"classifier accuracy: {100 * result.classifier_accuracy:.2f}%")
     lines.append(f"samples: {result.n_samples}  (nats per sample, mean over positions)")
+    if result.clustering is not None:
+        c = result.clustering
+        lines.append(
+            f"top-layer clustering of the first {c['n_samples']} samples: Dunn index "
+            f"{c['dunn']:.4f} (higher is better), Davies-Bouldin {c['davies_bouldin']:.3f} "
+            f"(lower is better), {c['n_clusters_used']} components used"
+        )
     return "\n".join(lines)

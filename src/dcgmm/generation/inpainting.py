@@ -17,19 +17,14 @@ from torch import Tensor
 from dcgmm._validation import check_nhwc
 from dcgmm.exceptions import DataError
 from dcgmm.generation.sampling import SamplingConfig, sampling_layers, walk_down
-from dcgmm.layers import GMM, Layer, MaxPooling
+from dcgmm.layers import Layer
 from dcgmm.model import DCGMM
-from dcgmm.stages import Stage
-from dcgmm.stages.folded import FoldedGMMStage
-from dcgmm.stages.independent import IndependentGMMStage
 
 __all__ = [
     "MASK_KINDS",
     "inpaint",
     "make_mask",
-    "propagate_missing",
     "read_and_resample",
-    "stage_layers",
     "upward_observed",
     "upward_with_missing",
     "variants",
@@ -98,20 +93,6 @@ def _mask_from_file(path: Path, size: tuple[int, int]) -> Tensor:
     return torch.from_numpy(np.asarray(array) != 0)
 
 
-def propagate_missing(layer: Layer, missing: Tensor) -> Tensor:
-    """Return which outputs of ``layer`` have no observed input at all.
-
-    Folding and pooling move the mask like data (a pooled position is missing only if its
-    whole window is); a GMM position is missing only if every input entry is.
-    """
-    if isinstance(layer, GMM):
-        k = layer.n_components
-        return missing.all(dim=-1, keepdim=True).expand(*missing.shape[:-1], k)
-    if isinstance(layer, MaxPooling):
-        return ~(layer((~missing).to(torch.float32)) > 0.5)  # observed if any is observed
-    return layer(missing.to(torch.float32)) > 0.5  # folding copies entries
-
-
 def upward_with_missing(
     layers: list[Layer], index: int, x: Tensor, missing: Tensor | None
 ) -> Tensor:
@@ -122,12 +103,9 @@ def upward_with_missing(
     """
     h = x
     for lay in layers[: index + 1]:
-        if isinstance(lay, GMM):
-            h_next = torch.softmax(lay.log_joint(h, missing), dim=-1)
-        else:
-            h_next = lay(h)
+        h_next = lay.forward_observed(h, missing)
         if missing is not None:
-            missing = propagate_missing(lay, missing)
+            missing = lay.propagate_missing(missing)
             if not bool(missing.any()):
                 missing = None
         h = h_next
@@ -144,30 +122,14 @@ def upward_observed(model: DCGMM, index: int, x: Tensor, missing: Tensor | None)
     for stage in model.stages:
         if stage.index > index:
             break
-        gmm = stage.gmm
-        if missing is None:
-            h_next = stage.forward(h)
-        elif isinstance(stage, FoldedGMMStage | IndependentGMMStage):
-            observed = (~missing).to(h.dtype)
-            log_joint = stage.log_joint_observed(h.masked_fill(missing, 0.0), observed)
-            h_next = torch.softmax(log_joint, dim=-1)
-        elif gmm is not None:
-            h_next = torch.softmax(gmm.log_joint(h, missing), dim=-1)
-        else:
-            h_next = stage.forward(h)
+        h_next = stage.forward(h) if missing is None else stage.forward_observed(h, missing)
         if missing is not None:
-            for lay in stage_layers(stage):
-                missing = propagate_missing(lay, missing)
+            for lay in stage.layers:
+                missing = lay.propagate_missing(missing)
             if not bool(missing.any()):
                 missing = None
         h = h_next
     return h
-
-
-def stage_layers(stage: Stage) -> list[Layer]:
-    """Return the layers a stage runs, bottom first."""
-    folding = getattr(stage, "folding", None)
-    return [stage.layer] if folding is None else [folding, stage.layer]
 
 
 def read_and_resample(

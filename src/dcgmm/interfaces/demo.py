@@ -6,7 +6,7 @@
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
@@ -19,6 +19,7 @@ from dcgmm.io.run_files import CONFIG_FILE
 from dcgmm.layers import Folding
 from dcgmm.model import DCGMM
 from dcgmm.training.config import TrainConfig
+from dcgmm.training.metrics import TrainingMetrics
 from dcgmm.training.trainer import Trainer
 
 __all__ = ["DEMO_EPOCHS", "DEMO_SOLVER", "DEMO_SPEC", "DemoResult", "run_demo"]
@@ -47,7 +48,7 @@ def run_demo(
     out: str | Path,
     *,
     epochs: int = DEMO_EPOCHS,
-    callback: Callable[[int, int, dict[str, Any] | None], None] | None = None,
+    callback: Callable[[int, int, TrainingMetrics | None], None] | None = None,
 ) -> DemoResult:
     """Train :data:`DEMO_SPEC` on the built-in MNIST into run directory ``out`` (by EM).
 

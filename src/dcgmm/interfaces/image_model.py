@@ -15,12 +15,16 @@ NHWC images in [0, 1]:
 :func:`as_image_model` picks the adapter. The models stay reachable as ``adapter.model``.
 """
 
-from typing import Any, Protocol, runtime_checkable
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
+from dcgmm.evaluation.clustering import clustering_scores
 from dcgmm.evaluation.outliers import sample_scores
+from dcgmm.evaluation.scores import Evaluation, evaluate
 from dcgmm.generation.inpainting import inpaint
 from dcgmm.generation.sampling import SamplingConfig, sample
 from dcgmm.layers.base import Shape
@@ -100,6 +104,16 @@ class DCGMMModel:
     """
 
     score_name = "top GMM layer log-likelihood (mean over positions)"
+    #: Keyword options of each method beyond the protocol's (a command's flags map onto them).
+    options: ClassVar[Mapping[str, frozenset[str]]] = {
+        "sample": frozenset({"config", "classes"}),
+        "inpaint": frozenset({"config", "layer"}),
+        "evaluate": frozenset({"clustering"}),
+        "outliers": frozenset(
+            {"kind", "layer", "map_layer", "c", "all_layers", "stats_limit", "stats_data"}
+        ),
+        "to": frozenset({"device"}),
+    }
 
     def __init__(
         self,
@@ -133,15 +147,61 @@ class DCGMMModel:
         """Return the chosen GMM layer's exact log-likelihood, mean over its positions (N,)."""
         return sample_scores(self.model, images, layer=self.layer)
 
-    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
-        """Top-down samples with the adapter's :class:`SamplingConfig`."""
-        return sample(self.model, n, config=self.sampling, generator=generator)
+    def to(self, device: str | torch.device) -> "DCGMMModel":
+        """Move the model to ``device``; return self."""
+        self.model.to(device)
+        return self
+
+    def prepare(self, images: Tensor) -> Tensor:
+        """Return ``images`` on the model's device (a DCGMM takes pixels in [0, 1] as they are)."""
+        device = next(self.model.parameters(), images).device
+        return images.to(device)
+
+    def evaluate(
+        self, images: Tensor, labels: Tensor | None = None, *, clustering: int = 0
+    ) -> Evaluation:
+        """Return :func:`dcgmm.evaluation.scores.evaluate`'s scores of ``images``.
+
+        With ``clustering`` N, also the top layer's clustering indices on the first N images.
+        """
+        result = evaluate(self.model, images, labels)
+        if clustering:
+            scores = clustering_scores(self.model, images[:clustering])
+            result = dataclasses.replace(result, clustering=scores)
+        return result
+
+    def sample(
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        config: SamplingConfig | None = None,
+        classes: Tensor | None = None,
+    ) -> Tensor:
+        """Draw top-down samples with ``config`` (default the adapter's :class:`SamplingConfig`).
+
+        ``classes`` (n,) draws class-conditionally (a classifier layer is needed).
+        """
+        config = config or self.sampling
+        return sample(self.model, n, classes=classes, config=config, generator=generator)
 
     def inpaint(
-        self, images: Tensor, missing: Tensor, *, generator: torch.Generator | None = None
+        self,
+        images: Tensor,
+        missing: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        config: SamplingConfig | None = None,
+        layer: int | None = None,
     ) -> Tensor:
-        """:func:`dcgmm.generation.inpainting.inpaint` with the adapter's in-painting config."""
-        return inpaint(self.model, images, missing, config=self.inpainting, generator=generator)
+        """Fill ``missing`` by :func:`dcgmm.generation.inpainting.inpaint`.
+
+        It reads GMM layer ``layer`` (default the top) and walks down with ``config`` (default
+        the adapter's in-painting config).
+        """
+        config = config or self.inpainting
+        return inpaint(self.model, images, missing, layer=layer, config=config,
+                       generator=generator)  # fmt: skip
 
     @torch.no_grad()
     def embed(self, images: Tensor) -> Tensor:

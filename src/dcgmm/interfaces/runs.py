@@ -9,11 +9,13 @@ the model behind the common :class:`~dcgmm.interfaces.image_model.ImageModel` in
 with its config and training state.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
+from torch import Tensor
 
 from dcgmm.interfaces.image_model import ImageModel, as_image_model
 from dcgmm.io.run_files import read_config
@@ -53,6 +55,76 @@ class Run:
         """The model itself (a :class:`~dcgmm.model.DCGMM`, an NSN or a VAE)."""
         return self.model.model  # type: ignore[attr-defined]
 
+    @property
+    def name(self) -> str:
+        """The model in words: a DCGMM's spec string, or the baseline's name."""
+        return str(self.native.spec) if self.kind == "dcgmm" else self.kind
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The run's data record (``source``, ``classes``, ``resize``, ...), or ``{}``."""
+        return dict(self.config.get("data") or {})
+
+    def accepts(self, method: str) -> frozenset[str]:
+        """Return the keyword options that the model takes in ``method``, beyond the protocol's.
+
+        ``method`` is ``"sample"``, ``"inpaint"``, ``"evaluate"`` or ``"to"``. A DCGMM takes
+        sampling configs, classes, an in-painting layer, clustering and a device; a baseline
+        takes fewer (a VAE: importance samples in ``evaluate``). The command line refuses a
+        flag whose option the run's model does not take.
+        """
+        options: Mapping[str, frozenset[str]] = getattr(self.model, "options", {})
+        return options.get(method, frozenset())
+
+    def prepare(self, images: Tensor) -> Tensor:
+        """Return ``images`` as the model saw its training data (a VAE's: binarised)."""
+        return cast(Tensor, self._adapter.prepare(images))
+
+    def evaluate(self, images: Tensor, labels: Tensor | None = None, **options: Any) -> Any:
+        """Score ``images`` (prepared) with the model's own measures.
+
+        ``options`` must be in ``accepts("evaluate")``.
+
+        Returns an object with ``to_dict()`` (for JSON) and ``str()`` (a table): a DCGMM's
+        :class:`~dcgmm.evaluation.scores.Evaluation`, a VAE's importance-sampled
+        ``-log p(x)``, an NSN's per-layer max-component scores.
+        """
+        self._check("evaluate", options)
+        return self._adapter.evaluate(images, labels, **options)
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None, **options: Any) -> Tensor:
+        """Draw ``n`` images; ``options`` must be in ``accepts("sample")``."""
+        self._check("sample", options)
+        return cast(Tensor, self._adapter.sample(n, generator=generator, **options))
+
+    def inpaint(
+        self,
+        images: Tensor,
+        missing: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        **options: Any,
+    ) -> Tensor:
+        """Fill the ``missing`` pixels of ``images`` (prepared).
+
+        ``options`` must be in ``accepts("inpaint")``.
+        """
+        self._check("inpaint", options)
+        return cast(Tensor, self._adapter.inpaint(images, missing, generator=generator, **options))
+
+    @property
+    def _adapter(self) -> Any:
+        # Every adapter that load_run returns has prepare and evaluate beside the protocol.
+        return self.model
+
+    def _check(self, method: str, options: Mapping[str, Any]) -> None:
+        unknown = sorted(set(options) - self.accepts(method))
+        if unknown:
+            takes = ", ".join(sorted(self.accepts(method))) or "no options"
+            raise TypeError(
+                f"{method} of a {self.name} run takes {takes}; got {', '.join(unknown)}"
+            )
+
 
 def load_run(run_dir: str | Path, *, map_location: str | torch.device = "cpu") -> Run:
     """Load any run directory (a DCGMM's or a baseline's), checksums verified.
@@ -74,8 +146,12 @@ def load_run(run_dir: str | Path, *, map_location: str | torch.device = "cpu") -
         from dcgmm.baselines.runs import load_baseline
 
         name, model, _ = load_baseline(run_dir)
-        shape = config.get("data", {}).get("image_shape")
-        options = {"image_shape": tuple(shape)} if shape and name != "nsn" else {}
+        data = config.get("data", {})
+        options: dict[str, Any] = {}
+        if name != "nsn":  # a VAE: flat vectors of a known shape, binarised as recorded
+            if data.get("image_shape"):
+                options["image_shape"] = tuple(data["image_shape"])
+            options["binarization"] = data.get("binarize")
         return Run(run_dir, name, as_image_model(model, **options), config, None)
     dcgmm = load_model(run_dir, map_location=map_location)
     state = load_trainer_state(run_dir, model=dcgmm)

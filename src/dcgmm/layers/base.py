@@ -42,6 +42,21 @@ class Layer(nn.Module, abc.ABC):
     ) -> Float[Tensor, "N H W C"]:
         """Map top-down: turn a control signal from above into this layer's input space."""
 
+    def forward_observed(self, x: Tensor, missing: Tensor | None) -> Tensor:
+        """Map bottom-up when the entries where ``missing`` is True carry no observation.
+
+        A GMM marginalises them; every other layer moves its input as it is (the default).
+        """
+        return self(x)
+
+    def propagate_missing(self, missing: Tensor) -> Tensor:
+        """Return which outputs have no observed input, from the input's ``missing`` (bool).
+
+        The default moves the mask like data (a folding copies entries); max-pooling and GMM
+        layers override it.
+        """
+        return self(missing.to(torch.float32)) > 0.5
+
     @property
     def out_shape(self) -> Shape:
         """The ``(H, W, C)`` this layer produces from its own ``input_shape``."""

@@ -177,6 +177,15 @@ class GMM(TrainableLayer):
         """Return ``(H, W, K)``."""
         return (input_shape[0], input_shape[1], self.n_components)
 
+    def forward_observed(self, x: Tensor, missing: Tensor | None) -> Tensor:
+        """Return the responsibilities with the ``missing`` entries marginalised out."""
+        return torch.softmax(self.log_joint(x, missing), dim=-1)
+
+    def propagate_missing(self, missing: Tensor) -> Tensor:
+        """Return the positions none of whose entries is observed (for all K outputs)."""
+        k = self.n_components
+        return missing.all(dim=-1, keepdim=True).expand(*missing.shape[:-1], k)
+
     def log_joint(
         self, x: Float[Tensor, "N H W C"], missing: Tensor | None = None
     ) -> Float[Tensor, "N H W K"]:

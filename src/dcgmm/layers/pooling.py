@@ -68,6 +68,10 @@ class MaxPooling(Layer):
         self.register_buffer("_up_rows", upsampling_matrix(h, kernel, stride, ho), False)
         self.register_buffer("_up_cols", upsampling_matrix(w, kernel, stride, wo), False)
 
+    def propagate_missing(self, missing: Tensor) -> Tensor:
+        """Return which pooled positions have no observed entry in their whole window."""
+        return ~(self((~missing).to(torch.float32)) > 0.5)
+
     def output_shape(self, input_shape: Shape) -> Shape:
         """Return the pooled ``(H', W', C)``."""
         h, w, c = input_shape

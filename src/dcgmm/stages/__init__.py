@@ -42,9 +42,18 @@ class LayerStage:
         """The stage's trainable layer, if it has one."""
         return self.layer if isinstance(self.layer, TrainableLayer) else None
 
+    @property
+    def layers(self) -> list[Layer]:
+        """The layers the stage runs, bottom first."""
+        return [self.layer]
+
     def forward(self, h: Tensor) -> Tensor:
         """Return the output for the next stage."""
         return self.layer(h)
+
+    def forward_observed(self, h: Tensor, missing: Tensor) -> Tensor:
+        """Return the output when the entries where ``missing`` is True are not observed."""
+        return self.layer.forward_observed(h, missing)
 
     def scores(self, h: Tensor) -> tuple[Tensor, GMMScores | None]:
         """Return the output and, for a GMM layer, its density scores (one pass)."""

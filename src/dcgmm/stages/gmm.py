@@ -4,7 +4,7 @@ import torch
 from torch import Tensor
 
 from dcgmm._numerics import LOG_2PI
-from dcgmm.layers import GMM
+from dcgmm.layers import GMM, Layer
 from dcgmm.layers import gmm_gradients as grads
 
 __all__ = ["GMMStage"]
@@ -30,6 +30,25 @@ class GMMStage:
     def trainable(self) -> GMM:
         """The stage's trainable layer."""
         return self.layer
+
+    @property
+    def layers(self) -> list[Layer]:
+        """The layers the stage runs, bottom first (its folding, if any, then the GMM)."""
+        folding = getattr(self, "folding", None)
+        return [self.layer] if folding is None else [folding, self.layer]
+
+    def log_joint_observed(self, h: Tensor, observed: Tensor) -> Tensor:
+        """Return the log-joints with only the ``observed`` entries (1.0) of ``h`` counted."""
+        raise NotImplementedError  # each fused stage computes it in one kernel
+
+    def forward_observed(self, h: Tensor, missing: Tensor) -> Tensor:
+        """Return the responsibilities with the ``missing`` entries marginalised, in one pass.
+
+        The missing entries are zeroed and left out of every log-density term
+        (:meth:`log_joint_observed`), so the folded tensor is never built.
+        """
+        observed = (~missing).to(h.dtype)
+        return torch.softmax(self.log_joint_observed(h.masked_fill(missing, 0.0), observed), -1)
 
     def _observed_filters(self) -> tuple[tuple[Tensor, Tensor, Tensor], Tensor]:
         r"""Return the filter parts and bias of the log-joints with entries marginalised.

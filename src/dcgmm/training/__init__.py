@@ -5,7 +5,8 @@
 - :mod:`~dcgmm.training.config`: :class:`~dcgmm.training.config.TrainConfig` and the presets'
   training settings;
 - :mod:`~dcgmm.training.annealing`: the SingleExp schedule of the torus radius;
-- :mod:`~dcgmm.training.records`: window sums, annealing state and ``metrics.jsonl`` records;
+- :mod:`~dcgmm.training.records`: window sums and annealing state;
+- :mod:`~dcgmm.training.metrics`: the typed records of ``metrics.jsonl`` (and the callback's);
 - :mod:`~dcgmm.training.state`: a trainer's checkpoints, resuming, rollback;
 - :mod:`~dcgmm.training.checkpoint`: a DCGMM's run directory (save and load);
 - :mod:`~dcgmm.training.batch_order`, :mod:`~dcgmm.training.watchdog`,

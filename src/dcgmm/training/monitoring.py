@@ -27,6 +27,7 @@ from dcgmm.evaluation.plots import centroid_images
 from dcgmm.generation.sampling import SamplingConfig, sample
 from dcgmm.io.images import tile
 from dcgmm.model import DCGMM
+from dcgmm.training.metrics import TrainingMetrics
 
 __all__ = [
     "INSTALL_HINT",
@@ -106,7 +107,7 @@ class TensorBoardMonitor:
     def _open(self, purge_step: int | None) -> Any:
         return self._writer_class(str(self.log_dir), purge_step=purge_step)
 
-    def __call__(self, step: int, n_steps: int, record: dict[str, Any] | None) -> None:
+    def __call__(self, step: int, n_steps: int, record: TrainingMetrics | None) -> None:
         """Log ``record`` (if any) and, when due, the image grids of ``step``."""
         if step <= self._last_step:  # a rollback: steps from `step` on are done again
             self.writer.close()
@@ -119,26 +120,27 @@ class TensorBoardMonitor:
         if record is not None or step == n_steps:
             self.writer.flush()
 
-    def log_metrics(self, record: dict[str, Any]) -> None:
-        """Write the scalars of one ``metrics.jsonl`` record."""
-        step = record["step"]
+    def log_metrics(self, record: TrainingMetrics) -> None:
+        """Write the scalars of one trainer record (a line of ``metrics.jsonl``)."""
+        step = record.step
         add = self.writer.add_scalar
-        add("train/epoch", record["epoch"], step)
-        for layer in record["layers"]:
-            number = layer["index"]
-            if "cross_entropy" in layer:  # the classifier: minimised, not an objective
-                if layer["cross_entropy"] is not None:
-                    add("classifier/cross_entropy", layer["cross_entropy"], step)
+        add("train/epoch", record.epoch, step)
+        for layer in record.layers:
+            number = layer.index
+            if not layer.is_gmm:  # the classifier: minimised, not an objective
+                if layer.cross_entropy is not None:
+                    add("classifier/cross_entropy", layer.cross_entropy, step)
                 continue
-            if layer["objective"] is not None:  # None while a GMM layer waits (layer_delay)
-                add(f"objective/layer{number}", layer["objective"], step)
-            for rate in ("lr", "em_step_size"):  # SGD's learning rate or EM's step size
-                if rate in layer:
-                    add(f"{rate}/layer{number}", layer[rate], step)
-            add(f"sigma_som/layer{number}", layer["sigma_som"], step)
-            add(f"annealing_reductions/layer{number}", layer["n_reductions"], step)
-        if record.get("classifier_accuracy") is not None:
-            add("classifier/accuracy", record["classifier_accuracy"], step)
+            if layer.objective is not None:  # None while a GMM layer waits (layer_delay)
+                add(f"objective/layer{number}", layer.objective, step)
+            if layer.lr is not None:  # SGD's learning rate, or EM's step size
+                add(f"lr/layer{number}", layer.lr, step)
+            if layer.em_step_size is not None:
+                add(f"em_step_size/layer{number}", layer.em_step_size, step)
+            add(f"sigma_som/layer{number}", layer.sigma_som, step)
+            add(f"annealing_reductions/layer{number}", layer.n_reductions, step)
+        if record.classifier_accuracy is not None:
+            add("classifier/accuracy", record.classifier_accuracy, step)
 
     @torch.no_grad()
     def log_images(self, step: int) -> None:

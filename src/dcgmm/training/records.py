@@ -3,14 +3,14 @@
 Every trainable layer's objective is summed on the device, step by step; once a window is
 full the host reads the sums (one synchronisation per window), the SingleExp schedules decide
 (:mod:`dcgmm.training.annealing`), and whether every GMM layer reached its radius floor is what
-``until_annealed`` and the warnings read. :meth:`AnnealingRecords.metrics` is the record of
+``until_annealed`` and the warnings read. :meth:`AnnealingRecords.metrics` returns a
+:class:`~dcgmm.training.metrics.TrainingMetrics`, whose ``to_dict()`` is a line of
 ``metrics.jsonl``.
 """
 
 import logging
 import math
 import warnings
-from typing import Any
 
 from torch import Tensor
 
@@ -18,6 +18,7 @@ from dcgmm.exceptions import AnnealingWarning
 from dcgmm.layers import GMM
 from dcgmm.layers.base import TrainableLayer
 from dcgmm.layers.gmm_em import em_step_size
+from dcgmm.training.metrics import LayerMetrics, TrainingMetrics
 from dcgmm.training.state import TrainerFields
 
 __all__ = ["AnnealingRecords"]
@@ -125,7 +126,7 @@ class AnnealingRecords(TrainerFields):
                 stacklevel=3,
             )
 
-    def metrics(self) -> dict[str, Any]:
+    def metrics(self) -> TrainingMetrics:
         """Return the mean objective per layer since the last call, with lr and sigma_som.
 
         In a data-parallel job every rank must call it at the same step (it averages over
@@ -137,31 +138,22 @@ class AnnealingRecords(TrainerFields):
         accuracy = None
         for slot, (idx, layer) in enumerate(self._trainable):
             count = self._log_count[slot]
-            # A GMM layer's objective is maximised; the classifier's cross-entropy minimised.
-            key = "objective" if isinstance(layer, GMM) else "cross_entropy"
-            entry: dict[str, Any] = {
-                "index": idx + 1,
-                "spec": layer.spec,
-                key: sums[slot] / count if count else None,
-            }
-            if isinstance(layer, GMM):
-                if self.config.solver == "em":  # EM has a step size, not a learning rate
-                    entry["em_step_size"] = self._em_step_size(idx)
-                else:
-                    entry["lr"] = self.schedules[idx].lr
-                entry["sigma_som"] = self.schedules[idx].sigma
-                entry["n_reductions"] = self.schedules[idx].n_reductions
-            elif count:
+            mean = sums[slot] / count if count else None
+            if isinstance(layer, GMM):  # maximised objective, annealed radius, a rate
+                em = self.config.solver == "em"  # EM has a step size, not a learning rate
+                schedule = self.schedules[idx]
+                layers.append(LayerMetrics(
+                    idx + 1, layer.spec, True, objective=mean,
+                    em_step_size=self._em_step_size(idx) if em else None,
+                    lr=None if em else schedule.lr, sigma_som=schedule.sigma,
+                    n_reductions=schedule.n_reductions,
+                ))  # fmt: skip
+                continue
+            layers.append(LayerMetrics(idx + 1, layer.spec, False, cross_entropy=mean))
+            if count:
                 local_batch = self.config.batch_size // self.dist.world_size
                 accuracy = float(self._correct) / (count * local_batch)
-            layers.append(entry)
         self._log_sum.zero_()
         self._log_count = [0] * len(self._trainable)
         self._correct.zero_()
-        epoch = self.step / self.steps_per_epoch
-        return {
-            "step": self.step,
-            "epoch": epoch,
-            "layers": layers,
-            "classifier_accuracy": accuracy,
-        }
+        return TrainingMetrics(self.step, self.step / self.steps_per_epoch, tuple(layers), accuracy)

@@ -29,6 +29,7 @@ from dcgmm.training.annealing import SingleExpSchedule
 from dcgmm.training.checkpoint import load_trainer_state, read_checkpoint, save_checkpoint
 from dcgmm.training.config import TrainConfig
 from dcgmm.training.distributed import DistContext
+from dcgmm.training.metrics import TrainingMetrics
 from dcgmm.training.watchdog import NonFinite, NumericalError, diagnose, nonfinite_parameters
 
 __all__ = ["CheckpointedTraining", "TrainerFields"]
@@ -217,12 +218,12 @@ class CheckpointedTraining(TrainerFields):
         self.dist.barrier()
         self._saved_step = self.step
 
-    def _log(self, record: dict[str, Any]) -> None:
+    def _log(self, record: TrainingMetrics) -> None:
         if self.run_dir is None or not self.dist.is_main:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.run_dir / METRICS_FILE, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+            handle.write(json.dumps(record.to_dict()) + "\n")
 
     def _roll_back(self, err: NumericalError) -> None:
         """Reload the last checkpoint after ``err`` (see ``TrainConfig``), or re-raise it."""

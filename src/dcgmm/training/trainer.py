@@ -40,6 +40,7 @@ from dcgmm.training.checkpoint import (
 )
 from dcgmm.training.config import TrainConfig
 from dcgmm.training.distributed import DistContext
+from dcgmm.training.metrics import TrainingMetrics
 from dcgmm.training.records import AnnealingRecords
 from dcgmm.training.state import CheckpointedTraining
 from dcgmm.training.watchdog import NumericalError
@@ -335,7 +336,7 @@ class Trainer(AnnealingRecords, CheckpointedTraining):
     def run(
         self,
         *,
-        callback: Callable[[int, int, dict[str, Any] | None], None] | None = None,
+        callback: Callable[[int, int, TrainingMetrics | None], None] | None = None,
         stop_at: int | None = None,
         max_seconds: float | None = None,
     ) -> None:
