@@ -160,6 +160,11 @@ class PDSPN(nn.Module):
     ) -> None:
         super().__init__()
         self.graph = region_graph(height, width, delta)
+        if len(self.graph.layers) < 2:
+            raise ValueError(
+                f"delta {delta} makes no cut in a {height} x {width} image, so there is no sum "
+                "layer; use a smaller delta."
+            )
         self.trials, self.n_sums = trials, n_sums
         leaves = [self.graph.regions[r] for r in self.graph.layers[0]]
         owner = torch.full((height, width), -1, dtype=torch.long)
@@ -196,7 +201,10 @@ class PDSPN(nn.Module):
         a_max, b_max = a.amax(-1, keepdim=True), b.amax(-1, keepdim=True)
         scale = (a_max + b_max).masked_fill(~valid[None, :, :, None], -math.inf)  # (N, R, P, 1)
         top = scale.amax(2, keepdim=True)  # (N, R, 1, 1): one scale per region and sample
-        # Products in linear space, each partition relative to the region's largest scale.
+        # EinsumNetworks' log-einsum-exp: the K x K products in linear space, relative to their
+        # maxima (and each partition to the region's largest), so the sum is one batched
+        # matmul; the log and the scales are added back after it. The weights' floor
+        # (COUNT_FLOOR) keeps ``mixed`` > 0: the largest product is 1 times a weight > 0.
         products = (a - a_max).exp()[..., :, None] * (b - b_max).exp()[..., None, :]
         products = products * (scale - top).exp()[..., None]  # (N, R, P, K, K)
         flat = products.reshape(*products.shape[:2], -1)  # (N, R, C)
