@@ -288,7 +288,7 @@ def test_paper2021_tiny_run_measures_diversity_of_every_instance(tmp_path):
 @needs_data
 def test_peers_tiny_run_scores_ratspn_and_reloads_it_from_its_cache(tmp_path):
     pytest.importorskip("spflow")  # the bench extra
-    tiny("peers", tmp_path)
+    tiny("peers", tmp_path, "--peers", "rat")
     result = json.loads((tmp_path / "peers.json").read_text())
     (run,) = result["runs"]
     assert run["stopped_by"] in ("epochs", "time")
@@ -308,7 +308,7 @@ def test_peers_tiny_run_scores_ratspn_and_reloads_it_from_its_cache(tmp_path):
     assert roc_auc(scores[inlier], scores[~inlier]) == pytest.approx(run["auc"], abs=1e-12)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert [(r["table"], r["dataset"], r["paper_mean"]) for r in summary] == [("II", "mnist", 91.8)]
-    tiny("peers", tmp_path)  # cached: the same number without training
+    tiny("peers", tmp_path, "--peers", "rat")  # cached: the same number without training
     again = json.loads((tmp_path / "peers.json").read_text())["runs"][0]
     assert again["auc"] == run["auc"]
     assert again["train_seconds"] == run["train_seconds"]

@@ -15,7 +15,7 @@ TABLE is one of:
 * ``nsn-faces`` the 5-layer NSN on the Olivetti faces (optionally ZCA-whitened);
 * ``baselines`` DCGMM beside NSN and the VAEs: outlier AUC and in-painting MSE;
 * ``paper2021`` the 2021 paper: clustering, sampling and top-S diversity per instance;
-* ``peers``   Table II's RAT-SPN re-run (SPFlow, Binomial leaves; needs the ``bench`` extra);
+* ``peers``   Table II's RAT-SPN (SPFlow; needs the ``bench`` extra) and PD-SPN (ours) re-run;
 * ``all``     every one of them, in that order (``make reproduce``).
 
 Trained models are cached under ``--runs`` (default ``runs/reproduce``): a second call only
