@@ -89,7 +89,7 @@ def test_peers_tiny_pd_run_scores_from_its_cache(tmp_path):
     assert (run["peer"], run["stopped_by"]) == ("PD-SPN", "epochs")
     from benchmarks.reproduce.peers import build_pdspn, counts, log_likelihood
     from dcgmm import load_dataset
-    from dcgmm.outliers import roc_auc
+    from dcgmm.evaluation.outliers import roc_auc
 
     model = build_pdspn(0)
     saved = torch.load(next((tmp_path / "runs" / "peers").glob("pdspn-*.pt")), weights_only=True)
