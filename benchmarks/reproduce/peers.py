@@ -306,8 +306,8 @@ def write_peers(result: dict[str, Any], out: Path, command: str, wall: float) ->
              "which bound ended training (`epochs` or `time`). *origin*: trained or loaded from "
              "the cache by this call, or carried over from the `peers.json` it found (not "
              "rerun).", "",
-             *[f"Carried-over rows were measured by: {ln[2:]}" for ln in
-               result["carried_provenance"]], "",
+             *(["Carried-over rows were measured on another day:", "",
+                *result["carried_provenance"], ""] if result["carried_provenance"] else []),
              "| peer | dataset | AUC % here (mean +- sd) | seeds | steps | train min per seed | "
              "stopped by | origin | published AUC % |",
              "|---|---|---:|---:|---:|---:|---|---|---:|", *table]  # fmt: skip
