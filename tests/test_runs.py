@@ -216,3 +216,18 @@ def test_a_cuda_device_without_cuda_is_one_line_and_writes_nothing(tmp_path, cap
     with pytest.raises(ValueError, match=r"TrainConfig\.device 'cuda'"):
         Trainer(DCGMM.from_spec("F(4,2)-G(4)", (8, 8, 1)), TrainConfig(steps=2, device="cuda"),
                 torch.rand(20, 8, 8, 1))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--model", "A", "--data", "nowhere"], "unknown data source"),
+     (["--model", "F(3,1)-Q(4)", "--data", "mnist"], "unknown layer type 'Q'")],
+)  # fmt: skip
+def test_a_failed_start_leaves_no_run_folder_but_keeps_the_users(tmp_path, capsys, flags, message):
+    out = tmp_path / "r"
+    assert main(["train", *flags, "--steps", "5", "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+    (tmp_path / "mine").mkdir()  # a folder that was there before: not ours to remove
+    assert main(["train", *flags, "--steps", "5", "--out", str(tmp_path / "mine")]) == 2
+    assert (tmp_path / "mine").is_dir()

@@ -1,6 +1,7 @@
 """``dcgmm train`` (DCGMM and baselines, resume, TensorBoard) and ``dcgmm demo``."""
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -101,10 +102,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise CLIError(str(err)) from None
     ctx, device = init_from_env(train_cfg.device)
+    created = not args.resume and not run_dir.exists()  # a folder of ours, not the user's
     try:
         return _train(args, run_dir, train_cfg, ctx, device)
+    except BaseException:
+        if created and ctx.is_main:
+            _remove_if_empty(run_dir)  # a failed start (bad data, bad spec) leaves no folder
+        raise
     finally:
         shutdown()
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """Remove ``folder`` if nothing was written into it (a crash keeps whatever was)."""
+    with contextlib.suppress(OSError):
+        folder.rmdir()  # fails unless empty
 
 
 def _train(
