@@ -62,21 +62,31 @@ VALUES["outliers"] = {
     "n_maps": ["--n-maps", "3"],
     "all_layers": ["--all-layers"],
 }
+VALUES["sample-quality"] = {  # compared on --json: the table rounds what a tiny judge sees
+    "per_class": ["--per-class", "3"],
+    "batch_size": ["--batch-size", "7"],
+    "start": ["--start", "weights"],
+    **SAMPLING,
+}
 REQUIRED = {
     "sample": ["-n", "4"],
     "inpaint": ["--data", "mnist", "--limit", "4"],
     "eval": ["--limit", "30"],
     "outliers": ["--inliers", "mnist:1-9", "--outliers", "mnist:0", "--limit", "30"],
+    "sample-quality": ["--evaluator", "{runs}/evaluator", "--per-class", "2", "--json"],
 }
-OUT = {"sample": "out.png", "inpaint": "out.png", "outliers": "report", "eval": None}
-# Options with no other value to try on this machine (cpu is the only device in CI).
-UNWALKED = {"help", "run_dir", "out", "data", "device"}
+OUT = {"sample": "out.png", "inpaint": "out.png", "outliers": "report", "eval": None,
+       "sample-quality": None}  # fmt: skip
+# Options with no other value to try on this machine (cpu is the only device in CI), or none
+# to try at all (the judge sample-quality needs).
+UNWALKED = {"help", "run_dir", "out", "data", "device", "evaluator"}
 
 
 def command_options(command: str) -> set[str]:
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return {a.dest for a in sub.choices[command]._actions} - UNWALKED
+    given = {"json"} if "--json" in REQUIRED[command] else set()  # always on: not walked
+    return {a.dest for a in sub.choices[command]._actions} - UNWALKED - given
 
 
 @pytest.mark.parametrize("command", sorted(VALUES))
@@ -93,6 +103,8 @@ def runs(tmp_path_factory):
     assert main(["train", *dcgmm, *data, "--out", str(root / "dcgmm")]) == 0
     vae = ["--model", "gauss-vae", "--epochs", "1"]
     assert main(["train", *vae, *data, "--out", str(root / "vae")]) == 0
+    judge = ["--data", "mnist", "--limit", "200", "--epochs", "1", "--out", str(root / "evaluator")]
+    assert main(["train-evaluator", *judge]) == 0
     return root
 
 
@@ -121,7 +133,7 @@ def run_in(folder: Path, argv: list[str], capsys) -> tuple[int, dict[str, str], 
 def test_an_option_changes_the_output_or_is_refused(runs, tmp_path, monkeypatch, capsys, kind,
                                                     command, dest):  # fmt: skip
     monkeypatch.chdir(tmp_path)  # --npy writes here
-    base = [command, str(runs / kind), *REQUIRED[command]]
+    base = [command, str(runs / kind), *(a.format(runs=runs) for a in REQUIRED[command])]
     status, plain, _ = run_in(tmp_path / "plain", base, capsys)
     assert status == 0
     status, changed, err = run_in(tmp_path / "changed", [*base, *VALUES[command][dest]], capsys)
