@@ -12,7 +12,7 @@ the per-sample score is the top GMM layer's log-likelihood (exact, and max-compo
 training loss at the annealing floor); AUC of the test set's classes 1-9 (inliers) against its
 class 0 (outliers). Beside it: the AUC of every lower GMM layer, the top layer's Dunn index and
 Davies-Bouldin score on the first 2000 test images, the paper's Table I and the peers'
-published numbers of Table II (RAT-SPN re-run by ``peers``). Pictures: ROC curves of all presets per
+published numbers of Table II (RAT-SPN and PD-SPN re-run by ``peers``). Pictures: ROC curves of all presets per
 dataset, and per-position outlier maps of preset E's second GMM layer.
 """
 
@@ -340,8 +340,8 @@ def write_table1(result: dict[str, Any], out: Path, command: str, wall: float) -
     lines += [f"- {model}: {note}" for model, note in notes]
     lines += [
         "",
-        "Table II, the published peers (numbers from the 2022 paper; RAT-SPN re-run on this "
-        "protocol: `python -m benchmarks.reproduce peers`, docs/results/peers.md):",
+        "Table II, the published peers (numbers from the 2022 paper; RAT-SPN and PD-SPN re-run "
+        "on this protocol: `python -m benchmarks.reproduce peers`, docs/results/peers.md):",
         "",
         "| model | MNIST | FashionMNIST |",
         "|---|---:|---:|",
