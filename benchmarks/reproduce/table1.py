@@ -12,8 +12,8 @@ the per-sample score is the top GMM layer's log-likelihood (exact, and max-compo
 training loss at the annealing floor); AUC of the test set's classes 1-9 (inliers) against its
 class 0 (outliers). Beside it: the AUC of every lower GMM layer, the top layer's Dunn index and
 Davies-Bouldin score on the first 2000 test images, the paper's Table I and the peers'
-published numbers of Table II (RAT-SPN and PD-SPN re-run by ``peers``). Pictures: ROC curves of all presets per
-dataset, and per-position outlier maps of preset E's second GMM layer.
+published numbers of Table II (RAT-SPN and PD-SPN re-run by ``peers``). Pictures: ROC curves
+of all presets per dataset, and per-position outlier maps of preset E's second GMM layer.
 """
 
 import argparse
