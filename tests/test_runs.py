@@ -134,6 +134,8 @@ def test_load_run_returns_a_baseline_behind_the_common_interface(tmp_path, model
     assert result.summary()
     with pytest.raises(TypeError, match="got kind"):
         run_outliers(run, x[:20], x[20:], kind="max_component")
+    with pytest.raises(ValueError, match="on the CPU only"):  # not taken and then ignored
+        load_run(out, map_location="cuda")
 
 
 def test_load_run_of_a_dcgmm_takes_the_dcgmm_options(tmp_path):

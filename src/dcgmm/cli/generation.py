@@ -115,8 +115,10 @@ def sampling_config(args: argparse.Namespace) -> SamplingConfig:
         raise CLIError(str(err)) from None
 
 
-def _generator(args: argparse.Namespace) -> torch.Generator:
-    return torch.Generator(device=args.device).manual_seed(args.seed)
+def _generator(args: argparse.Namespace, run: Run) -> torch.Generator:
+    """Return the seeded generator of the run's device (a baseline runs on the CPU)."""
+    device = args.device if "device" in run.accepts("to") else "cpu"
+    return torch.Generator(device=device).manual_seed(args.seed)
 
 
 def conditional_classes(model: DCGMM, per_class: int) -> Tensor:
@@ -158,7 +160,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir, map_location=args.device)
     refuse_untaken(args, run, SAMPLE_FLAGS, {"run_dir", "n", "out", "seed", "npy"})
     options, n, n_cols = _sample_options(args, run)
-    generator = _generator(args) if run.accepts("to") else torch.Generator().manual_seed(args.seed)
+    generator = _generator(args, run)
     try:
         images = run.sample(n, generator=generator, **options)
     except ValueError as err:
@@ -188,9 +190,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
         mask_generator = torch.Generator().manual_seed(args.seed + 1)  # masks are drawn on the CPU
         missing = make_mask(args.mask, tuple(images.shape), generator=mask_generator)
         missing = missing.to(images.device)
-        generator = (
-            _generator(args) if run.accepts("to") else torch.Generator().manual_seed(args.seed)
-        )
+        generator = _generator(args, run)
         completed = run.inpaint(images, missing, generator=generator, **options)
     except ValueError as err:
         raise CLIError(str(err)) from None
@@ -249,7 +249,7 @@ def cmd_sample_quality(args: argparse.Namespace) -> int:
     real = load_data(record["source"], "test", None, None, None, resize=record.get("resize"))
     config = sampling_config(args)
     options: dict[str, Any] = {"config": config} if "config" in run.accepts("sample") else {}
-    generator = _generator(args) if run.accepts("to") else torch.Generator().manual_seed(args.seed)
+    generator = _generator(args, run)
     conditional = "classes" in run.accepts("sample") and run.native.classifier is not None
     intended = conditional_classes(run.native, args.per_class) if conditional else None
     n = intended.shape[0] if intended is not None else args.per_class * evaluator.n_classes

@@ -145,6 +145,11 @@ def load_run(run_dir: str | Path, *, map_location: str | torch.device = "cpu") -
         # Imported here: loading a DCGMM run (and `import dcgmm`) loads no baseline.
         from dcgmm.baselines.runs import load_baseline
 
+        if torch.device(map_location).type != "cpu":
+            raise ValueError(
+                f"{run_dir} is a {config.get('model')} run (a baseline): baselines load and run "
+                f"on the CPU only; got map_location={str(map_location)!r}"
+            )
         name, model, _ = load_baseline(run_dir)
         data = config.get("data", {})
         options: dict[str, Any] = {}
