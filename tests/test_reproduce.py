@@ -131,6 +131,21 @@ def test_table3_tiny_run_writes_the_table(tmp_path):
 
 
 @needs_data
+def test_table3_judge_epochs_cache_a_cut_judge_apart_and_name_it(tmp_path):
+    args = ("--presets", "A", "--protocols", "paper", "--judge", "paper")
+    tiny("table3", tmp_path, *args, "--judge-epochs", "3")
+    folder = tmp_path / "runs" / "mnist"
+    assert (folder / "judge-paper-e3-0" / "evaluator.json").exists()
+    assert not (folder / "judge-paper-0").exists()  # the default judge's cache is not taken
+    row = json.loads((tmp_path / "table3.json").read_text())["rows"][0]
+    assert row["metric"].endswith("(paper CNN, 3 epochs)")
+    tiny("table3", tmp_path, *args)  # the default epochs: its own judge, its own metric
+    assert (folder / "judge-paper-0" / "evaluator.json").exists()
+    row = json.loads((tmp_path / "table3.json").read_text())["rows"][0]
+    assert row["metric"].endswith("(paper CNN)")
+
+
+@needs_data
 def test_table3_em_class_models_are_their_own_rows(tmp_path):
     tiny("table3", tmp_path, "--presets", "A", "--protocols", "paper", "--solvers", "em")
     row = json.loads((tmp_path / "table3.json").read_text())["rows"][0]
