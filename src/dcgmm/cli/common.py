@@ -1,6 +1,7 @@
 """Helpers shared by the command-line modules."""
 
 import argparse
+import contextlib
 import difflib
 import os
 import tempfile
@@ -23,6 +24,7 @@ __all__ = [
     "parse_size",
     "refuse_options",
     "refuse_untaken",
+    "remove_if_empty",
     "run_data",
 ]
 
@@ -188,3 +190,9 @@ def check_writable(path: Path, flag: str = "--out") -> None:
         raise OutputError.from_os_error(err, path, flag=flag) from None
     finally:
         Path(probe).unlink(missing_ok=True)
+
+
+def remove_if_empty(folder: Path) -> None:
+    """Remove ``folder`` if nothing was written into it (a crash keeps whatever was)."""
+    with contextlib.suppress(OSError):
+        folder.rmdir()  # fails unless empty

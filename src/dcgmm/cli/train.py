@@ -1,7 +1,6 @@
 """``dcgmm train`` (DCGMM and baselines, resume, TensorBoard) and ``dcgmm demo``."""
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import logging
@@ -20,6 +19,7 @@ from dcgmm.cli.common import (
     check_writable,
     load_data,
     parse_size,
+    remove_if_empty,
     run_data,
 )
 from dcgmm.cli.train_flags import (
@@ -107,16 +107,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _train(args, run_dir, train_cfg, ctx, device)
     except BaseException:
         if created and ctx.is_main:
-            _remove_if_empty(run_dir)  # a failed start (bad data, bad spec) leaves no folder
+            remove_if_empty(run_dir)  # a failed start (bad data, bad spec) leaves no folder
         raise
     finally:
         shutdown()
-
-
-def _remove_if_empty(folder: Path) -> None:
-    """Remove ``folder`` if nothing was written into it (a crash keeps whatever was)."""
-    with contextlib.suppress(OSError):
-        folder.rmdir()  # fails unless empty
 
 
 def _train(
