@@ -110,10 +110,7 @@ class ScoreOutliers:
 
 def check_outlier_options(run: Run, **options: Any) -> None:
     """Fail before any data is read: an option the model does not take, or a bad GMM layer."""
-    unknown = sorted(set(options) - run.accepts("outliers"))
-    if unknown:
-        takes = ", ".join(sorted(run.accepts("outliers"))) or "no options"
-        raise TypeError(f"outliers of a {run.name} run takes {takes}; got {', '.join(unknown)}")
+    run.check_options("outliers", options)
     for name in ("layer", "map_layer"):
         if options.get(name) is not None:
             run.native.gmm_layer_number(options[name])  # ValueError naming the GMM layers

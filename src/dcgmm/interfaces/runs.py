@@ -89,12 +89,12 @@ class Run:
         :class:`~dcgmm.evaluation.scores.Evaluation`, a VAE's importance-sampled
         ``-log p(x)``, an NSN's per-layer max-component scores.
         """
-        self._check("evaluate", options)
+        self.check_options("evaluate", options)
         return self._adapter.evaluate(images, labels, **options)
 
     def sample(self, n: int, *, generator: torch.Generator | None = None, **options: Any) -> Tensor:
         """Draw ``n`` images; ``options`` must be in ``accepts("sample")``."""
-        self._check("sample", options)
+        self.check_options("sample", options)
         return cast(Tensor, self._adapter.sample(n, generator=generator, **options))
 
     def inpaint(
@@ -109,7 +109,7 @@ class Run:
 
         ``options`` must be in ``accepts("inpaint")``.
         """
-        self._check("inpaint", options)
+        self.check_options("inpaint", options)
         return cast(Tensor, self._adapter.inpaint(images, missing, generator=generator, **options))
 
     @property
@@ -117,7 +117,8 @@ class Run:
         # Every adapter that load_run returns has prepare and evaluate beside the protocol.
         return self.model
 
-    def _check(self, method: str, options: Mapping[str, Any]) -> None:
+    def check_options(self, method: str, options: Mapping[str, Any]) -> None:
+        """Raise a TypeError naming what ``method`` takes if ``options`` holds anything else."""
         unknown = sorted(set(options) - self.accepts(method))
         if unknown:
             takes = ", ".join(sorted(self.accepts(method))) or "no options"
