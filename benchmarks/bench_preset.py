@@ -17,7 +17,12 @@ from torch.utils.benchmark import Timer
 
 from dcgmm import DCGMM, TrainConfig, Trainer, load_dataset
 from dcgmm.generation.inpainting import inpaint, make_mask
-from dcgmm.generation.sampling import SamplingConfig, Sharpening, sample
+from dcgmm.generation.sampling import SamplingConfig, sample
+
+try:
+    from dcgmm.generation.sharpening import Sharpening
+except ImportError:  # an older version under benchmarks.versions (before 2026-12-06)
+    from dcgmm.generation.sampling import Sharpening  # type: ignore[attr-defined,no-redef]
 
 BATCH = 100
 

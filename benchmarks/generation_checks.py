@@ -26,7 +26,8 @@ import torch
 import dcgmm
 from dcgmm import load_dataset, load_model
 from dcgmm.generation.inpainting import inpaint, make_mask
-from dcgmm.generation.sampling import SamplingConfig, Sharpening, sample
+from dcgmm.generation.sampling import SamplingConfig, sample
+from dcgmm.generation.sharpening import Sharpening
 from dcgmm.io.images import save_grid, save_inpainting_grid
 from dcgmm.io.run_files import read_config
 from dcgmm.layers import GMM, Folding

@@ -14,15 +14,8 @@ from dcgmm.evaluation.judge import (
     train_evaluator,
 )
 from dcgmm.generation.inpainting import inpaint, make_mask, variants
-from dcgmm.generation.sampling import (
-    SamplingConfig,
-    Sharpening,
-    class_control,
-    sample,
-    sampling_layers,
-    sharpen,
-    sharpening_chain,
-)
+from dcgmm.generation.sampling import SamplingConfig, class_control, sample, sampling_layers
+from dcgmm.generation.sharpening import Sharpening, sharpen, sharpening_chain
 from dcgmm.io.images import decode_png, encode_png
 from dcgmm.io.run_files import write_config
 from dcgmm.training.checkpoint import save_checkpoint

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from dcgmm import DCGMM
+from dcgmm.generation.sharpening import Sharpening, _objective_and_grad, sharpening_chain
 from dcgmm.layers import GMM, Folding
 from dcgmm.stages import FoldedGMMStage, IndependentGMMStage, build_stages
 from dcgmm.stages import independent as independent_stage
@@ -180,7 +181,8 @@ def test_folded_stage_float32_log_joint_within_stated_tolerance(mnist_small):
 @pytest.mark.parametrize("objective", ["annealed", "max_component", "loglik"])
 @pytest.mark.parametrize(
     ("input_shape", "patch", "stride"),
-    [((9, 9, 1), (3, 3), (1, 1)), ((8, 10, 3), (4, 2), (2, 3))],
+    # a grey input (2 channels: [h^2, h]) takes the shifted products, a colour one oneDNN's
+    [((9, 9, 1), (3, 3), (1, 1)), ((9, 11, 1), (3, 4), (2, 3)), ((8, 10, 3), (4, 2), (2, 3))],
 )
 def test_folded_stage_input_gradient_matches_autograd(generator, input_shape, patch, stride,
                                                       objective):  # fmt: skip
@@ -194,3 +196,50 @@ def test_folded_stage_input_gradient_matches_autograd(generator, input_shape, pa
     (expected_grad,) = torch.autograd.grad(expected.sum(), hg)
     torch.testing.assert_close(value, expected.detach(), rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(grad, expected_grad, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("independent", [False, True])
+@pytest.mark.parametrize("objective", ["annealed", "max_component", "loglik"])
+def test_gmm_input_gradient_matches_autograd(generator, independent, objective):
+    layer = random_gmm((3, 2, 5), 9, generator, independent=independent)
+    layer.objective = objective
+    layer.set_sigma_som(1.3)
+    x = torch.rand(4, 3, 2, 5, generator=generator, dtype=torch.float64)
+    value, grad = layer.objective_and_input_gradient(x)
+    xg = x.clone().requires_grad_(True)
+    expected = layer.objective_map(layer.log_joint(xg)).flatten(1).mean(1)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), xg)
+    torch.testing.assert_close(value, expected.detach(), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("target", ["next", "top"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "F(2,2)-G(4)-P(2,2)-F(2,1)-G(9)",  # fused, pooling below a fused pair, one window
+        "F(3,1)-G(4,indep)-F(4,2)-G(9)",  # an independent target, folding through autograd
+    ],
+)
+def test_sharpening_gradient_matches_autograd(generator, spec, target):
+    model = DCGMM.from_spec(spec, (12, 12, 1), generator=generator).double()
+    layers = list(model.layers)
+    config = Sharpening(target=target, weight=0.3)
+    for _, gmm in model.gmm_layers():
+        gmm.set_sigma_som(0.9)
+    chains = [sharpening_chain(layers, i, config) for i in range(len(layers))]
+    assert sum(bool(chain) for chain in chains) >= 2
+    for chain in filter(None, chains):
+        x0 = torch.rand(3, *chain[0].input_shape, generator=generator, dtype=torch.float64)
+        x = x0 + 0.05 * torch.rand(x0.shape, generator=generator, dtype=torch.float64)
+        value, grad = _objective_and_grad(chain, x, x0, config)
+        xg = x.clone().requires_grad_(True)
+        h = xg
+        for layer in chain[:-1]:
+            h = layer(h)
+        top = chain[-1]
+        expected = top.objective_map(top.log_joint(h)).flatten(1).mean(1)
+        expected = expected - 0.3 * (xg - x0).square().flatten(1).mean(1)
+        (expected_grad,) = torch.autograd.grad(expected.sum(), xg)
+        torch.testing.assert_close(value, expected.detach(), rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-9, atol=1e-12)

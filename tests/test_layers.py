@@ -58,10 +58,14 @@ def test_float64_is_preserved(layer):
     assert layer(torch.rand(2, 7, 6, 2, dtype=torch.float64)).dtype == torch.float64
 
 
-def test_folding_matches_naive_loops():
+@pytest.mark.parametrize(
+    ("patch", "stride"),
+    [((3, 2), (2, 3)), ((9, 7), (1, 1)), ((6, 5), (4, 3))],  # many windows, one (all), one
+)
+def test_folding_matches_naive_loops(patch, stride):
     x = torch.rand(2, 9, 7, 3, dtype=torch.float64)
-    layer = Folding((9, 7, 3), (3, 2), (2, 3))
-    torch.testing.assert_close(layer(x), naive_fold(x, 3, 2, 2, 3))
+    layer = Folding((9, 7, 3), patch, stride)
+    torch.testing.assert_close(layer(x), naive_fold(x, *patch, *stride))
 
 
 @settings(deadline=None, max_examples=60)

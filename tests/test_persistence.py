@@ -18,7 +18,8 @@ from dcgmm.baselines.runs import load_baseline, save_baseline
 from dcgmm.baselines.vae import dldpmm, dlgmm, gauss_vae
 from dcgmm.evaluation.outliers import SCORE_KINDS, position_scores
 from dcgmm.generation.inpainting import inpaint, make_mask
-from dcgmm.generation.sampling import SamplingConfig, Sharpening, sample
+from dcgmm.generation.sampling import SamplingConfig, sample
+from dcgmm.generation.sharpening import Sharpening
 from dcgmm.interfaces.image_model import as_image_model
 from dcgmm.io.run_files import write_config
 from dcgmm.training.checkpoint import load_model

@@ -17,14 +17,8 @@ from scipy.stats import chisquare
 
 from dcgmm import DCGMM
 from dcgmm._numerics import SQRT_PRECISION_UPPER_BOUND
-from dcgmm.generation.sampling import (
-    SamplingConfig,
-    Sharpening,
-    class_control,
-    sample,
-    sharpen,
-    sharpening_chain,
-)
+from dcgmm.generation.sampling import SamplingConfig, class_control, sample
+from dcgmm.generation.sharpening import Sharpening, sharpen, sharpening_chain
 from dcgmm.layers import GMM, Folding, LinearClassifier
 
 N_DRAWS = 20_000

@@ -101,7 +101,7 @@ BUGS = [
         "-2 * cfg.delta < change / progress < cfg.delta",
         "-2 * cfg.delta < change / abs(progress) < cfg.delta",
         "tests/test_annealing.py::test_single_exp_on_an_objective_that_falls_from_the_start"),
-    Bug("sharpen-rate-not-halved", "generation/sampling.py",
+    Bug("sharpen-rate-not-halved", "generation/sharpening.py",
         "rate = torch.where(better, rate, rate / 2)", "rate = torch.where(better, rate, rate / 3)",
         "tests/test_sampling_oracles.py::test_sharpening_steps_by_hand_on_a_quadratic"),
     Bug("gloo-group-outlives-shutdown", "training/distributed.py",

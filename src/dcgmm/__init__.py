@@ -10,7 +10,8 @@ from dcgmm.exceptions import (
     SpecError,
 )
 from dcgmm.generation.inpainting import inpaint, make_mask, variants
-from dcgmm.generation.sampling import SamplingConfig, Sharpening, sample
+from dcgmm.generation.sampling import SamplingConfig, sample
+from dcgmm.generation.sharpening import Sharpening
 from dcgmm.interfaces.image_model import DensityModel, ImageModel, as_image_model
 from dcgmm.interfaces.runs import Run, load_run
 from dcgmm.io.data import Dataset, load_dataset

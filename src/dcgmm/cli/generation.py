@@ -19,7 +19,8 @@ from dcgmm.evaluation.judge import (
     train_evaluator,
 )
 from dcgmm.generation.inpainting import MASK_KINDS, make_mask
-from dcgmm.generation.sampling import SamplingConfig, Sharpening
+from dcgmm.generation.sampling import SamplingConfig
+from dcgmm.generation.sharpening import Sharpening
 from dcgmm.interfaces.runs import Run, load_run
 from dcgmm.io.images import check_png_path, save_grid, save_inpainting_grid
 from dcgmm.model import DCGMM

@@ -73,7 +73,12 @@ class Folding(Layer):
     def forward(self, x: Float[Tensor, "N H W C"]) -> Float[Tensor, "N Ho Wo P"]:
         """Return the folded map; each output position holds one flattened window."""
         (fy, fx), (sy, sx) = self.patch_size, self.stride
-        n, _, _, c = x.shape
+        n, h, w, c = x.shape
+        if windows_along(h, fy, sy) == 1 and windows_along(w, fx, sx) == 1:
+            # One window (e.g. a top layer's F(12,1) on 12x12): its (dy, dx, c) order is the
+            # input's row-major order, so it is a reshape (a view when it covers the input),
+            # whose gradient is one too (sharpening: unfold's backward took 7 ms here).
+            return x[:, :fy, :fx].reshape(n, 1, 1, fy * fx * c)
         windows = x.unfold(1, fy, sy).unfold(2, fx, sx)  # (N, Ho, Wo, C, fy, fx), a view
         ho, wo = windows.shape[1], windows.shape[2]
         # One copy, into the (dy, dx, c) channel order of the spec.

@@ -263,6 +263,25 @@ class GMM(TrainableLayer):
             grads.set_descent_gradients(self.means, self.sqrt_precisions, self.logits, stats)
         return resp, value
 
+    def objective_and_input_gradient(self, x: Float[Tensor, "N H W C"]) -> tuple[Tensor, Tensor]:
+        """Return each sample's mean objective over positions and its gradient w.r.t. ``x``.
+
+        In closed form (:func:`~dcgmm.layers.gmm_gradients.input_gradient`): what sharpening
+        climbs with when no folding is fused below the layer.
+        """
+        with torch.no_grad():
+            log_joint = self.log_joint(x)
+            kernel = self.annealing_kernel(log_joint.dtype, log_joint.device)
+            resp = torch.softmax(log_joint, dim=-1)
+            objective = grads.objective_gradient(log_joint, self.objective, kernel, resp)
+            # objective_gradient differentiates the mean over all rows; each sample's own
+            # mean over its positions is N times that.
+            per_sample = objective.d_log_joint.mul(x.shape[0])
+            grad = grads.input_gradient(
+                x, per_sample, self.means, self.sqrt_precisions, independent=self.independent
+            )
+            return objective.values.flatten(1).mean(1), grad
+
     def scores(self, x: Float[Tensor, "N H W C"]) -> GMMScores:
         """Return the per-position annealed loss, max-component and exact log-likelihoods."""
         return self.scores_from_log_joint(self._checked(self.log_joint(x)))

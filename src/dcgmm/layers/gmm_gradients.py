@@ -30,6 +30,7 @@ from torch import Tensor, nn
 __all__ = [
     "ObjectiveGradient",
     "Statistics",
+    "input_gradient",
     "objective_gradient",
     "set_descent_gradients",
     "statistics",
@@ -135,6 +136,31 @@ def statistics(x: Tensor, objective: ObjectiveGradient, *, independent: bool) ->
     c, k = x.shape[-1], d_log_joint.shape[-1]
     rows_x, rows_r = x.reshape(-1, c), d_log_joint.reshape(-1, k)
     return Statistics(objective.weight, rows_r.T @ rows_x, rows_r.T @ (rows_x * rows_x))
+
+
+def input_gradient(
+    x: Tensor, d_log_joint: Tensor, means: Tensor, sqrt_precisions: Tensor, *, independent: bool
+) -> Tensor:
+    r"""Return :math:`\partial J / \partial x` from :math:`R = \partial J / \partial \ell`.
+
+    With :math:`\partial \ell_k / \partial x_c = P_{kc} (\mu_{kc} - x_c)`,
+
+    .. math::
+        \frac{\partial J}{\partial x_c} = \sum_k R_k P_{kc} \mu_{kc}
+        - x_c \sum_k R_k P_{kc},
+
+    two products of R with the (K, C) parameters, per position for an independent layer:
+    what sharpening climbs with, without autograd's (N, H, W, K, C) intermediates.
+    ``x`` is (N, H, W, C), ``d_log_joint`` (N, H, W, K).
+    """
+    precisions = sqrt_precisions * sqrt_precisions
+    pulled = precisions * means
+    if independent:  # per position (h, w): R (N, K) @ (K, C)
+        toward = torch.einsum("nhwk,hwkc->nhwc", d_log_joint, pulled)
+        weight = torch.einsum("nhwk,hwkc->nhwc", d_log_joint, precisions)
+    else:
+        toward, weight = d_log_joint @ pulled, d_log_joint @ precisions
+    return toward.addcmul_(x, weight, value=-1.0)
 
 
 def set_descent_gradients(
