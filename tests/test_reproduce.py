@@ -362,3 +362,27 @@ def test_best_picks_the_highest_mean_among_rows_with_enough_seeds(tmp_path):
     assert "| I | outlier AUC % | mnist | B, paper | **96.50 +- 0.10** (3) | 100 | A 95.4" in text
     assert "yes |" in text
     assert "not measured with 3 seeds" in text  # the other columns
+
+
+def test_table3_sampling_knobs_act_and_name_the_row():
+    import argparse
+
+    import torch
+
+    from benchmarks.reproduce.table3 import add_arguments, knobs_label, sampling_for
+    from dcgmm import DCGMM
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    model = DCGMM.from_spec("E", (28, 28, 1), generator=torch.Generator().manual_seed(0))
+    default = parser.parse_args([])
+    assert knobs_label(default) == ""
+    config = sampling_for(model, "paper", default)
+    assert (config.top_s, config.noise_divisor, config.sharpening) == ({2: 2, 4: 2}, 10.0, None)
+    args = parser.parse_args(["--top-s", "1", "--noise-divisor", "0", "--sharpen", "300"])
+    config = sampling_for(model, "recipes", args)
+    assert (config.top_s, config.noise_divisor) == ({2: 1, 4: 1}, None)
+    assert (config.sharpening.iterations, config.sharpening.rate) == (300, 0.01)
+    assert knobs_label(args) == " [top-S 1, no noise, sharpened 300 x 0.01]"
+    with pytest.raises(SystemExit, match="--sharpen-rate needs --sharpen"):
+        knobs_label(parser.parse_args(["--sharpen-rate", "0.1"]))
