@@ -1,7 +1,7 @@
 """One preset timed with two versions of dcgmm in the same run: a speed-up as a ratio.
 
-    python -m benchmarks.versions --old-src ../old/src --label-old a269621 [--presets E,E-indep,C]
-        [--rounds 3] [--out docs/speed_versions.md]
+    python -m benchmarks.versions --old-src ../old/src --label-old a269621
+        [--presets E,E-indep,C,NSN] [--rounds 3] [--out docs/speed_versions.md]
 
 ``--old-src`` is the ``src`` folder of another checkout (``git worktree add ../old COMMIT``).
 Each round runs :mod:`benchmarks.bench_preset` once per preset and version, alternating the two,
@@ -26,14 +26,16 @@ import torch
 from dcgmm.spec import INDEPENDENT_PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
-# (label, bench_preset key, unit): seconds per batch of 100 images.
+# (label, bench_preset key): seconds per batch of 100 images, shown in ms.
 FIGURES = [
     ("training step", "train_s"),
     ("evaluation", "eval_batch_s"),
     ("sampling (top-S 1)", "sample_batch_s"),
     ("in-painting (right half)", "inpaint_batch_s"),
     ("sharpened sampling", "sharpen_batch_s"),
+    ("NSN fit, 2,000 MNIST digits (ms of the whole fit)", "nsn_fit_s"),  # benchmarks.bench_nsn
 ]
+NSN = "NSN"  # the pseudo-preset that times benchmarks.bench_nsn
 
 
 def run_preset(src: Path, preset: str, sharpen: int | None, threads: int) -> dict[str, Any]:
@@ -41,7 +43,9 @@ def run_preset(src: Path, preset: str, sharpen: int | None, threads: int) -> dic
     env = dict(os.environ, PYTHONPATH=f"{src}{os.pathsep}{ROOT}", OMP_NUM_THREADS=str(threads))
     # An older version may not know the -indep names: pass their spec strings.
     cmd = [sys.executable, "-m", "benchmarks.bench_preset", INDEPENDENT_PRESETS.get(preset, preset)]
-    if sharpen:
+    if preset == NSN:
+        cmd = [sys.executable, "-m", "benchmarks.bench_nsn"]
+    elif sharpen:
         cmd += ["--sharpen", str(sharpen)]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -66,7 +70,7 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--old-src", type=Path, required=True, help="the other version's src/")
     parser.add_argument("--label-old", default="old", help="its name in the table (a commit)")
-    parser.add_argument("--presets", default="E,E-indep,C")
+    parser.add_argument("--presets", default="E,E-indep,C", help="and NSN: the NSN fit")
     parser.add_argument("--sharpen", type=int, default=20, help="sharpening iterations (C)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
