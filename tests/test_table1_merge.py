@@ -84,3 +84,13 @@ def test_thin_roc_keeps_the_ends_and_drops_points_closer_than_the_spacing():
     assert points[0] == [0.0, 0.0]
     assert points[-1] == [1.0, 1.0]
     assert 10 < len(points) < 60
+
+
+def test_rows_of_an_older_table_without_commands_are_marked_not_recorded(tmp_path):
+    old = result(row("A", 95.0))
+    del old["roc"]
+    (tmp_path / "table1.json").write_text(json.dumps(old))
+    write_table1(result(row("B", 93.0)), tmp_path, "python -m benchmarks.reproduce table1", 1.0)
+    merged = json.loads((tmp_path / "table1.json").read_text())
+    assert [(r["model"], r["run"]) for r in merged["rows"]] == [("A", 0), ("B", 1)]
+    assert "run 0: ?; `not recorded" in (tmp_path / "table1.md").read_text()

@@ -23,6 +23,7 @@ __all__ = [
     "dataset_order",
     "merge_results",
     "read_previous",
+    "recorded_commands",
     "roc_key",
     "row_key",
     "run_lines",
@@ -80,6 +81,19 @@ def read_previous(out: Path) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     return previous, json.loads(points.read_text()) if points.exists() else {}
 
 
+def recorded_commands(previous: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return the stored commands; rows written before they were kept get run 0, "not
+    recorded" (an older ``--out`` folder's table1.json)."""
+    for row in [*previous["rows"], *previous["runs"], *previous.get("maps", {}).values()]:
+        row.setdefault("run", 0)
+    if previous.get("commands") or not previous["rows"]:
+        return list(previous.get("commands", []))
+    rows = [" ".join(row_key(r)) for r in previous["rows"]]
+    unknown = "not recorded (written before table1.json kept its commands)"
+    return [{"run": 0, "date": "?", "machine": "?", "command": unknown, "wall_minutes": 0.0,
+             "rows": rows}]  # fmt: skip
+
+
 def merge_results(
     previous: dict[str, Any] | None, new: dict[str, Any], command: dict[str, Any]
 ) -> dict[str, Any]:
@@ -89,7 +103,7 @@ def merge_results(
     written on the new rows, and ``commands`` keeps the runs that still measure a row.
     """
     previous = previous or {"runs": [], "rows": [], "maps": {}}
-    commands = list(previous.get("commands", []))
+    commands = recorded_commands(previous)
     number = max((c["run"] for c in commands), default=0) + 1
     new_keys = {row_key(r) for r in new["rows"]}
     for row in [*new["rows"], *new["runs"], *new["maps"].values()]:
