@@ -134,7 +134,7 @@ def run_lines(result: dict[str, Any]) -> list[str]:
     for c in result["commands"]:
         lines.append(
             f"  - run {c['run']}: {c['machine']}; `{c['command']}` ({c['wall_minutes']:.1f} min "
-            f"wall, cached runs reused); rows: {', '.join(c['rows'])}"
+            f"wall; models found cached were reused, not retrained); rows: {', '.join(c['rows'])}"
         )
     return lines
 
