@@ -14,6 +14,8 @@ class 0 (outliers). Beside it: the AUC of every lower GMM layer, the top layer's
 Davies-Bouldin score on the first 2000 test images, the paper's Table I and the peers'
 published numbers of Table II (RAT-SPN and PD-SPN re-run by ``peers``). Pictures: ROC curves
 of all presets per dataset, and per-position outlier maps of preset E's second GMM layer.
+A run's rows merge into the stored ``table1.json`` (:mod:`.table1_merge`): rows of the same
+dataset, preset and protocol are replaced, the others kept (delete the file to start afresh).
 """
 
 import argparse
@@ -26,14 +28,13 @@ from typing import Any
 import torch
 
 from benchmarks.reproduce.common import (
-    header_lines,
     mean_sd,
     run_record,
     train_run,
-    update_summary,
-    write_results,
 )
 from benchmarks.reproduce.protocols import model_name, outlier_recipe, protocol_solver_pairs
+from benchmarks.reproduce.table1_merge import roc_key, thin_roc
+from benchmarks.reproduce.table1_report import MAP_PRESET, write_table1
 from dcgmm import load_dataset, load_model
 from dcgmm.evaluation.clustering import clustering_scores
 from dcgmm.evaluation.outliers import (
@@ -43,7 +44,7 @@ from dcgmm.evaluation.outliers import (
     roc_curve,
     to_pixels,
 )
-from dcgmm.evaluation.plots import save_outlier_maps, save_roc
+from dcgmm.evaluation.plots import save_outlier_maps
 from dcgmm.io.data import Dataset
 from dcgmm.model import DCGMM
 from dcgmm.training.config import options_for_solver
@@ -53,14 +54,8 @@ PAPER_TABLE1 = {
     "fashion-mnist": {"A": 62.2, "B": 72.2, "C": 74.3, "D": 68.1, "E": 74.9, "F": 68.1, "G": 62.7},
 }
 PAPER_TABLE1_SD = {("mnist", "E"): 0.4}  # the sds the issues quote; the rest not at hand
-PAPER_TABLE2 = {  # published peers (2022 paper, Table II), MNIST / FashionMNIST
-    "RAT-SPN": (91.8, 39.2),
-    "DGCSPN": (90.6, 57.1),
-    "PD-SPN": (91.2, 48.5),
-}
 INLIERS = tuple(range(1, 10))
 CLUSTERING_SAMPLES = 2000
-MAP_PRESET = "E"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -155,12 +150,11 @@ def table1(args: argparse.Namespace) -> dict[str, Any]:
     data_dir, runs, out = Path(args.data_dir), Path(args.runs), Path(args.out)
     seeds = [int(s) for s in args.seeds.split(",")]
     pairs = protocol_solver_pairs(args.protocols, args.solvers)
-    runs_rows, summary, maps = [], [], {}
+    runs_rows, summary, maps, roc = [], [], {}, {}
     for dataset in args.datasets.split(","):
         limit = 60 if args.tiny else None
         train = load_dataset(data_dir / dataset, classes=INLIERS, limit_per_class=limit)
         inliers, outliers = split_test(data_dir, dataset, args.tiny)
-        curves = {}
         for preset, (protocol, solver) in itertools.product(args.presets.split(","), pairs):
             recipe = outlier_recipe(preset, protocol, args.epochs)
             epochs = min(recipe.epochs, args.max_epochs or recipe.epochs)
@@ -172,8 +166,9 @@ def table1(args: argparse.Namespace) -> dict[str, Any]:
                 runs_rows.append(row)
             summary.append(summarise(per_seed))
             first = per_seed[0]
-            curves[f"{first['model']} {protocol}"] = (*first.pop("roc"), first["auc"])
-            for row in per_seed[1:]:
+            roc[roc_key(first)] = {"seed": first["seed"], "auc": first["auc"],
+                                   "points": thin_roc(*first["roc"])}  # fmt: skip
+            for row in per_seed:
                 row.pop("roc")
             if preset == MAP_PRESET and (protocol, solver) == pairs[0]:
                 png = out / "table1" / f"maps_{dataset}_{preset}.png"
@@ -181,13 +176,7 @@ def table1(args: argparse.Namespace) -> dict[str, Any]:
                     model_dir(runs, dataset, (preset, protocol, solver), epochs, seeds[0], args)
                 )
                 maps[dataset] = outlier_maps(model, train, inliers, outliers, png)
-        save_roc(
-            out / "table1" / f"roc_{dataset}.png",
-            curves,
-            title=f"{dataset}: train 1-9, outliers 0 (top layer, exact log-likelihood, seed "
-            f"{seeds[0]})",
-        )
-    return {"runs": runs_rows, "rows": summary, "maps": maps, "seeds": seeds}
+    return {"runs": runs_rows, "rows": summary, "maps": maps, "roc": roc}
 
 
 def model_dir(
@@ -295,80 +284,8 @@ def summarise(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def write_table1(result: dict[str, Any], out: Path, command: str, wall: float) -> None:
-    """Write docs/results/table1.md and table1.json."""
-    lines = [
-        "# Table I/II: outlier detection (train on 1-9, class 0 as outliers)",
-        "",
-        *header_lines(command, wall),
-        "- protocol: one model per preset, protocol, dataset and seed, trained on the training "
-        "images of classes 1-9; score = the top GMM layer's log-likelihood "
-        "per image; AUC of test classes 1-9 (inliers, positive) vs test class 0 (outliers). "
-        "'max-comp.' scores with log max_k pi_k N_k instead (the training loss at the "
-        "annealing floor). AUC in %.",
-        "- clustering: the top layer's hard assignments of the first 2000 inlier test images "
-        "in the space it models (its input); Dunn index (higher is better), Davies-Bouldin "
-        "(lower is better).",
-        "- train s: wall seconds of one thread while other reproductions shared the machine "
-        "(not a benchmark; see docs/benchmarks.md for timings).",
-        "",
-        "| dataset | preset | protocol | steps | annealed | AUC (mean +- sd, seeds) | max-comp. |"
-        " paper | lower layers' AUC | Dunn | Davies-Bouldin | train s |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
-    ]
-    for r in result["rows"]:
-        paper = f"{r['paper_mean']:.1f}" if r["paper_mean"] is not None else "-"
-        if r["paper_sd"] is not None:
-            paper += f" +- {r['paper_sd']:.1f}"
-        top = str(max(int(k) for k in r["auc_per_layer"]))
-        lower = ", ".join(f"L{k}: {v:.1f}" for k, v in r["auc_per_layer"].items() if k != top)
-        lines.append(
-            f"| {r['dataset']} | {r['model']} | {r['protocol']} | {r['steps']} | "
-            f"{r['annealed_seeds']}/{r['n_seeds']} | **{r['mean']:.1f} +- {r['sd']:.1f}** "
-            f"({r['n_seeds']}) | {r['auc_max_component']:.1f} | {paper} | {lower or '-'} | "
-            f"{r['dunn']:.4f} | {r['davies_bouldin']:.2f} | {r['train_seconds']:.0f} |"
-        )
-    notes = sorted({(r["model"], r["recipe_note"]) for r in result["rows"]
-                    if r["recipe_note"] and r["protocol"] == "recipes"})  # fmt: skip
-    lines += ["", "Protocols: **paper** = Table V as printed (shared layers, delays 0.1 per "
-              "layer); **recipes** = the authors' `outliers-*` scripts (spec section 9: "
-              "independent lower layers, their K, delays and epochs). Solvers: a preset alone "
-              "is trained by the papers' SGD; **EM** after it, its GMM layers by stepwise EM "
-              "(`--solver em`, `dcgmm.layers.gmm_em`: the same objective's statistics, the "
-              "radius shrinking every window; the preset's SGD learning-rate factors do not "
-              "apply)."]  # fmt: skip
-    lines += [f"- {model}: {note}" for model, note in notes]
-    lines += [
-        "",
-        "Table II, the published peers (numbers from the 2022 paper; RAT-SPN and PD-SPN re-run "
-        "on this protocol: `python -m benchmarks.reproduce peers`, docs/results/peers.md):",
-        "",
-        "| model | MNIST | FashionMNIST |",
-        "|---|---:|---:|",
-        *[f"| {name} | {m:.1f} | {f:.1f} |" for name, (m, f) in PAPER_TABLE2.items()],
-        "",
-    ]
-    datasets = sorted({r["dataset"] for r in result["rows"]}, key=list(PAPER_TABLE1).index)
-    for dataset in datasets:
-        lines.append(f"![ROC {dataset}](table1/roc_{dataset}.png)")
-    for dataset, info in result["maps"].items():
-        frac = info["flagged_fraction"]
-        lines += [
-            "",
-            f"Outlier maps, {dataset}, preset {MAP_PRESET}, GMM layer {info['layer']} (rows: "
-            "inlier test images, their maps, class-0 test images, their maps; red = "
-            f"positions below mean - {info['c']} std of the training data, spread over their "
-            f"receptive fields). Positions flagged: {100 * frac['inliers']:.1f}% of inlier "
-            f"positions, {100 * frac['outliers']:.1f}% of outlier positions.",
-            "",
-            f"![maps {dataset}](table1/{info['png']})",
-        ]
-    write_results(out, "table1", lines, result)
-    update_summary(out, "I", result["rows"])
-
-
 def run(args: argparse.Namespace, command: str) -> None:
-    """Run Table I/II and write its results."""
+    """Run Table I/II and merge its rows into the stored results."""
     torch.manual_seed(0)
     start = time.perf_counter()
     result = table1(args)
