@@ -272,8 +272,7 @@ class GMM(TrainableLayer):
         with torch.no_grad():
             log_joint = self.log_joint(x)
             kernel = self.annealing_kernel(log_joint.dtype, log_joint.device)
-            resp = torch.softmax(log_joint, dim=-1)
-            objective = grads.objective_gradient(log_joint, self.objective, kernel, resp)
+            objective = grads.objective_gradient(log_joint, self.objective, kernel, None)
             # objective_gradient differentiates the mean over all rows; each sample's own
             # mean over its positions is N times that.
             per_sample = objective.d_log_joint.mul(x.shape[0])

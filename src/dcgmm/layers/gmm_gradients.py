@@ -77,7 +77,7 @@ def objective_gradient(
     log_joint: Tensor,
     objective: "Objective",
     kernel: Tensor | None,
-    responsibilities: Tensor,
+    responsibilities: Tensor | None,
 ) -> ObjectiveGradient:
     r"""Return the objective per row and its gradient w.r.t. the log-joints.
 
@@ -90,13 +90,16 @@ def objective_gradient(
     kernel : Tensor (K, K) or None
         The toroidal smoothing kernel of the annealed objective; ``None`` at the radius floor
         (the identity) or for the other objectives.
-    responsibilities : Tensor, shape (..., K)
-        ``softmax(log_joint)`` (the forward output; reused by the exact log-likelihood).
+    responsibilities : Tensor, shape (..., K), or None
+        ``softmax(log_joint)`` (the forward output; reused by the exact log-likelihood), or
+        None where the caller has no use for it (sharpening): then computed only if needed.
     """
     k = log_joint.shape[-1]
     rows = log_joint.numel() // k
     if objective == "loglik":
         values = torch.logsumexp(log_joint, dim=-1)
+        if responsibilities is None:
+            responsibilities = torch.softmax(log_joint, dim=-1)
         grad = responsibilities / rows
         return ObjectiveGradient(values, grad, grad.reshape(-1, k).sum(0))
     values, best = winners(log_joint, objective, kernel)

@@ -97,13 +97,18 @@ class FoldedGMMStage(GMMStage):
             out = F.conv2d(features, weight, bias, stride=self.folding.stride)
         return out.permute(0, 2, 3, 1)  # (N, Ho, Wo, K); contiguous when oneDNN kept NHWC
 
-    def _objective(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor, grads.ObjectiveGradient]:
-        """Return the features, conv weight, responsibilities and the closed-form objective."""
+    def _objective(
+        self, h: Tensor, *, responsibilities: bool
+    ) -> tuple[Tensor, Tensor, Tensor | None, grads.ObjectiveGradient]:
+        """Return the features, conv weight, responsibilities and the closed-form objective.
+
+        The responsibilities only if asked for: training needs them, sharpening does not.
+        """
         gmm = self.layer
         features = self._features(h)
         weight, bias = self._weight_and_bias()
         log_joint = self._log_joint(features, weight, bias)
-        resp = torch.softmax(log_joint, dim=-1)
+        resp = torch.softmax(log_joint, dim=-1) if responsibilities else None
         kernel = gmm.annealing_kernel(log_joint.dtype, log_joint.device)
         return (
             features,
@@ -141,7 +146,8 @@ class FoldedGMMStage(GMMStage):
         """Return (responsibilities, mean objective, the batch's sufficient statistics)."""
         with torch.no_grad():
             gmm = self.layer
-            features, weight, resp, objective = self._objective(h)
+            features, weight, resp, objective = self._objective(h, responsibilities=True)
+            assert resp is not None
             # The weight gradient of the convolution is sum_m R_mk [x^2, x]_m: both statistics.
             d_weight = self._convolution_backward(
                 objective.d_log_joint.permute(0, 3, 1, 2), features, weight, want_input=False
@@ -164,7 +170,7 @@ class FoldedGMMStage(GMMStage):
         the folding and the GMM layer took 3x a forward pass).
         """
         with torch.no_grad():
-            features, weight, _, objective = self._objective(h)
+            features, weight, _, objective = self._objective(h, responsibilities=False)
             n = h.shape[0]
             # objective_gradient differentiates the mean over all rows; each sample's own mean
             # over its positions is n times that.
