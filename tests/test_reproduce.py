@@ -364,6 +364,38 @@ def test_best_picks_the_highest_mean_among_rows_with_enough_seeds(tmp_path):
     assert "not measured with 3 seeds" in text  # the other columns
 
 
+def test_gap_test_is_scipys_welch_and_one_sample_t_tests():
+    from scipy import stats
+
+    from benchmarks.reproduce import best
+    from benchmarks.reproduce.common import mean_sd
+
+    seeds = [71.2, 74.6, 67.9]
+    mean, sd = mean_sd(seeds)
+    row = {"n_seeds": 3, "mean": mean, "sd": sd, "paper_mean": 74.9, "paper_sd": None}
+    t, df, p = best.gap_test(row)
+    one_sample = stats.ttest_1samp(seeds, 74.9)
+    assert (t, df, p) == pytest.approx((one_sample.statistic, 2.0, one_sample.pvalue))
+    t, df, p = best.gap_test(row | {"paper_sd": 1.7})
+    welch = stats.ttest_ind_from_stats(mean, sd, 3, 74.9, 1.7, 5, equal_var=False)
+    assert (t, p) == pytest.approx((welch.statistic, welch.pvalue))
+
+
+def test_best_never_chooses_a_classifier_rate_that_lost_on_validation():
+    from benchmarks.reproduce import best
+
+    def row(mean, metric):
+        return {"table": "IV", "dataset": "mnist", "model": "B + C(10,2)", "protocol": "paper",
+                "metric": metric, "mean": mean, "sd": 0.1, "n_seeds": 3, "steps": 100,
+                "paper_mean": 98.0, "paper_sd": None}  # fmt: skip
+
+    chosen = row(97.2, "test accuracy % (classifier rate 0.1, chosen on validation)")
+    lost = row(97.6, "test accuracy % (classifier rate 1.0)")
+    assert best.best_rows([chosen, lost], min_seeds=3)[("IV", "mnist")] is chosen
+    assert best.target_rows([chosen, lost], min_seeds=3) == [chosen]
+    assert best.label(chosen) == "B + C(10,2), paper (classifier rate 0.1)"
+
+
 def test_table3_sampling_knobs_act_and_name_the_row():
     import argparse
 

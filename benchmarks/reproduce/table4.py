@@ -272,7 +272,21 @@ def write_table4(result: dict[str, Any], out: Path, command: str, wall: float) -
         + " (MNIST / FashionMNIST).",
     ]
     write_results(out, "table4", lines, result)
-    update_summary(out, "IV", result["rows"])
+    update_summary(out, "IV", summary_rows(result["rows"]))
+
+
+def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return the rows for ``summary.json``, each metric naming its classifier rate.
+
+    Rows of one model that differ only in the classifier rate would otherwise share the
+    summary's key (table, dataset, model, protocol, metric) and be told apart by nothing.
+    """
+    named = []
+    for row in rows:
+        chosen = ", chosen on validation" if row.get("best_rate") else ""
+        metric = f"{row['metric']} (classifier rate {row['classifier_lr']}{chosen})"
+        named.append(row | {"metric": metric})
+    return named
 
 
 def run(args: argparse.Namespace, command: str) -> None:
