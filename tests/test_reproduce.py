@@ -396,6 +396,39 @@ def test_best_never_chooses_a_classifier_rate_that_lost_on_validation():
     assert best.label(chosen) == "B + C(10,2), paper (classifier rate 0.1)"
 
 
+def test_table3_rows_accumulate_over_runs(tmp_path):
+    from benchmarks.reproduce.table3_report import write_table3
+
+    def result(protocol, mean):
+        row = {"table": "III", "dataset": "fashion-mnist", "model": "E", "protocol": protocol,
+               "metric": "judge accuracy %", "mean": mean, "sd": 1.0, "n_seeds": 3,
+               "n_judges": 1, "steps": 3000, "annealed_models": 0, "n_models": 30,
+               "train_seconds": 10.0, "frechet_distance": 60.0, "judge_test_accuracy": [0.91],
+               "paper_mean": 94.5, "paper_sd": 1.7}  # fmt: skip
+        runs = [{"dataset": "fashion-mnist", "preset": "E", "model": "E", "protocol": protocol,
+                 "seed": seed, "judge": 0, "accuracy": mean / 100}
+                for seed in range(3)]  # fmt: skip
+        return {"rows": [row], "runs": runs}
+
+    write_table3(result("paper", 84.1), tmp_path, "command one", 60.0)
+    write_table3(result("recipes", 93.9), tmp_path, "command two", 60.0)
+    stored = json.loads((tmp_path / "table3.json").read_text())
+    assert [(r["protocol"], r["run"]) for r in stored["rows"]] == [("paper", 1), ("recipes", 2)]
+    assert len(stored["runs"]) == 6
+    page = (tmp_path / "table3.md").read_text()
+    for text in ("command one", "command two", "**84.1 +- 1.0**", "**93.9 +- 1.0**"):
+        assert text in page
+    write_table3(result("paper", 85.0), tmp_path, "command three", 60.0)  # replaces run 1's row
+    stored = json.loads((tmp_path / "table3.json").read_text())
+    assert [(r["protocol"], r["mean"], r["run"]) for r in stored["rows"]] == [
+        ("paper", 85.0, 3), ("recipes", 93.9, 2)]  # fmt: skip
+    assert [c["run"] for c in stored["commands"]] == [2, 3]
+    assert "command one" not in (tmp_path / "table3.md").read_text()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert sorted((r["protocol"], r["mean"]) for r in summary) == [
+        ("paper", 85.0), ("recipes", 93.9)]  # fmt: skip
+
+
 def test_table3_sampling_knobs_act_and_name_the_row():
     import argparse
 

@@ -12,25 +12,20 @@ images for a few steps, so that a test can run this script end to end.
 """
 
 import argparse
-import datetime
 import itertools
 import json
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-import dcgmm
 from benchmarks.reproduce.common import (
     TIMING_FILE,
     extend_run,
     mean_sd,
     run_record,
     train_run,
-    update_summary,
-    write_results,
 )
 from benchmarks.reproduce.protocols import (
     OUTLIER_RECIPES,
@@ -41,6 +36,7 @@ from benchmarks.reproduce.protocols import (
     paper_recipe,
     protocol_solver_pairs,
 )
+from benchmarks.reproduce.table3_report import write_table3
 from dcgmm import DCGMM, load_dataset
 from dcgmm.evaluation.judge import (
     accuracy,
@@ -277,53 +273,6 @@ def table3(args: argparse.Namespace) -> dict[str, Any]:
             print(json.dumps(row), flush=True)
             rows.append(row)
     return {"rows": rows, "runs": runs_rows}
-
-
-def write_table3(result: dict[str, Any], out: Path, command: str, wall: float) -> None:
-    """Write docs/results/table3.md."""
-    lines = [
-        "# Table III: sample quality of class-conditional generation",
-        "",
-        f"- date: {datetime.date.today().isoformat()}; machine: {platform.platform()}, "
-        f"{torch.get_num_threads()} threads; dcgmm {dcgmm.__version__}, torch {torch.__version__}",
-        f"- command: `{command}` ({wall / 60:.1f} min wall)",
-        "- protocol: one DCGMM per class, trained on that class's training images for the same "
-        "number of steps (a budget in steps, or until annealed, never epochs: a class has a "
-        "tenth of the images); samples drawn top-down (knobs in the row); every judge (a CNN "
-        "trained on the real training set) classifies them. Accuracy: mean +- sd over seeds x "
-        "judges. Fréchet distance: real test images vs samples in the judge's feature space "
-        "(**not comparable to published FIDs**).",
-        "- judges: the paper's Table VII CNN (`--judge paper`) is trained with Adam 1e-3, not "
-        "the paper's 0.01, which left it at chance (10.0% test accuracy after 2 epochs on "
-        "5,000 digits; 91.6% at 1e-3).",
-        "- protocols: **paper** = Table V as printed (shared layers); **recipes** = the "
-        "`sampling-E` script for E (independent lower layers, top K 25, delays 0/0.1/0.15, "
-        "noise divisor 20), the outlier scripts' layer modes for the others.",
-        "",
-        "| dataset | preset | protocol | steps | annealed | accuracy (mean +- sd; seeds x judges) |"
-        " paper | Fréchet distance | judges' test accuracy | training s |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|---:|",
-    ]
-    for r in result["rows"]:
-        paper = f"{r['paper_mean']:.1f}" if r["paper_mean"] is not None else "-"
-        if r["paper_sd"] is not None:
-            paper += f" +- {r['paper_sd']:.1f}"
-        judges = ", ".join(f"{100 * a:.1f}" for a in r["judge_test_accuracy"])
-        lines.append(
-            f"| {r['dataset']} | {r['model']} | {r['protocol']} | {r['steps']}"
-            + (f" ({r['extended_models']} extended)" if r.get("extended_models") else "")
-            + " | "
-            f"{r['annealed_models']}/{r['n_models']} | **{r['mean']:.1f} +- {r['sd']:.1f}** "
-            f"({r['n_seeds']} x {r['n_judges']}) | {paper} | {r['frechet_distance']:.2f} | "
-            f"{judges} | {r['train_seconds']:.0f} |"
-        )
-    lines += ["", "First samples of every class (a row per class, the first seed):", ""]
-    for r in result["rows"]:
-        solver = "_em" if r.get("solver") == "em" else ""
-        name = f"{r['dataset']}_{r['model'].split()[0]}_{r['protocol']}{solver}.png"
-        lines.append(f"![{r['dataset']} {r['model']} {r['protocol']}](table3/{name})")
-    write_results(out, "table3", lines, result)
-    update_summary(out, "III", result["rows"])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
