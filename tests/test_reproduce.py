@@ -429,6 +429,25 @@ def test_table3_rows_accumulate_over_runs(tmp_path):
         ("paper", 85.0), ("recipes", 93.9)]  # fmt: skip
 
 
+def test_table3_shared_layers_ablation_shares_only_the_layers():
+    import argparse
+
+    from benchmarks.reproduce.protocols import SAMPLING_E, paper_recipe
+    from benchmarks.reproduce.table3 import ablated_recipe, add_arguments, layers_label
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    default, shared = parser.parse_args([]), parser.parse_args(["--shared-layers"])
+    assert ablated_recipe(SAMPLING_E, default) is SAMPLING_E
+    assert layers_label(default) == ""
+    ablated = ablated_recipe(SAMPLING_E, shared)
+    assert ablated.spec == "F(3,1)-G(25)-F(4,2)-G(25)-F(12,1)-G(25)"
+    assert (ablated.train, ablated.epochs) == (SAMPLING_E.train, SAMPLING_E.epochs)
+    assert layers_label(shared) == " [shared layers]"
+    with pytest.raises(SystemExit, match="no independent GMM layer"):
+        ablated_recipe(paper_recipe("E", 0), shared)
+
+
 def test_table3_sampling_knobs_act_and_name_the_row():
     import argparse
 

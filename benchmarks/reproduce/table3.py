@@ -12,6 +12,7 @@ images for a few steps, so that a test can run this script end to end.
 """
 
 import argparse
+import dataclasses
 import itertools
 import json
 import time
@@ -112,6 +113,25 @@ def knobs_label(args: argparse.Namespace) -> str:
     return f" [{', '.join(parts)}]" if parts else ""
 
 
+def layers_label(args: argparse.Namespace) -> str:
+    """Name the layer-mode ablation (``--shared-layers``) for the row's model name."""
+    return " [shared layers]" if getattr(args, "shared_layers", False) else ""
+
+
+def ablated_recipe(recipe: Recipe, args: argparse.Namespace) -> Recipe:
+    """The recipe, with its independent GMM layers made shared under ``--shared-layers``.
+
+    One factor of the recipes protocol at a time: the layer chain, K, delays and sampling
+    knobs stay the recipe's. A recipe without an independent layer is refused.
+    """
+    if not getattr(args, "shared_layers", False):
+        return recipe
+    if ",indep" not in recipe.spec:
+        raise SystemExit(f"--shared-layers: {recipe.spec} has no independent GMM layer to share")
+    note = f"{recipe.note}; its independent layers shared (ablation)".lstrip("; ")
+    return dataclasses.replace(recipe, spec=recipe.spec.replace(",indep", ""), note=note)
+
+
 def class_recipe(preset: str, protocol: str) -> Recipe:
     """The class models' layer chain and options: Table V, or the sampling-E/outlier recipes."""
     if protocol == "paper":
@@ -201,8 +221,8 @@ def table3(args: argparse.Namespace) -> dict[str, Any]:
         real = load_dataset(data_dir / dataset, split="test", limit=500 if args.tiny else None)
         pairs = protocol_solver_pairs(args.protocols, args.solvers)
         for preset, (protocol, solver) in itertools.product(args.presets.split(","), pairs):
-            recipe = class_recipe(preset, protocol)
-            name = model_name(preset, solver) + knobs_label(args)
+            recipe = ablated_recipe(class_recipe(preset, protocol), args)
+            name = model_name(preset, solver) + layers_label(args) + knobs_label(args)
             accuracies, frechet, records = [], [], []
             for seed in seeds:
                 samples, intended = [], []
@@ -210,6 +230,7 @@ def table3(args: argparse.Namespace) -> dict[str, Any]:
                     budget = "tiny" if args.tiny else f"s{args.steps}" + (
                         "-annealed" if args.until_annealed else "")  # fmt: skip
                     budget += "-em" if solver == "em" else ""
+                    budget += "-shared" if args.shared_layers else ""
                     out = (
                         runs / dataset / protocol / preset / f"{budget}-seed{seed}" / f"class{cls}"
                     )
@@ -302,6 +323,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--solvers", default="sgd", help="the class models' GMM-layer solvers: sgd, em or sgd,em"
+    )
+    parser.add_argument(
+        "--shared-layers",
+        action="store_true",
+        help="the layer-mode ablation: train the recipe's independent GMM layers as shared ones "
+        "(K, delays and sampling knobs kept); the row's model name says so",
     )
     knobs = parser.add_argument_group("sampling ablation (the row's model name lists them)")
     knobs.add_argument("--top-s", type=int, help="top-S below the top layer (default 2)")
