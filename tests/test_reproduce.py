@@ -448,6 +448,16 @@ def test_table3_shared_layers_ablation_shares_only_the_layers():
         ablated_recipe(paper_recipe("E", 0), shared)
 
 
+def test_table3_rows_of_one_preset_and_protocol_keep_their_own_sample_grids():
+    from benchmarks.reproduce.table3_report import grid_file
+
+    plain = grid_file("fashion-mnist", "E", "recipes", "sgd")
+    shared = grid_file("fashion-mnist", "E [shared layers]", "recipes", "sgd")
+    assert plain == "fashion-mnist_E_recipes.png"  # the name rows without labels always had
+    assert shared == "fashion-mnist_E_recipes_shared-layers.png"
+    assert grid_file("mnist", "A EM", "paper", "em") == "mnist_A_paper_em.png"
+
+
 def test_table3_sampling_knobs_act_and_name_the_row():
     import argparse
 

@@ -37,7 +37,7 @@ from benchmarks.reproduce.protocols import (
     paper_recipe,
     protocol_solver_pairs,
 )
-from benchmarks.reproduce.table3_report import write_table3
+from benchmarks.reproduce.table3_report import grid_file, write_table3
 from dcgmm import DCGMM, load_dataset
 from dcgmm.evaluation.judge import (
     accuracy,
@@ -115,7 +115,7 @@ def knobs_label(args: argparse.Namespace) -> str:
 
 def layers_label(args: argparse.Namespace) -> str:
     """Name the layer-mode ablation (``--shared-layers``) for the row's model name."""
-    return " [shared layers]" if getattr(args, "shared_layers", False) else ""
+    return " [shared layers]" if args.shared_layers else ""
 
 
 def ablated_recipe(recipe: Recipe, args: argparse.Namespace) -> Recipe:
@@ -124,7 +124,7 @@ def ablated_recipe(recipe: Recipe, args: argparse.Namespace) -> Recipe:
     One factor of the recipes protocol at a time: the layer chain, K, delays and sampling
     knobs stay the recipe's. A recipe without an independent layer is refused.
     """
-    if not getattr(args, "shared_layers", False):
+    if not args.shared_layers:
         return recipe
     if ",indep" not in recipe.spec:
         raise SystemExit(f"--shared-layers: {recipe.spec} has no independent GMM layer to share")
@@ -253,7 +253,7 @@ def table3(args: argparse.Namespace) -> dict[str, Any]:
                     samples.append(sample(model, per_class, config=config, generator=generator))
                     intended.append(torch.full((per_class,), cls))
                 if seed == seeds[0]:
-                    png = f"{dataset}_{preset}_{protocol}{'_em' if solver == 'em' else ''}.png"
+                    png = grid_file(dataset, name, protocol, solver)
                     save_class_grid(samples, Path(args.out) / "table3" / png)
                 for j, (judge, _info) in enumerate(judges):
                     quality = sample_quality(judge, torch.cat(samples), real.images,

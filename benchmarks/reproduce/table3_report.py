@@ -8,13 +8,26 @@ naming the run (command, date, machine) that measured it. The merge is
 
 import datetime
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from benchmarks.reproduce.common import header_lines, update_summary, write_results
 from benchmarks.reproduce.table1_merge import merge_results, run_lines
 
-__all__ = ["merge_runs", "write_table3"]
+__all__ = ["grid_file", "merge_runs", "write_table3"]
+
+
+def grid_file(dataset: str, model: str, protocol: str, solver: str | None) -> str:
+    """Return the file name of a row's sample grid, e.g. ``fashion-mnist_E_recipes.png``.
+
+    A row's ablation labels (``E [shared layers]``) go into the name, so that rows of one
+    preset and protocol that now share a table do not overwrite each other's grid.
+    """
+    em = "_em" if solver == "em" else ""
+    labels = re.findall(r"\[([^]]*)\]", model)
+    slug = "".join("_" + re.sub(r"[^a-z0-9.]+", "-", label.lower()).strip("-") for label in labels)
+    return f"{dataset}_{model.split()[0]}_{protocol}{em}{slug}.png"
 
 
 def merge_runs(
@@ -78,8 +91,7 @@ def write_table3(result: dict[str, Any], out: Path, command: str, wall: float) -
         )
     lines += ["", "First samples of every class (a row per class, the first seed):", ""]
     for r in merged["rows"]:
-        solver = "_em" if r.get("solver") == "em" else ""
-        name = f"{r['dataset']}_{r['model'].split()[0]}_{r['protocol']}{solver}.png"
+        name = grid_file(r["dataset"], r["model"], r["protocol"], r.get("solver"))
         lines.append(f"![{r['dataset']} {r['model']} {r['protocol']}](table3/{name})")
     write_results(out, "table3", lines, merged)
     update_summary(out, "III", result["rows"])
