@@ -138,11 +138,14 @@ def test_table3_judge_epochs_cache_a_cut_judge_apart_and_name_it(tmp_path):
     assert (folder / "judge-paper-e3-0" / "evaluator.json").exists()
     assert not (folder / "judge-paper-0").exists()  # the default judge's cache is not taken
     row = json.loads((tmp_path / "table3.json").read_text())["rows"][0]
+    assert row["model"] == "A [paper judge, 3 epochs]"
     assert row["metric"].endswith("(paper CNN, 3 epochs)")
-    tiny("table3", tmp_path, *args)  # the default epochs: its own judge, its own metric
+    tiny("table3", tmp_path, *args)  # the default epochs: its own judge, its own row
     assert (folder / "judge-paper-0" / "evaluator.json").exists()
-    row = json.loads((tmp_path / "table3.json").read_text())["rows"][0]
-    assert row["metric"].endswith("(paper CNN)")
+    rows = json.loads((tmp_path / "table3.json").read_text())["rows"]
+    metrics = {r["model"]: r["metric"] for r in rows}
+    assert sorted(metrics) == ["A [paper judge, 3 epochs]", "A [paper judge]"]
+    assert metrics["A [paper judge]"].endswith("(paper CNN)")
 
 
 @needs_data
@@ -182,6 +185,18 @@ def test_table4_tiny_run_reports_both_protocols_and_the_rate_search(tmp_path):
         assert best == [max(rows, key=lambda r: r["valid_mean"])]
     assert result["rows"][0]["probe_accuracy"] > 0.5  # logistic regression on its features
     assert "98.0" in (tmp_path / "table4.md").read_text()
+
+
+@needs_data
+def test_table4_recipe_rate_search_trains_each_rate_and_is_refused_without_the_recipe(tmp_path):
+    tiny("table4", tmp_path, "--protocols", "recipes", "--recipe-classifier-lrs", "0.03,0.3")
+    rows = json.loads((tmp_path / "table4.json").read_text())["rows"]
+    assert [(r["model"], r["classifier_lr"]) for r in rows] == [
+        ("classifier-B", 0.03), ("classifier-B", 0.3)]  # fmt: skip
+    assert sum(r["best_rate"] for r in rows) == 1
+    for flag, value in (("--recipe-classifier-lrs", "0.3"), ("--recipe-epochs", "30")):
+        with pytest.raises(SystemExit, match=f"{flag} act on the recipes' network"):
+            tiny("table4", tmp_path, "--protocols", "paper", flag, value)
 
 
 @needs_data
@@ -456,6 +471,26 @@ def test_table3_rows_of_one_preset_and_protocol_keep_their_own_sample_grids():
     assert plain == "fashion-mnist_E_recipes.png"  # the name rows without labels always had
     assert shared == "fashion-mnist_E_recipes_shared-layers.png"
     assert grid_file("mnist", "A EM", "paper", "em") == "mnist_A_paper_em.png"
+    # the judge does not change the samples: its row shares the grid of the same samples
+    assert grid_file("fashion-mnist", "E [shared layers] [paper judge]", "recipes", "sgd") == shared
+
+
+def test_table3_a_judge_other_than_the_default_names_its_own_row():
+    import argparse
+
+    from benchmarks.reproduce.table3 import add_arguments, judge_label
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+
+    def label(*argv: str) -> str:
+        return judge_label(parser.parse_args(list(argv)))
+
+    assert label() == label("--judge", "small", "--judge-epochs", "5") == ""
+    assert label("--judge", "paper") == label("--judge", "paper", "--judge-epochs", "15")
+    assert label("--judge", "paper") == " [paper judge]"
+    assert label("--judge", "paper", "--judge-epochs", "5") == " [paper judge, 5 epochs]"
+    assert label("--judge-epochs", "2") == " [small judge, 2 epochs]"
 
 
 def test_table3_sampling_knobs_act_and_name_the_row():

@@ -118,6 +118,19 @@ def layers_label(args: argparse.Namespace) -> str:
     return " [shared layers]" if args.shared_layers else ""
 
 
+def judge_label(args: argparse.Namespace) -> str:
+    """Name a judge other than the default (our small CNN at its epochs) for the row's model.
+
+    The judge is part of a row's key: the same samples judged by the paper's CNN are a row
+    of their own beside the small judge's, not a replacement of it.
+    """
+    default = PAPER_JUDGE_EPOCHS if args.judge == "paper" else args.evaluator_epochs
+    cut = f", {args.judge_epochs} epochs" if args.judge_epochs not in (None, default) else ""
+    if args.judge == "small" and not cut:
+        return ""
+    return f" [{args.judge} judge{cut}]"
+
+
 def ablated_recipe(recipe: Recipe, args: argparse.Namespace) -> Recipe:
     """The recipe, with its independent GMM layers made shared under ``--shared-layers``.
 
@@ -223,6 +236,7 @@ def table3(args: argparse.Namespace) -> dict[str, Any]:
         for preset, (protocol, solver) in itertools.product(args.presets.split(","), pairs):
             recipe = ablated_recipe(class_recipe(preset, protocol), args)
             name = model_name(preset, solver) + layers_label(args) + knobs_label(args)
+            name += judge_label(args)
             accuracies, frechet, records = [], [], []
             for seed in seeds:
                 samples, intended = [], []

@@ -22,10 +22,11 @@ def grid_file(dataset: str, model: str, protocol: str, solver: str | None) -> st
     """Return the file name of a row's sample grid, e.g. ``fashion-mnist_E_recipes.png``.
 
     A row's ablation labels (``E [shared layers]``) go into the name, so that rows of one
-    preset and protocol that now share a table do not overwrite each other's grid.
+    preset and protocol that now share a table do not overwrite each other's grid. A judge's
+    label (``E [paper judge]``) is left out: the judge does not change the samples.
     """
     em = "_em" if solver == "em" else ""
-    labels = re.findall(r"\[([^]]*)\]", model)
+    labels = [label for label in re.findall(r"\[([^]]*)\]", model) if " judge" not in label]
     slug = "".join("_" + re.sub(r"[^a-z0-9.]+", "-", label.lower()).strip("-") for label in labels)
     return f"{dataset}_{model.split()[0]}_{protocol}{em}{slug}.png"
 

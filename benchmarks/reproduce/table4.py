@@ -52,6 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "ablation: write it elsewhere with --out)",
     )
     parser.add_argument(
+        "--recipe-classifier-lrs",
+        default=None,
+        help="SGD rates of the recipes' classifier to try instead of its 0.1, e.g. 0.03,0.1,0.3 "
+        "(a rate ablation, validated as --classifier-lrs: write it elsewhere with --out)",
+    )
+    parser.add_argument(
         "--classifier-lrs",
         default="1.0",
         help="SGD rates of the classifier to try, e.g. 0.01,0.1,1.0: each is trained on 90%% "
@@ -131,6 +137,7 @@ def table4(args: argparse.Namespace) -> dict[str, Any]:
             f"table4: unknown --models {sorted(unknown)}; expected some of {sorted(known)}"
         )
     lrs = [float(v) for v in args.classifier_lrs.split(",")]
+    refuse_recipe_options_without_recipes(args)
     for dataset in args.datasets.split(","):
         limit = 50 if args.tiny else None
         full = load_dataset(data_dir / dataset, limit_per_class=limit)
@@ -147,7 +154,7 @@ def table4(args: argparse.Namespace) -> dict[str, Any]:
                 if protocol == "recipes" and args.recipe_epochs:
                     epochs = args.recipe_epochs
                 epochs = epochs or args.epochs
-                for lr in [fixed_lr] if fixed_lr is not None else lrs:
+                for lr in rates_of(protocol, fixed_lr, lrs, args):
                     per_seed = []
                     for seed in seeds:
                         tag = name.replace(" ", "").replace("(", "").replace(")", "")
@@ -182,6 +189,26 @@ def table4(args: argparse.Namespace) -> dict[str, Any]:
                     rows.append(summarise(per_seed, note, epochs, len(fit), len(test)))
     mark_best_rates(rows)
     return {"rows": rows, "runs": runs_rows}
+
+
+def refuse_recipe_options_without_recipes(args: argparse.Namespace) -> None:
+    """Options of the recipes' network act only on it: refuse them when it is not trained."""
+    given = [f"--{name.replace('_', '-')}" for name in ("recipe_epochs", "recipe_classifier_lrs")
+             if getattr(args, name)]  # fmt: skip
+    if given and "recipes" not in args.protocols.split(","):
+        raise SystemExit(
+            f"table4: {' and '.join(given)} act on the recipes' network, which --protocols "
+            f"{args.protocols} does not train; add recipes to --protocols or drop them"
+        )
+
+
+def rates_of(
+    protocol: str, fixed_lr: float | None, lrs: list[float], args: argparse.Namespace
+) -> list[float]:
+    """The classifier rates a model is trained with: the recipe's own, or the searched ones."""
+    if protocol == "recipes" and args.recipe_classifier_lrs:
+        return [float(v) for v in args.recipe_classifier_lrs.split(",")]
+    return [fixed_lr] if fixed_lr is not None else lrs
 
 
 def recipe_options(protocol: str) -> dict[str, Any]:
