@@ -146,6 +146,8 @@ def test_table3_judge_epochs_cache_a_cut_judge_apart_and_name_it(tmp_path):
     metrics = {r["model"]: r["metric"] for r in rows}
     assert sorted(metrics) == ["A [paper judge, 3 epochs]", "A [paper judge]"]
     assert metrics["A [paper judge]"].endswith("(paper CNN)")
+    # the two rows judge the same samples: their one grid is shown once
+    assert (tmp_path / "table3.md").read_text().count("(table3/mnist_A_paper.png)") == 1
 
 
 @needs_data

@@ -191,6 +191,10 @@ def markdown(rows: list[dict[str, Any]], min_seeds: int, summary: Path) -> str:
         "",
         "'met?' compares our mean with the highest of the paper's best, the published peer and "
         "the goal. Every row of `summary.json`, with its metric, is in the tables' own pages.",
+        "",
+        "Table III rows are judged by our small CNN unless marked `[paper judge]` (the paper's "
+        "Table VII CNN, several judges): the same samples score differently under the two "
+        "judges, so the best row is chosen over both, and the gap test below lists each.",
     ]
     lines += gap_lines(rows, min_seeds)
     return "\n".join(lines) + "\n"

@@ -91,8 +91,11 @@ def write_table3(result: dict[str, Any], out: Path, command: str, wall: float) -
             f"{judges} | {r['train_seconds']:.0f} | {r['run']} |"
         )
     lines += ["", "First samples of every class (a row per class, the first seed):", ""]
+    shown = set()  # rows that differ only by their judge share one grid: show it once
     for r in merged["rows"]:
         name = grid_file(r["dataset"], r["model"], r["protocol"], r.get("solver"))
-        lines.append(f"![{r['dataset']} {r['model']} {r['protocol']}](table3/{name})")
+        if name not in shown:
+            shown.add(name)
+            lines.append(f"![{r['dataset']} {r['model']} {r['protocol']}](table3/{name})")
     write_results(out, "table3", lines, merged)
     update_summary(out, "III", result["rows"])
