@@ -124,11 +124,17 @@ def judge_label(args: argparse.Namespace) -> str:
     The judge is part of a row's key: the same samples judged by the paper's CNN are a row
     of their own beside the small judge's, not a replacement of it.
     """
-    default = PAPER_JUDGE_EPOCHS if args.judge == "paper" else args.evaluator_epochs
-    cut = f", {args.judge_epochs} epochs" if args.judge_epochs not in (None, default) else ""
+    epochs, cut = judge_epochs(args)
     if args.judge == "small" and not cut:
         return ""
-    return f" [{args.judge} judge{cut}]"
+    return f" [{args.judge} judge" + (f", {epochs} epochs]" if cut else "]")
+
+
+def judge_epochs(args: argparse.Namespace) -> tuple[int, bool]:
+    """Return the judge's epochs and whether they differ from its kind's default."""
+    default = PAPER_JUDGE_EPOCHS if args.judge == "paper" else args.evaluator_epochs
+    epochs = args.judge_epochs or default
+    return epochs, epochs != default
 
 
 def ablated_recipe(recipe: Recipe, args: argparse.Namespace) -> Recipe:
@@ -159,11 +165,10 @@ def get_judges(
 ) -> list[tuple[Any, dict[str, Any]]]:
     """Train (or reuse) ``args.judges`` judges of ``dataset`` (seeds 0, 1, ...)."""
     judges = []
-    default = PAPER_JUDGE_EPOCHS if args.judge == "paper" else args.evaluator_epochs
-    full = args.judge_epochs or default
+    full, cut = judge_epochs(args)
     epochs = 1 if args.tiny else full
     # A judge trained for other than its default epochs is cached apart from the default one.
-    tag = f"judge-{args.judge}" + (f"-e{full}" if full != default else "")
+    tag = f"judge-{args.judge}" + (f"-e{full}" if cut else "")
     # The paper's Adam rate 0.01 does not train its CNN here: 10.0% test accuracy after 2
     # epochs on 5,000 built-in digits, against 91.6% at 1e-3 (measured 2026-12-01).
     lr = 1e-3
