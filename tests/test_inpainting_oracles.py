@@ -423,3 +423,25 @@ def test_pooling_and_folding_move_the_missing_mask_as_their_windows_say():
     assert folded.shape == (1, 2, 2, 4)
     assert folded[0, 0, 0].tolist() == [True] * 4  # entries are copied, one by one
     assert folded[0, 1, 1].tolist() == [True, False, False, False]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["F(3,1)-G(4)-F(4,2)-G(9)", "F(3,1)-G(4,indep)-F(4,2)-G(9,indep)", "F(2,3)-G(4)-F(2,1)-G(4)"],
+)
+def test_a_stage_passes_on_the_missing_mask_its_layers_would(spec):
+    g = torch.Generator().manual_seed(2)
+    model = DCGMM.from_spec(spec, (12, 12, 2), generator=g)
+    # Sparse holes and a large hidden block: windows fully hidden, partly hidden and seen.
+    missing = torch.rand(3, 12, 12, 2, generator=g) < 0.3
+    missing[:, 2:9, 3:10] = True
+    for stage in model.stages:
+        expected = missing
+        for layer in stage.layers:
+            expected = layer.propagate_missing(expected)
+        got = stage.propagate_missing(missing)
+        assert got.shape == expected.shape
+        assert torch.equal(got, expected), f"stage {stage.index} of {spec}"
+        assert bool(got.any()), "the test needs windows that are all missing"
+        assert not bool(got.all()), "the test needs windows with something observed"
+        missing = expected

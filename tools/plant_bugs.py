@@ -31,10 +31,10 @@ class Bug:
 
 
 BUGS = [
-    Bug("top-s-ties", "layers/gmm.py",
-        "flat.masked_fill_(flat < kth, 0.0)",
-        "flat = torch.zeros_like(flat).scatter(-1, flat.topk(top_s).indices, "
-        "flat.topk(top_s).values)",
+    Bug("top-s-ties", "layers/draws.py",
+        "kept.masked_fill_(kept < kth, 0.0)",
+        "kept = torch.zeros_like(kept).scatter(-1, kept.topk(top_s).indices, "
+        "kept.topk(top_s).values)",
         "tests/test_sampling_oracles.py::test_top_s_draws_the_kept_components_in_proportion_to_their_scores"),
     Bug("noise-divisor", "layers/gmm.py", "noise = noise / (sqrt_prec * noise_divisor)",
         "noise = noise / sqrt_prec * noise_divisor",
@@ -107,6 +107,13 @@ BUGS = [
     Bug("gloo-group-outlives-shutdown", "training/distributed.py",
         "        _bind_default_arguments_before_the_group_exists()\n", "",
         "tests/test_distributed.py::test_no_gloo_thread_outlives_shutdown"),
+    Bug("folded-rows-not-averaged", "layers/folding.py",
+        "            summed.mul_(self._inverse_coverage.to(summed.dtype)[:, :, None])",
+        "            pass",
+        "tests/test_sampling_fused.py::test_average_rows_is_the_sample_of_the_windows_it_reads"),
+    Bug("window-missing-if-any", "stages/gmm.py",
+        "else missing.all(-1)", "else missing.any(-1)",
+        "tests/test_inpainting_oracles.py::test_a_stage_passes_on_the_missing_mask_its_layers_would"),
 ]  # fmt: skip
 
 

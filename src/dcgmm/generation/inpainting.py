@@ -124,9 +124,8 @@ def upward_observed(model: DCGMM, index: int, x: Tensor, missing: Tensor | None)
             break
         h_next = stage.forward(h) if missing is None else stage.forward_observed(h, missing)
         if missing is not None:
-            for lay in stage.layers:
-                missing = lay.propagate_missing(missing)
-            if not bool(missing.any()):
+            missing = stage.propagate_missing(missing)
+            if not _anything_missing(missing):
                 missing = None
         h = h_next
     return h
@@ -194,6 +193,11 @@ def inpaint(
         hidden = missing if marginalize else None
         completed = read_and_resample(model, known, hidden, layer, config, generator)
         return torch.where(missing, completed, images)
+
+
+def _anything_missing(missing: Tensor) -> bool:
+    """Return whether any entry is missing; a mask expanded along its last axis is read once."""
+    return bool((missing[..., :1] if missing.stride(-1) == 0 else missing).any())
 
 
 def _checked_mask(images: Tensor, missing: Tensor | None) -> Tensor:

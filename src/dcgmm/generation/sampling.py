@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from dcgmm.generation.sharpening import Sharpening, sharpen, sharpening_chain
-from dcgmm.layers import GMM, Layer, LinearClassifier
+from dcgmm.layers import GMM, Folding, Layer, LinearClassifier
 from dcgmm.model import DCGMM
 
 __all__ = [
@@ -224,22 +224,41 @@ def walk_down(
     knobs, folding and pooling layers are followed by sharpening where configured.
     """
     x = control
-    for index in reversed(range(start + 1)):
+    index = start
+    while index >= 0:
         layer = layers[index]
-        if isinstance(layer, GMM):
-            top_s, divisor = config.for_layer(index)
-            x = layer.sample(
-                x,
-                generator=generator,
-                top_s=top_s,
-                noise_divisor=divisor,
-                noise_at_bound=config.noise_at_bound,
-                expected=config.mode == "mean",
-            )
+        if not isinstance(layer, GMM):
+            x = _after_sharpening(layers, index, layer.sample(x, generator=generator), config)
+            index -= 1
             continue
-        x = layer.sample(x, generator=generator)
-        chain = sharpening_chain(layers, index, config.sharpening)
-        if chain:
-            assert config.sharpening is not None
-            x = sharpen(chain, x, config.sharpening).values
+        top_s, divisor = config.for_layer(index)
+        below = layers[index - 1] if index > 0 else None
+        if isinstance(below, Folding) and divisor is None and config.mode == "draw":
+            # Draw, then fold the drawn means back in one pass (Folding.average_rows): the
+            # same images as the two sample() calls, without the windows in memory.
+            rows = layer.component_rows(layer.draw(x, generator=generator, top_s=top_s))
+            means = below.average_rows(layer.means, rows).to(x.dtype)
+            x = _after_sharpening(layers, index - 1, means, config)
+            index -= 2
+            continue
+        x = layer.sample(
+            x,
+            generator=generator,
+            top_s=top_s,
+            noise_divisor=divisor,
+            noise_at_bound=config.noise_at_bound,
+            expected=config.mode == "mean",
+        )
+        index -= 1
     return x
+
+
+def _after_sharpening(
+    layers: Sequence[Layer], index: int, x: Tensor, config: SamplingConfig
+) -> Tensor:
+    """Return ``x`` (the input space of ``layers[index]``) sharpened where configured."""
+    chain = sharpening_chain(layers, index, config.sharpening)
+    if not chain:
+        return x
+    assert config.sharpening is not None
+    return sharpen(chain, x, config.sharpening).values

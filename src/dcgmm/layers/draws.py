@@ -4,7 +4,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-__all__ = ["draw_best", "draw_categorical"]
+__all__ = ["draw_best", "draw_categorical", "keep_top_s"]
 
 
 def draw_categorical(
@@ -27,18 +27,52 @@ def draw_categorical(
     return chosen.squeeze(-1).clamp_max(k - 1)
 
 
+def keep_top_s(control: Tensor, top_s: int | None) -> Tensor:
+    """Return ``control`` with entries below 0 and outside each row's ``top_s`` largest set to 0.
+
+    Rows run along the last axis; entries tied with the S-th largest are kept. A new tensor.
+    """
+    kept = control.clamp_min(0.0)
+    k = kept.shape[-1]
+    if top_s is not None and top_s < k:
+        kth = kept.amax(-1, keepdim=True) if top_s == 1 else kept.topk(top_s).values[..., -1:]
+        kept.masked_fill_(kept < kth, 0.0)
+    return kept
+
+
 def draw_best(scores: Float[Tensor, "R K"], *, generator: torch.Generator | None = None) -> Tensor:
     """Draw one index per row among the row's largest entries (top-S with S = 1, ties kept).
 
-    A row with one maximum takes it; only rows with tied maxima draw, uniformly among the
-    tied entries (the top layer's uniform start ties every component). The same distribution
-    as :func:`draw_categorical` after keeping the maxima, in two passes instead of five.
+    Entries below 0 count as 0, as in every control signal. A row with one maximum takes
+    it; only rows with tied maxima draw, uniformly among the tied entries (the top layer's
+    uniform start ties every component, a row of non-positive entries ties all K). The same
+    distribution as :func:`draw_categorical` after keeping the maxima.
+
+    The rows are copied into a buffer whose width is a multiple of 8, padded with -1:
+    torch's CPU reductions along a row vectorise only then (the maximum of 67,600 rows of
+    25 took 2.3 ms, of rows of 32 0.46 ms, one thread). The winner's index and the number
+    of winners are two matrix-vector products of the 0/1 winner mask.
     """
-    best, chosen = scores.max(-1)
-    is_best = scores == best[:, None]
-    tied = is_best.sum(-1) > 1
+    rows, k = scores.shape
+    width = -(-k // _VECTOR) * _VECTOR
+    buffer = scores.new_empty((rows, width))
+    buffer[:, :k] = scores
+    buffer.clamp_min_(0.0)
+    buffer[:, k:] = -1.0  # never a maximum: every real entry is >= 0 now
+    best = buffer.amax(-1, keepdim=True)
+    is_best = torch.eq(buffer, best, out=torch.empty_like(buffer))  # 0/1 in the float dtype
+    count = is_best.sum(-1)
+    # The sum of the winners' indices: the index itself where there is one winner (exact in
+    # float up to 2**24 components).
+    chosen = torch.mv(is_best, torch.arange(width, dtype=buffer.dtype, device=buffer.device))
+    chosen = chosen.long()
+    tied = count > 1
     if bool(tied.any()):
-        rows = tied.nonzero().squeeze(-1)
-        picked = draw_categorical(is_best[rows].to(scores.dtype), generator=generator)
-        chosen = chosen.index_put((rows,), picked)
+        tied_rows = tied.nonzero().squeeze(-1)
+        picked = draw_categorical(is_best[tied_rows, :k], generator=generator)
+        chosen = chosen.index_put((tied_rows,), picked)
     return chosen
+
+
+# Floats per vector register (AVX2, float32): row reductions vectorise at multiples of it.
+_VECTOR = 8

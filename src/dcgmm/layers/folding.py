@@ -6,7 +6,7 @@ is a convolution whose filters are Gaussian densities.
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from dcgmm.layers.base import Layer, Shape
@@ -43,6 +43,9 @@ class Folding(Layer):
 
     _coverage: Tensor  # buffer (H, W): how many windows cover each input position
     _inverse_coverage: Tensor  # buffer (H, W): 1 / max(coverage, 1)
+    _covering_window: Tensor  # buffers: the windows covering each position (_covering_windows)
+    _covering_offset: Tensor
+    _first_covering: Tensor
 
     def __init__(self, input_shape: Shape, patch_size: tuple[int, int], stride: tuple[int, int]):
         super().__init__(input_shape)
@@ -56,6 +59,10 @@ class Folding(Layer):
         self._overlaps = bool((self._coverage > 1).any())
         inverse = 1.0 / self._coverage.clamp_min(1.0)  # uncovered positions: 0 * 1
         self.register_buffer("_inverse_coverage", inverse, persistent=False)
+        window, offset, first = self._covering_windows(h, w)
+        self.register_buffer("_covering_window", window, persistent=False)
+        self.register_buffer("_covering_offset", offset, persistent=False)
+        self.register_buffer("_first_covering", first, persistent=False)
 
     def output_shape(self, input_shape: Shape) -> Shape:
         """Return ``((H-fy)//sy+1, (W-fx)//sx+1, fy*fx*C)``."""
@@ -69,6 +76,60 @@ class Folding(Layer):
         (fy, fx), (sy, sx) = self.patch_size, self.stride
         ones = torch.ones(1, fy * fx, windows_along(h, fy, sy) * windows_along(w, fx, sx))
         return F.fold(ones, (h, w), (fy, fx), stride=(sy, sx))[0, 0]  # (H, W)
+
+    def _covering_windows(self, h: int, w: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Return, for every input position in row-major order, the windows that cover it.
+
+        Flat lists over all (window, offset) pairs sorted by the input position they land
+        on: the window's index ``i * Wo + j``, the offset ``dy * fx + dx`` inside it, and
+        where each position's run starts (an uncovered position has an empty run).
+        """
+        (fy, fx), (sy, sx) = self.patch_size, self.stride
+        ho, wo = windows_along(h, fy, sy), windows_along(w, fx, sx)
+        i, j, dy, dx = torch.meshgrid(
+            torch.arange(ho), torch.arange(wo), torch.arange(fy), torch.arange(fx), indexing="ij"
+        )
+        position = ((i * sy + dy) * w + j * sx + dx).reshape(-1)
+        order = torch.argsort(position, stable=True)
+        window = (i * wo + j).reshape(-1)[order]
+        offset = (dy * fx + dx).reshape(-1)[order]
+        counts = torch.bincount(position, minlength=h * w)
+        return window, offset.int(), (torch.cumsum(counts, 0) - counts).int()
+
+    def average_rows(
+        self, table: Float[Tensor, "R D"], rows: Int[Tensor, "N Ho Wo"]
+    ) -> Float[Tensor, "N H W C"]:
+        """Return :meth:`sample` of the windows ``table[rows]``, without building them.
+
+        Every window is one row of ``table`` (``D = fy * fx * C``; leading axes are
+        flattened): e.g. a GMM layer's means and the row it drew at each position
+        (:meth:`~dcgmm.layers.GMM.component_rows`). Each input position averages the
+        entries that its covering windows put there, read straight from the table by one
+        ``embedding_bag``. The windows (E's F(4,2): 23 MB a batch of 100) are never written,
+        nor added slice by slice. Single-channel inputs build the windows anyway: there they
+        are small and the index arithmetic per entry costs more (0.7 against 1.5 ms for E's
+        F(3,1), one thread; ``benchmarks/bench_preset.py`` times sampling).
+        """
+        h, w, c = self.input_shape
+        n = rows.shape[0]
+        if c == 1:
+            windows = table.reshape(-1, table.shape[-1]).index_select(0, rows.reshape(-1))
+            windows = windows.reshape(*rows.shape, -1)
+            return self.sample(windows)
+        per_window = self.patch_size[0] * self.patch_size[1]
+        entries = table.reshape(-1, c)  # row r * fy * fx + offset: entry `offset` of window r
+        # int32 indices and offsets: half the traffic of int64 on the N * P index arithmetic.
+        first = (rows.reshape(n, -1) * per_window).int()
+        # gather, not first[:, window]: 4x faster here (one thread).
+        index = torch.gather(first, 1, self._covering_window.expand(n, -1)) + self._covering_offset
+        covering = self._covering_window.numel()
+        bags = self._first_covering + covering * torch.arange(n, device=rows.device)[:, None]
+        # mode="sum" then a product: "mean" was 3-8x slower for narrow rows (torch 2.13 CPU).
+        summed = F.embedding_bag(index.reshape(-1), entries, bags.reshape(-1).int(), mode="sum")
+        summed = summed.reshape(n, h, w, c)
+        if self._overlaps:
+            summed.mul_(self._inverse_coverage.to(summed.dtype)[:, :, None])
+        return summed
 
     def forward(self, x: Float[Tensor, "N H W C"]) -> Float[Tensor, "N Ho Wo P"]:
         """Return the folded map; each output position holds one flattened window."""

@@ -25,7 +25,7 @@ from dcgmm._numerics import (
 from dcgmm.exceptions import NumericalWarning
 from dcgmm.layers import gmm_gradients as grads
 from dcgmm.layers.base import Shape, TrainableLayer
-from dcgmm.layers.draws import draw_best, draw_categorical
+from dcgmm.layers.draws import draw_best, draw_categorical, keep_top_s
 from dcgmm.layers.gaussian import (
     diag_gaussian_log_density,
     diag_gaussian_log_density_per_position,
@@ -43,6 +43,12 @@ def _refresh_sigma_host(module: nn.Module, _keys: object) -> None:
     # After load_state_dict the saved radius is in the buffer; mirror it on the host.
     if isinstance(module, GMM):
         module._sigma_host = float(module.sigma_som)
+
+
+def _gather_rows(param: Tensor, rows: Tensor) -> Tensor:
+    """Return ``param``'s rows (its last axis) at ``rows``: shape ``rows.shape + (C,)``."""
+    table = param.reshape(-1, param.shape[-1])
+    return table.index_select(0, rows.reshape(-1)).reshape(*rows.shape, -1)
 
 
 class GMMScores(NamedTuple):
@@ -321,24 +327,17 @@ class GMM(TrainableLayer):
             one (no noise): the conditional expectation, which minimises the squared error
             of a completion.
         """
-        n, h, w, k = control.shape
-        flat = control.reshape(-1, k).clamp_min(0.0)  # a new tensor: edited in place below
-        best_only = top_s == 1 and not expected  # draw_best keeps the maxima itself
-        if top_s is not None and top_s < k and not best_only:
-            # The S-th largest value per position; entries tied with it are kept.
-            kth = flat.amax(-1, keepdim=True) if top_s == 1 else flat.topk(top_s).values[:, -1:]
-            flat.masked_fill_(flat < kth, 0.0)
         if expected:
-            weights = torch.where(flat.sum(-1, keepdim=True) > 0, flat, torch.ones_like(flat))
-            weights = (weights / weights.sum(-1, keepdim=True)).reshape(n, h, w, k)
+            weights = keep_top_s(control, top_s)
+            weights = torch.where(weights.sum(-1, keepdim=True) > 0, weights, 1.0)
+            weights = weights / weights.sum(-1, keepdim=True)
             spec = "nhwk,hwkc->nhwc" if self.independent else "nhwk,kc->nhwc"
             return torch.einsum(spec, weights.to(self.means.dtype), self.means).to(control.dtype)
-        draw = draw_best if best_only else draw_categorical
-        chosen = draw(flat, generator=generator).reshape(n, h, w)
-        means = self._pick(self.means, chosen)  # (N, H, W, C)
+        rows = self.component_rows(self.draw(control, generator=generator, top_s=top_s))
+        means = _gather_rows(self.means, rows)  # (N, H, W, C)
         if noise_divisor is None:
             return means.to(control.dtype)
-        sqrt_prec = self._pick(self.sqrt_precisions, chosen)  # only when there is noise
+        sqrt_prec = _gather_rows(self.sqrt_precisions, rows)  # only when there is noise
         noise = torch.randn(
             means.shape, generator=generator, dtype=means.dtype, device=means.device
         )
@@ -348,14 +347,32 @@ class GMM(TrainableLayer):
             noise = torch.where(at_bound, torch.zeros_like(noise), noise)
         return (means + noise).to(control.dtype)
 
-    def _pick(self, param: Tensor, chosen: Tensor) -> Tensor:
-        """Return ``param``'s row of the chosen component at every position, (N, H, W, C)."""
-        n, h, w = chosen.shape
-        if self.independent:
-            pos_h = torch.arange(h, device=chosen.device)[None, :, None]
-            pos_w = torch.arange(w, device=chosen.device)[None, None, :]
-            return param[pos_h, pos_w, chosen]
-        return param.index_select(0, chosen.reshape(-1)).reshape(n, h, w, -1)
+    def draw(
+        self,
+        control: Float[Tensor, "N H W K"],
+        *,
+        generator: torch.Generator | None = None,
+        top_s: int | None = None,
+    ) -> Tensor:
+        """Return the component drawn at every position, shape (N, H, W) (see :meth:`sample`)."""
+        n, h, w, k = control.shape
+        if top_s == 1:  # draw_best keeps the maxima itself
+            return draw_best(control.reshape(-1, k), generator=generator).reshape(n, h, w)
+        kept = keep_top_s(control, top_s).reshape(-1, k)
+        return draw_categorical(kept, generator=generator).reshape(n, h, w)
+
+    def component_rows(self, chosen: Tensor) -> Tensor:
+        """Return where each chosen component's parameters are among the rows of a parameter.
+
+        ``param.reshape(-1, C)[rows]`` is the chosen component's row at every position, for
+        ``param`` the means or the square-root precisions: ``chosen`` itself when the layer
+        is shared, offset by ``K`` per position when it is independent.
+        """
+        if not self.independent:
+            return chosen
+        _, h, w = chosen.shape
+        positions = torch.arange(h * w, device=chosen.device).reshape(h, w)
+        return chosen + positions * self.n_components
 
     def _checked(self, log_joint: Tensor) -> Tensor:
         # A position where every component has -inf (or NaN) log-joint has no responsibilities.

@@ -55,6 +55,10 @@ class LayerStage:
         """Return the output when the entries where ``missing`` is True are not observed."""
         return self.layer.forward_observed(h, missing)
 
+    def propagate_missing(self, missing: Tensor) -> Tensor:
+        """Return which of the layer's outputs have no observed input."""
+        return self.layer.propagate_missing(missing)
+
     def scores(self, h: Tensor) -> tuple[Tensor, GMMScores | None]:
         """Return the output and, for a GMM layer, its density scores (one pass)."""
         if isinstance(self.layer, GMM):
