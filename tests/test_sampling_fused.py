@@ -2,8 +2,10 @@
 
 Sampling draws a component per position and folds the drawn means back through the folding
 layer below in one ``embedding_bag`` (``Folding.average_rows``) instead of building every
-window; ``draw_best`` pads its rows for vectorised reductions. Each must give what the plain
-path gives: the same images for the same generator, the same draws for the same scores.
+window, and a shared layer's conditional expectation by one transposed convolution
+(``Folding.average_mixtures``); ``draw_best`` pads its rows for vectorised reductions. Each
+must give what the plain path gives: the same images for the same generator, the same draws
+for the same scores.
 """
 
 import pytest
@@ -45,11 +47,13 @@ def test_draw_best_draws_uniformly_among_tied_maxima_and_non_positive_rows(gener
         ((9, 9, 3), (3, 3), (1, 1)),  # every position covered up to 9 times
         ((9, 9, 2), (2, 2), (3, 3)),  # stride beyond the patch: uncovered positions get 0
         ((7, 8, 3), (3, 2), (1, 2)),  # rectangular windows and strides
-        ((5, 5, 3), (5, 5), (1, 1)),  # one window
+        ((5, 5, 3), (5, 5), (1, 1)),  # one window: built
         ((9, 9, 1), (3, 3), (1, 1)),  # one channel: the windows are built
     ],
 )
-def test_average_rows_is_the_sample_of_the_windows_it_reads(generator, shape, patch, stride):
+def test_average_rows_and_mixtures_are_the_sample_of_the_windows_they_read(
+    generator, shape, patch, stride
+):
     folding = Folding(shape, patch, stride).double()
     ho, wo, d = folding.output_shape(shape)
     table = torch.randn(11, d, generator=generator, dtype=torch.float64)
@@ -57,6 +61,11 @@ def test_average_rows_is_the_sample_of_the_windows_it_reads(generator, shape, pa
     with torch.no_grad():
         got = folding.average_rows(table, rows)
         expected = folding.sample(table[rows])
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    weights = torch.rand(4, ho, wo, 11, generator=generator, dtype=torch.float64)
+    with torch.no_grad():
+        got = folding.average_mixtures(weights, table)
+        expected = folding.sample(weights @ table)
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
@@ -71,12 +80,14 @@ def layer_by_layer(model: DCGMM, n: int, config: SamplingConfig, seed: int) -> t
             layer = layers[index]
             if isinstance(layer, GMM):
                 top_s, _ = config.for_layer(index)
-                x = layer.sample(x, generator=generator, top_s=top_s)
+                expected = config.mode == "mean"
+                x = layer.sample(x, generator=generator, top_s=top_s, expected=expected)
             else:
                 x = layer.sample(x, generator=generator)
     return x.clamp(0.0, 1.0)
 
 
+@pytest.mark.parametrize("mode", ["draw", "mean"])
 @pytest.mark.parametrize("top_s", [1, 2, None])
 @pytest.mark.parametrize(
     "spec",
@@ -86,14 +97,14 @@ def layer_by_layer(model: DCGMM, n: int, config: SamplingConfig, seed: int) -> t
         "F(2,1)-G(4)-P(2,2)-F(2,1)-G(9,indep)-F(3,1)-G(4)",
     ],
 )
-def test_fused_sampling_draws_the_images_of_the_layer_by_layer_walk(spec, top_s):
+def test_fused_sampling_draws_the_images_of_the_layer_by_layer_walk(spec, top_s, mode):
     g = torch.Generator().manual_seed(5)
     model = DCGMM.from_spec(spec, (10, 10, 1), generator=g).double()
     with torch.no_grad():
         for _, layer in model.gmm_layers():
             layer.logits.normal_(generator=g)
             layer.means.uniform_(0, 1, generator=g)
-    config = SamplingConfig(top_s=top_s)
+    config = SamplingConfig(top_s=top_s, mode=mode)
     got = sample(model, 30, config=config, generator=torch.Generator().manual_seed(9))
     expected = layer_by_layer(model, 30, config, seed=9)
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from dcgmm.generation.sharpening import Sharpening, sharpen, sharpening_chain
 from dcgmm.layers import GMM, Folding, Layer, LinearClassifier
+from dcgmm.layers.draws import expectation_weights
 from dcgmm.model import DCGMM
 
 __all__ = [
@@ -233,14 +234,12 @@ def walk_down(
             continue
         top_s, divisor = config.for_layer(index)
         below = layers[index - 1] if index > 0 else None
-        if isinstance(below, Folding) and divisor is None and config.mode == "draw":
-            # Draw, then fold the drawn means back in one pass (Folding.average_rows): the
-            # same images as the two sample() calls, without the windows in memory.
-            rows = layer.component_rows(layer.draw(x, generator=generator, top_s=top_s))
-            means = below.average_rows(layer.means, rows).to(x.dtype)
-            x = _after_sharpening(layers, index - 1, means, config)
-            index -= 2
-            continue
+        if isinstance(below, Folding) and divisor is None:
+            folded = _fold_back(layer, below, x, top_s, config, generator)
+            if folded is not None:
+                x = _after_sharpening(layers, index - 1, folded.to(x.dtype), config)
+                index -= 2
+                continue
         x = layer.sample(
             x,
             generator=generator,
@@ -251,6 +250,30 @@ def walk_down(
         )
         index -= 1
     return x
+
+
+def _fold_back(
+    layer: GMM,
+    folding: Folding,
+    control: Tensor,
+    top_s: int | None,
+    config: SamplingConfig,
+    generator: torch.Generator | None,
+) -> Tensor | None:
+    """Return the GMM layer's noise-free sample folded back through ``folding``, in one pass.
+
+    The same images as the two ``sample`` calls, without the windows in memory: drawn means
+    are read from the table (:meth:`Folding.average_rows`), a shared layer's conditional
+    expectation is a transposed convolution (:meth:`Folding.average_mixtures`). ``None``
+    where neither applies (an independent layer's expectation).
+    """
+    if config.mode == "draw":
+        rows = layer.component_rows(layer.draw(control, generator=generator, top_s=top_s))
+        return folding.average_rows(layer.means, rows)
+    if layer.independent:
+        return None
+    weights = expectation_weights(control, top_s).to(layer.means.dtype)
+    return folding.average_mixtures(weights, layer.means)
 
 
 def _after_sharpening(

@@ -4,7 +4,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-__all__ = ["draw_best", "draw_categorical", "keep_top_s"]
+__all__ = ["draw_best", "draw_categorical", "expectation_weights", "keep_top_s"]
 
 
 def draw_categorical(
@@ -38,6 +38,17 @@ def keep_top_s(control: Tensor, top_s: int | None) -> Tensor:
         kth = kept.amax(-1, keepdim=True) if top_s == 1 else kept.topk(top_s).values[..., -1:]
         kept.masked_fill_(kept < kth, 0.0)
     return kept
+
+
+def expectation_weights(control: Tensor, top_s: int | None) -> Tensor:
+    """Return the weights of the conditional expectation: the kept control, summing to 1.
+
+    As :func:`keep_top_s`, normalised along the last axis; a row with nothing kept weighs
+    every entry equally.
+    """
+    weights = keep_top_s(control, top_s)
+    weights = torch.where(weights.sum(-1, keepdim=True) > 0, weights, 1.0)
+    return weights / weights.sum(-1, keepdim=True)
 
 
 def draw_best(scores: Float[Tensor, "R K"], *, generator: torch.Generator | None = None) -> Tensor:

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from dcgmm._numerics import full_float32_convolutions
 from dcgmm.layers.base import Layer, Shape
 
 __all__ = ["Folding", "windows_along"]
@@ -63,6 +64,13 @@ class Folding(Layer):
         self.register_buffer("_covering_window", window, persistent=False)
         self.register_buffer("_covering_offset", offset, persistent=False)
         self.register_buffer("_first_covering", first, persistent=False)
+        # Whether sample() of built windows beats reading them from a table (average_rows,
+        # average_mixtures): a single window is a reshape, and single-channel windows are
+        # small while the per-entry index or convolution overhead is not (E's F(3,1) on the
+        # image: 0.7 against 1.5 ms by embedding_bag, 3.7 against 5.9 ms by transposed
+        # convolution; its F(12,1) top: 0.5 against 5.4 ms; one thread).
+        ho, wo, _ = self.output_shape(input_shape)
+        self._windows_are_cheap = input_shape[2] == 1 or ho * wo == 1
 
     def output_shape(self, input_shape: Shape) -> Shape:
         """Return ``((H-fy)//sy+1, (W-fx)//sx+1, fy*fx*C)``."""
@@ -106,16 +114,15 @@ class Folding(Layer):
         (:meth:`~dcgmm.layers.GMM.component_rows`). Each input position averages the
         entries that its covering windows put there, read straight from the table by one
         ``embedding_bag``. The windows (E's F(4,2): 23 MB a batch of 100) are never written,
-        nor added slice by slice. Single-channel inputs build the windows anyway: there they
-        are small and the index arithmetic per entry costs more (0.7 against 1.5 ms for E's
-        F(3,1), one thread; ``benchmarks/bench_preset.py`` times sampling).
+        nor added slice by slice (E's F(4,2): 2 against 11 ms, one thread;
+        ``benchmarks/bench_preset.py`` times sampling). Where the windows are cheap to build
+        they are built (see ``_windows_are_cheap``).
         """
         h, w, c = self.input_shape
         n = rows.shape[0]
-        if c == 1:
+        if self._windows_are_cheap:
             windows = table.reshape(-1, table.shape[-1]).index_select(0, rows.reshape(-1))
-            windows = windows.reshape(*rows.shape, -1)
-            return self.sample(windows)
+            return self.sample(windows.reshape(*rows.shape, -1))
         per_window = self.patch_size[0] * self.patch_size[1]
         entries = table.reshape(-1, c)  # row r * fy * fx + offset: entry `offset` of window r
         # int32 indices and offsets: half the traffic of int64 on the N * P index arithmetic.
@@ -130,6 +137,32 @@ class Folding(Layer):
         if self._overlaps:
             summed.mul_(self._inverse_coverage.to(summed.dtype)[:, :, None])
         return summed
+
+    def average_mixtures(
+        self, weights: Float[Tensor, "N Ho Wo K"], table: Float[Tensor, "K D"]
+    ) -> Float[Tensor, "N H W C"]:
+        """Return :meth:`sample` of the windows ``weights @ table``, without building them.
+
+        The windows are mixtures of the rows of one table shared by every position (a shared
+        GMM layer's means, weighted by its conditional-expectation weights), so the average
+        of the overlapping windows is a transposed convolution of the weights with the
+        table's rows as filters, divided by the coverage: one oneDNN call (E's F(4,2): 5.6
+        against 13.6 ms for the product and the slice-by-slice sum, one thread). Where the
+        windows are cheap to build they are built (see ``_windows_are_cheap``).
+        """
+        if self._windows_are_cheap:
+            return self.sample(weights @ table)
+        (fy, fx), (sy, sx) = self.patch_size, self.stride
+        h, w, c = self.input_shape
+        k = table.shape[0]
+        filters = table.reshape(k, fy, fx, c).permute(0, 3, 1, 2)  # (K, C, fy, fx)
+        # The rows and columns that the floor division leaves uncovered, below and right.
+        uncovered = ((h - fy) % sy, (w - fx) % sx)
+        with full_float32_convolutions(weights.device):
+            summed = F.conv_transpose2d(
+                weights.permute(0, 3, 1, 2), filters, stride=(sy, sx), output_padding=uncovered
+            ).permute(0, 2, 3, 1)  # (N, H, W, C); contiguous when oneDNN kept NHWC
+        return summed * self._inverse_coverage.to(summed.dtype)[:, :, None]
 
     def forward(self, x: Float[Tensor, "N H W C"]) -> Float[Tensor, "N Ho Wo P"]:
         """Return the folded map; each output position holds one flattened window."""

@@ -25,7 +25,7 @@ from dcgmm._numerics import (
 from dcgmm.exceptions import NumericalWarning
 from dcgmm.layers import gmm_gradients as grads
 from dcgmm.layers.base import Shape, TrainableLayer
-from dcgmm.layers.draws import draw_best, draw_categorical, keep_top_s
+from dcgmm.layers.draws import draw_best, draw_categorical, expectation_weights, keep_top_s
 from dcgmm.layers.gaussian import (
     diag_gaussian_log_density,
     diag_gaussian_log_density_per_position,
@@ -328,9 +328,7 @@ class GMM(TrainableLayer):
             of a completion.
         """
         if expected:
-            weights = keep_top_s(control, top_s)
-            weights = torch.where(weights.sum(-1, keepdim=True) > 0, weights, 1.0)
-            weights = weights / weights.sum(-1, keepdim=True)
+            weights = expectation_weights(control, top_s)
             spec = "nhwk,hwkc->nhwc" if self.independent else "nhwk,kc->nhwc"
             return torch.einsum(spec, weights.to(self.means.dtype), self.means).to(control.dtype)
         rows = self.component_rows(self.draw(control, generator=generator, top_s=top_s))
