@@ -31,7 +31,7 @@ FIGURES = [
     ("training step", "train_s"),
     ("evaluation", "eval_batch_s"),
     ("sampling (top-S 1)", "sample_batch_s"),
-    ("in-painting (right half)", "inpaint_batch_s"),
+    ("in-painting (centre hidden)", "inpaint_batch_s"),
     ("sharpened sampling", "sharpen_batch_s"),
     ("NSN fit, 2,000 MNIST digits (ms of the whole fit)", "nsn_fit_s"),  # benchmarks.bench_nsn
 ]
