@@ -166,8 +166,8 @@ def test_table4_tiny_run_reports_both_protocols_and_the_rate_search(tmp_path):
     tiny("table4", tmp_path, "--probe", "--classifier-lrs", "0.1,1.0")
     result = json.loads((tmp_path / "table4.json").read_text())
     assert [(r["protocol"], r["model"], r["classifier_lr"]) for r in result["rows"]] == [
-        ("paper", "B + C(10,2)", 0.1), ("paper", "B + C(10,2)", 1.0),
-        ("paper", "B + C(10)", 0.1), ("paper", "B + C(10)", 1.0), ("recipes", "classifier-B", 0.1),
+        ("paper", "B + C(10)", 0.1), ("paper", "B + C(10)", 1.0),
+        ("paper", "B + C(10,2)", 0.1), ("paper", "B + C(10,2)", 1.0), ("recipes", "classifier-B", 0.1),
     ]  # fmt: skip
     from dcgmm import load_dataset, load_model
 
@@ -185,7 +185,8 @@ def test_table4_tiny_run_reports_both_protocols_and_the_rate_search(tmp_path):
         rows = [r for r in result["rows"] if r["model"] == group]
         best = [r for r in rows if r["best_rate"]]
         assert best == [max(rows, key=lambda r: r["valid_mean"])]
-    assert result["rows"][0]["probe_accuracy"] > 0.5  # logistic regression on its features
+    wired_as_the_paper = next(r for r in result["rows"] if r["model"] == "B + C(10,2)")
+    assert wired_as_the_paper["probe_accuracy"] > 0.5  # logistic regression on its features
     assert "98.0" in (tmp_path / "table4.md").read_text()
 
 
@@ -199,6 +200,34 @@ def test_table4_recipe_rate_search_trains_each_rate_and_is_refused_without_the_r
     for flag, value in (("--recipe-classifier-lrs", "0.3"), ("--recipe-epochs", "30")):
         with pytest.raises(SystemExit, match=f"{flag} act on the recipes' network"):
             tiny("table4", tmp_path, "--protocols", "paper", flag, value)
+
+
+@needs_data
+def test_table4_runs_accumulate_and_keep_the_hand_written_part(tmp_path):
+    from benchmarks.reproduce.table4_report import HAND_WRITTEN
+
+    def stored():
+        rows = json.loads((tmp_path / "table4.json").read_text())["rows"]
+        return [(r["protocol"], r["classifier_lr"], r["run"]) for r in rows]
+
+    page = tmp_path / "table4.md"
+    tiny("table4", tmp_path, "--protocols", "recipes", "--recipe-classifier-lrs", "0.03,0.3")
+    page.write_text(page.read_text() + f"\n{HAND_WRITTEN}\n\nAn ablation, by hand.\n")
+    tiny("table4", tmp_path, "--protocols", "paper", "--models", "B + C(10,2)",
+         "--classifier-lrs", "0.1")  # fmt: skip
+    assert stored() == [("paper", 0.1, 2), ("recipes", 0.03, 1), ("recipes", 0.3, 1)]
+    # A run of the same (dataset, model, protocol) replaces all its rates' rows.
+    tiny("table4", tmp_path, "--protocols", "recipes", "--recipe-classifier-lrs", "0.3")
+    assert stored() == [("paper", 0.1, 2), ("recipes", 0.3, 3)]
+    text = page.read_text()
+    assert text.count(HAND_WRITTEN) == 1
+    assert text.endswith("An ablation, by hand.\n")
+    assert "  - run 1" not in text, "a run that measures no row any more is dropped"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert sorted((r["protocol"], r["metric"].split("(")[-1]) for r in summary) == [
+        ("paper", "classifier rate 0.1, chosen on validation)"),
+        ("recipes", "classifier rate 0.3, chosen on validation)"),
+    ]
 
 
 @needs_data

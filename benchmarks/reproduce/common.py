@@ -149,12 +149,19 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
 SUMMARY_FILE = "summary.json"
 
 
-def update_summary(out: Path, table: str, rows: list[dict[str, Any]]) -> None:
+def update_summary(
+    out: Path,
+    table: str,
+    rows: list[dict[str, Any]],
+    *,
+    replace_by: tuple[str, ...] = ("table", "dataset", "model", "protocol", "metric"),
+) -> None:
     """Put ``rows`` of ``table`` into ``out/summary.json``, the machine-readable digest.
 
     Each row: ``{table, dataset, model, protocol, metric, mean, sd, n_seeds, steps,
-    paper_mean, paper_sd}``. A row replaces the stored one of the same table, dataset, model,
-    protocol and metric; the others are kept, so runs of different presets accumulate.
+    paper_mean, paper_sd}``. A row replaces the stored ones that agree with it on
+    ``replace_by`` (by default the table, dataset, model, protocol and metric); the others
+    are kept, so runs of different presets accumulate.
     """
     path = out / SUMMARY_FILE
     fields = ("table", "dataset", "model", "protocol", "metric", "mean", "sd", "n_seeds",
@@ -167,7 +174,7 @@ def update_summary(out: Path, table: str, rows: list[dict[str, Any]]) -> None:
             raise ValueError(f"a row of table {row['table']} given as one of {table}: {row}")
 
     def key(row: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(row.get(f) for f in ("table", "dataset", "model", "protocol", "metric"))
+        return tuple(row.get(f) for f in replace_by)
 
     new_keys = {key(row) for row in rows}
     kept = json.loads(path.read_text()) if path.exists() else []

@@ -108,7 +108,8 @@ def merge_results(
     new_keys = {row_key(r) for r in new["rows"]}
     for row in [*new["rows"], *new["runs"], *new["maps"].values()]:
         row["run"] = number
-    commands.append({"run": number, **command, "rows": [" ".join(row_key(r)) for r in new["rows"]]})
+    names = list(dict.fromkeys(" ".join(row_key(r)) for r in new["rows"]))  # rates share a key
+    commands.append({"run": number, **command, "rows": names})
 
     def merged(part: str) -> list[dict[str, Any]]:
         kept = [r for r in previous[part] if row_key(r) not in new_keys]

@@ -21,15 +21,9 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from benchmarks.reproduce.common import (
-    header_lines,
-    mean_sd,
-    run_record,
-    train_run,
-    update_summary,
-    write_results,
-)
+from benchmarks.reproduce.common import mean_sd, run_record, train_run
 from benchmarks.reproduce.protocols import CLASSIFIER_B
+from benchmarks.reproduce.table4_report import write_table4
 from dcgmm import evaluate, load_dataset
 from dcgmm.io.data import Dataset
 from dcgmm.layers import ClassifierFeed
@@ -37,7 +31,6 @@ from dcgmm.model import DCGMM
 from dcgmm.spec import PRESETS
 
 PAPER_TABLE4 = {"mnist": 98.0, "fashion-mnist": 89.6}
-PEERS_TABLE4 = {"RAT-SPN": (98.19, 89.52), "DGCSPN": (98.66, 90.74)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -257,63 +250,6 @@ def mark_best_rates(rows: list[dict[str, Any]]) -> None:
         best = max(group, key=lambda r: r["valid_mean"])
         for row in group:
             row["best_rate"] = row is best
-
-
-def write_table4(result: dict[str, Any], out: Path, command: str, wall: float) -> None:
-    """Write docs/results/table4.md and table4.json."""
-    lines = [
-        "# Table IV: classification with a classifier layer (preset B)",
-        "",
-        *header_lines(command, wall),
-        "- protocol: a DCGMM plus a linear classifier layer, trained together on 90% of the "
-        "training set (each layer on its own loss, no back-propagation between layers); the "
-        "last 10% choose the classifier rate; accuracy on the whole test set, mean +- sd over "
-        "seeds. **paper**: preset B as printed with either wiring; **recipes**: the authors' "
-        "`classifier-B` network. `C(10,2)` reads the two highest GMM layers "
-        "(the paper's setup), `C(10)` only the top one (the reference code's). The probe column "
-        "(with `--probe`) fits scikit-learn's logistic regression to the classifier layer's "
-        "inputs after training: if it is not better, the features, not the online SGD of the "
-        "classifier layer, limit the accuracy.",
-        "- training times: the machine ran other reproductions at the same time (one thread "
-        "each); they are wall times, not benchmarks.",
-        "",
-        "| dataset | protocol | model | epochs | classifier lr | validation % | test accuracy % "
-        "(mean +- sd, seeds) | paper % | logistic-regression probe % | train s |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in result["rows"]:
-        paper = f"{r['paper_mean']:.1f}" if r["paper_mean"] is not None else "-"
-        probe = f"{100 * r['probe_accuracy']:.2f}" if r.get("probe_accuracy") else "-"
-        best = " (best on validation)" if r["best_rate"] else ""
-        lines.append(
-            f"| {r['dataset']} | {r['protocol']} | `{r['model']}` | {r['epochs']} | "
-            f"{r['classifier_lr']}{best} | {r['valid_mean']:.2f} | **{r['mean']:.2f} +- "
-            f"{r['sd']:.2f}** ({r['n_seeds']}) | {paper} | {probe} | {r['train_seconds']:.0f} |"
-        )
-    notes = sorted({(r["model"], r["note"]) for r in result["rows"]})
-    lines += ["", *[f"- `{model}`: {note}" for model, note in notes]]
-    lines += [
-        "",
-        "Published peers (2022 paper, Table IV; not re-run here): "
-        + "; ".join(f"{k} {m} / {f}" for k, (m, f) in PEERS_TABLE4.items())
-        + " (MNIST / FashionMNIST).",
-    ]
-    write_results(out, "table4", lines, result)
-    update_summary(out, "IV", summary_rows(result["rows"]))
-
-
-def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Return the rows for ``summary.json``, each metric naming its classifier rate.
-
-    Rows of one model that differ only in the classifier rate would otherwise share the
-    summary's key (table, dataset, model, protocol, metric) and be told apart by nothing.
-    """
-    named = []
-    for row in rows:
-        chosen = ", chosen on validation" if row.get("best_rate") else ""
-        metric = f"{row['metric']} (classifier rate {row['classifier_lr']}{chosen})"
-        named.append(row | {"metric": metric})
-    return named
 
 
 def run(args: argparse.Namespace, command: str) -> None:
