@@ -167,7 +167,8 @@ def test_table4_tiny_run_reports_both_protocols_and_the_rate_search(tmp_path):
     result = json.loads((tmp_path / "table4.json").read_text())
     assert [(r["protocol"], r["model"], r["classifier_lr"]) for r in result["rows"]] == [
         ("paper", "B + C(10)", 0.1), ("paper", "B + C(10)", 1.0),
-        ("paper", "B + C(10,2)", 0.1), ("paper", "B + C(10,2)", 1.0), ("recipes", "classifier-B", 0.1),
+        ("paper", "B + C(10,2)", 0.1), ("paper", "B + C(10,2)", 1.0),
+        ("recipes", "classifier-B", 0.1),
     ]  # fmt: skip
     from dcgmm import load_dataset, load_model
 
