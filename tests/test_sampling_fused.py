@@ -24,6 +24,12 @@ def test_draw_best_takes_a_unique_maximum_at_any_width(generator, k):
     assert torch.equal(draw_best(scores, generator=generator), scores.argmax(-1))
 
 
+def test_draw_best_counts_indices_exactly_in_half_precision(generator):
+    # bfloat16 holds integers exactly only up to 256: the winner's index must not round.
+    scores = torch.full((300, 300), 0.5).fill_diagonal_(1.0).to(torch.bfloat16)
+    assert torch.equal(draw_best(scores, generator=generator), torch.arange(300))
+
+
 @pytest.mark.parametrize("k", [3, 8, 9])
 def test_draw_best_draws_uniformly_among_tied_maxima_and_non_positive_rows(generator, k):
     n = 6_000

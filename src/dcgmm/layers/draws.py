@@ -71,11 +71,13 @@ def draw_best(scores: Float[Tensor, "R K"], *, generator: torch.Generator | None
     buffer.clamp_min_(0.0)
     buffer[:, k:] = -1.0  # never a maximum: every real entry is >= 0 now
     best = buffer.amax(-1, keepdim=True)
-    is_best = torch.eq(buffer, best, out=torch.empty_like(buffer))  # 0/1 in the float dtype
+    # The 0/1 winner mask, in float32 at least: its products below must count exactly.
+    exact = buffer.dtype if buffer.dtype in (torch.float32, torch.float64) else torch.float32
+    is_best = torch.eq(buffer, best, out=buffer.new_empty(buffer.shape, dtype=exact))
     count = is_best.sum(-1)
-    # The sum of the winners' indices: the index itself where there is one winner (exact in
-    # float up to 2**24 components).
-    chosen = torch.mv(is_best, torch.arange(width, dtype=buffer.dtype, device=buffer.device))
+    # The sum of the winners' indices: the index itself where there is one winner (exact up
+    # to 2**24 components).
+    chosen = torch.mv(is_best, torch.arange(width, dtype=exact, device=buffer.device))
     chosen = chosen.long()
     tied = count > 1
     if bool(tied.any()):
