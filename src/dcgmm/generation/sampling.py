@@ -222,7 +222,9 @@ def walk_down(
     """Turn ``control`` (the output space of ``layers[start]``) into an input-space tensor.
 
     Every layer from ``start`` down calls its ``sample``; GMM layers get their per-layer
-    knobs, folding and pooling layers are followed by sharpening where configured.
+    knobs, folding and pooling layers are followed by sharpening where configured. A GMM
+    layer without noise and the folding below it go down in one pass (:func:`_fold_back`),
+    with the images the two ``sample`` calls would give.
     """
     x = control
     index = start
