@@ -263,6 +263,13 @@ def test_evaluator_trains_saves_and_judges(tmp_path, mnist_small):
     loaded, info = load_evaluator(tmp_path)
     quality = sample_quality(loaded, test.images[:200], test.images, test.labels[:200])
     assert quality["accuracy"] > 0.85  # real test digits as "samples": measured 0.97
+    counts = torch.bincount(test.labels[:200], minlength=10).double()
+    per_class = torch.tensor(quality["per_class_accuracy"], dtype=torch.float64)
+    assert float((per_class * counts).sum() / counts.sum()) == pytest.approx(quality["accuracy"])
+    odd = test.labels[:200] % 2 == 1  # only odd digits: the even classes have no samples
+    by_class = sample_quality(loaded, test.images[:200][odd], test.images[:50],
+                              test.labels[:200][odd])["per_class_accuracy"]  # fmt: skip
+    assert [a is None for a in by_class] == [c % 2 == 0 for c in range(10)]
     # Same distribution: only the finite-sample bias of the covariance estimates remains.
     noise = torch.rand(200, 28, 28, 1, generator=torch.Generator().manual_seed(0))
     worse = sample_quality(loaded, noise, test.images)

@@ -123,11 +123,15 @@ def test_table3_tiny_run_writes_the_table(tmp_path):
     for row in result["rows"]:
         assert (row["n_seeds"], row["n_judges"], row["steps"]) == (1, 2, 20)
         assert row["frechet_distance"] > 0.0
+        # Every class has as many samples: the accuracy is the mean of the per-class ones.
+        assert sum(row["per_class_accuracy"]) / 10 == pytest.approx(row["mean"], abs=1e-9)
+        assert 50 < sum(row["judges_real_per_class_accuracy"]) / 10 <= 100
     e_recipe = result["rows"][1]
     assert e_recipe["spec"] == "F(3,1)-G(25,indep)-F(4,2)-G(25,indep)-F(12,1)-G(25)"
     table = (tmp_path / "table3.md").read_text()
     assert "| mnist | E | recipes |" in table
     assert "99.1" in table  # the paper's number beside ours
+    assert "| real test images | (small CNN) |" in table  # the per-class section
 
 
 @needs_data

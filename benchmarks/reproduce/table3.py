@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from benchmarks.reproduce.common import (
@@ -40,6 +41,7 @@ from benchmarks.reproduce.protocols import (
 from benchmarks.reproduce.table3_report import grid_file, write_table3
 from dcgmm import DCGMM, load_dataset
 from dcgmm.evaluation.judge import (
+    Judge,
     accuracy,
     load_evaluator,
     sample_quality,
@@ -48,6 +50,7 @@ from dcgmm.evaluation.judge import (
 )
 from dcgmm.generation.sampling import SamplingConfig, sample
 from dcgmm.generation.sharpening import Sharpening
+from dcgmm.io.data import Dataset
 from dcgmm.io.images import save_grid
 from dcgmm.training.checkpoint import load_model
 from dcgmm.training.config import options_for_solver
@@ -195,6 +198,20 @@ def get_judges(
     return judges
 
 
+def judges_per_class(judges: list[tuple[Judge, dict[str, Any]]], real: Dataset) -> list[float]:
+    """Return each class's accuracy (%) of the judges on real test images, mean over judges.
+
+    What a class's sample accuracy is to be read against: a judge that confuses real shirts
+    with T-shirts confuses sampled ones too.
+    """
+    labels = real.labels.numpy()
+    per_judge = []
+    for judge, _info in judges:
+        predicted = judge.predict(real.images)[0].numpy()
+        per_judge.append([float((predicted[labels == c] == c).mean()) for c in range(10)])
+    return (100 * np.mean(per_judge, axis=0)).tolist()
+
+
 def train_class_model(
     recipe: Recipe, dataset: str, data_dir: Path, cls: int, out: Path, *, steps: int,
     seed: int, tiny: bool, until_annealed: bool, solver: str = "sgd",
@@ -237,12 +254,13 @@ def table3(args: argparse.Namespace) -> dict[str, Any]:
     for dataset in args.datasets.split(","):
         judges = get_judges(dataset, data_dir, runs, args)
         real = load_dataset(data_dir / dataset, split="test", limit=500 if args.tiny else None)
+        real_per_class = judges_per_class(judges, real)
         pairs = protocol_solver_pairs(args.protocols, args.solvers)
         for preset, (protocol, solver) in itertools.product(args.presets.split(","), pairs):
             recipe = ablated_recipe(class_recipe(preset, protocol), args)
             name = model_name(preset, solver) + layers_label(args) + knobs_label(args)
             name += judge_label(args)
-            accuracies, frechet, records = [], [], []
+            accuracies, frechet, records, class_accuracies = [], [], [], []
             for seed in seeds:
                 samples, intended = [], []
                 for cls in range(10):
@@ -278,6 +296,7 @@ def table3(args: argparse.Namespace) -> dict[str, Any]:
                     quality = sample_quality(judge, torch.cat(samples), real.images,
                                              torch.cat(intended))  # fmt: skip
                     accuracies.append(100 * quality["accuracy"])
+                    class_accuracies.append(quality["per_class_accuracy"])
                     frechet.append(quality["frechet_distance"])
                     runs_rows.append({"dataset": dataset, "preset": preset, "model": name,
                                       "protocol": protocol, "seed": seed, "judge": j,
@@ -305,6 +324,9 @@ def table3(args: argparse.Namespace) -> dict[str, Any]:
                 "train_seconds": round(sum(r["seconds"] for r in records), 1),
                 "frechet_distance": mean_sd(frechet)[0],
                 "judge_test_accuracy": [info["test_accuracy"] for _, info in judges],
+                # % per intended class, mean over seeds x judges; the judges' own on real images
+                "per_class_accuracy": (100 * np.mean(class_accuracies, axis=0)).tolist(),
+                "judges_real_per_class_accuracy": real_per_class,
                 "samples_per_class": per_class,
                 "sampling": repr(sampling_for(model, protocol, args)),
                 "paper_mean": PAPER_TABLE3.get((dataset, preset)),

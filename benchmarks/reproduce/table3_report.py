@@ -15,7 +15,13 @@ from typing import Any
 from benchmarks.reproduce.common import header_lines, update_summary, write_results
 from benchmarks.reproduce.table1_merge import merge_results, run_lines
 
-__all__ = ["grid_file", "merge_runs", "write_table3"]
+__all__ = ["CLASS_NAMES", "grid_file", "merge_runs", "per_class_lines", "write_table3"]
+
+# Fashion-MNIST's labels (Xiao et al., 2017); MNIST's classes are their digits.
+CLASS_NAMES = {
+    "fashion-mnist": ("T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
+                      "sneaker", "bag", "boot"),
+}  # fmt: skip
 
 
 def grid_file(dataset: str, model: str, protocol: str, solver: str | None) -> str:
@@ -29,6 +35,36 @@ def grid_file(dataset: str, model: str, protocol: str, solver: str | None) -> st
     labels = [label for label in re.findall(r"\[([^]]*)\]", model) if " judge" not in label]
     slug = "".join("_" + re.sub(r"[^a-z0-9.]+", "-", label.lower()).strip("-") for label in labels)
     return f"{dataset}_{model.split()[0]}_{protocol}{em}{slug}.png"
+
+
+def per_class_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Return the per-class section: each row's accuracy per intended class, beside the
+    judges' own accuracy on real test images of that class (rows measured before runs kept
+    per-class numbers are left out)."""
+    lines: list[str] = []
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        measured = [r for r in rows if r["dataset"] == dataset and r.get("per_class_accuracy")]
+        if not measured:
+            continue
+        names = CLASS_NAMES.get(dataset, tuple(str(c) for c in range(10)))
+        lines += [
+            "",
+            f"Per intended class, {dataset} (% of samples the judges give their class, mean over "
+            "seeds x judges; the last rows: the same judges on real test images):",
+            "",
+            "| model | protocol | " + " | ".join(names) + " |",
+            "|---|---|" + "---:|" * len(names),
+        ]
+        judged_real = {}
+        for r in measured:
+            cells = " | ".join(f"{a:.1f}" for a in r["per_class_accuracy"])
+            lines.append(f"| {r['model']} | {r['protocol']} | {cells} |")
+            judge = r["metric"].split("(")[-1].rstrip(")")
+            judged_real[judge] = r["judges_real_per_class_accuracy"]
+        for judge, accuracies in judged_real.items():
+            cells = " | ".join(f"{a:.1f}" for a in accuracies)
+            lines.append(f"| real test images | ({judge}) | {cells} |")
+    return lines
 
 
 def merge_runs(
@@ -90,6 +126,7 @@ def write_table3(result: dict[str, Any], out: Path, command: str, wall: float) -
             f"({r['n_seeds']} x {r['n_judges']}) | {paper} | {r['frechet_distance']:.2f} | "
             f"{judges} | {r['train_seconds']:.0f} | {r['run']} |"
         )
+    lines += per_class_lines(merged["rows"])
     lines += ["", "First samples of every class (a row per class, the first seed):", ""]
     shown = set()  # rows that differ only by their judge share one grid: show it once
     for r in merged["rows"]:

@@ -275,6 +275,11 @@ def cmd_sample_quality(args: argparse.Namespace) -> int:
         if result["accuracy"] is not None:
             share = 100 * result["accuracy"]
             print(f"evaluator accuracy on {n} class-conditional samples: {share:.2f}%")
+            per_class = ", ".join(
+                f"{c}: {100 * a:.1f}" for c, a in enumerate(result["per_class_accuracy"])
+                if a is not None
+            )  # fmt: skip
+            print(f"per intended class (%): {per_class}")
         print(f"Frechet distance to {len(real)} real test images: {result['frechet_distance']:.3f}")
         print(f"predicted classes of the samples: {result['predicted_histogram']}")
         print("(in the evaluator's feature space: not comparable to published FIDs)")

@@ -299,8 +299,9 @@ def sample_quality(
 ) -> dict[str, Any]:
     """Judge ``samples`` against ``real`` images.
 
-    Returns the evaluator's accuracy on the intended classes (if given), the histogram of
-    predicted classes, and the Fréchet distance between real and sample features.
+    Returns the evaluator's accuracy on the intended classes (if given) overall and per
+    intended class (None for a class without samples), the histogram of predicted classes,
+    and the Fréchet distance between real and sample features.
     """
     predicted, sample_features = evaluator.predict(samples)
     _, real_features = evaluator.predict(real)
@@ -316,7 +317,14 @@ def sample_quality(
         "classifier_score": score[0],
         "classifier_score_std": score[1],
         "accuracy": None,
+        "per_class_accuracy": None,
     }
     if intended is not None:
-        result["accuracy"] = float((predicted == intended.cpu()).double().mean())
+        intended = intended.cpu()
+        right = (predicted == intended).double()
+        result["accuracy"] = float(right.mean())
+        result["per_class_accuracy"] = [
+            float(right[intended == c].mean()) if bool((intended == c).any()) else None
+            for c in range(evaluator.n_classes)
+        ]
     return result
