@@ -35,6 +35,16 @@ def header_lines(command: str, wall_seconds: float) -> list[str]:
     ]
 
 
+def run_entry(command: str, wall_seconds: float) -> dict[str, Any]:
+    """Return a run's record for an accumulating table: date, machine, command, wall time."""
+    return {
+        "date": datetime.date.today().isoformat(),
+        "command": command,
+        "machine": header_lines(command, wall_seconds)[0].removeprefix("- "),
+        "wall_minutes": round(wall_seconds / 60, 1),
+    }
+
+
 def write_results(out: Path, stem: str, lines: list[str], result: dict[str, Any]) -> None:
     """Write ``out/stem.md`` (the table for people) and ``out/stem.json`` (every number)."""
     out.mkdir(parents=True, exist_ok=True)

@@ -5,11 +5,10 @@ row with the run that measured it, the header lists those runs' commands, and th
 (ROC curves, preset E's outlier maps) name the run that drew them.
 """
 
-import datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.reproduce.common import header_lines, update_summary, write_results
+from benchmarks.reproduce.common import run_entry, update_summary, write_results
 from benchmarks.reproduce.table1_merge import (
     dataset_order,
     merge_results,
@@ -31,9 +30,7 @@ MAP_PRESET = "E"  # the preset whose outlier maps are drawn
 def write_table1(result: dict[str, Any], out: Path, command: str, wall: float) -> None:
     """Merge ``result`` into ``out/table1.json`` (:mod:`.table1_merge`) and write table1.md."""
     previous, points = read_previous(out)
-    entry = {"date": datetime.date.today().isoformat(), "command": command,
-             "machine": header_lines(command, wall)[0].removeprefix("- "),
-             "wall_minutes": round(wall / 60, 1)}  # fmt: skip
+    entry = run_entry(command, wall)
     merged = merge_results(previous, result, entry)
     points = {**{k: v for k, v in points.items() if k not in result["roc"]}, **result["roc"]}
     datasets = sorted({r["dataset"] for r in merged["rows"]}, key=dataset_order)

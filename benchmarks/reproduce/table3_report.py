@@ -6,13 +6,12 @@ naming the run (command, date, machine) that measured it. The merge is
 :func:`benchmarks.reproduce.table1_merge.merge_results`.
 """
 
-import datetime
 import json
 import re
 from pathlib import Path
 from typing import Any
 
-from benchmarks.reproduce.common import header_lines, update_summary, write_results
+from benchmarks.reproduce.common import run_entry, update_summary, write_results
 from benchmarks.reproduce.table1_merge import merge_results, run_lines
 
 __all__ = ["CLASS_NAMES", "grid_file", "merge_runs", "per_class_lines", "write_table3"]
@@ -88,9 +87,7 @@ def write_table3(result: dict[str, Any], out: Path, command: str, wall: float) -
     """Merge ``result`` into ``out/table3.json`` and write table3.md from the merged rows."""
     path = out / "table3.json"
     previous = json.loads(path.read_text()) if path.exists() else None
-    entry = {"date": datetime.date.today().isoformat(), "command": command,
-             "machine": header_lines(command, wall)[0].removeprefix("- "),
-             "wall_minutes": round(wall / 60, 1)}  # fmt: skip
+    entry = run_entry(command, wall)
     merged = merge_runs(previous, result, entry)
     lines = [
         "# Table III: sample quality of class-conditional generation",

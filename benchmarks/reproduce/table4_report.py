@@ -7,12 +7,11 @@ validation is chosen among one run's rates, and keeps the others; each row names
 written by hand (ablations, explanations) and is kept when the table above it is rewritten.
 """
 
-import datetime
 import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.reproduce.common import header_lines, update_summary, write_results
+from benchmarks.reproduce.common import run_entry, update_summary, write_results
 from benchmarks.reproduce.table1_merge import merge_results, run_lines
 
 __all__ = ["HAND_WRITTEN", "PEERS_TABLE4", "summary_rows", "write_table4"]
@@ -25,9 +24,7 @@ def write_table4(result: dict[str, Any], out: Path, command: str, wall: float) -
     """Merge ``result`` into ``out/table4.json``; write table4.md from the merged rows."""
     path = out / "table4.json"
     previous = json.loads(path.read_text()) if path.exists() else None
-    entry = {"date": datetime.date.today().isoformat(), "command": command,
-             "machine": header_lines(command, wall)[0].removeprefix("- "),
-             "wall_minutes": round(wall / 60, 1)}  # fmt: skip
+    entry = run_entry(command, wall)
     merged = merge_results(previous, {**result, "maps": {}}, entry)
     del merged["maps"]
     lines = [
