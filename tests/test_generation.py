@@ -270,6 +270,10 @@ def test_evaluator_trains_saves_and_judges(tmp_path, mnist_small):
     by_class = sample_quality(loaded, test.images[:200][odd], test.images[:50],
                               test.labels[:200][odd])["per_class_accuracy"]  # fmt: skip
     assert [a is None for a in by_class] == [c % 2 == 0 for c in range(10)]
+    features = loaded.predict(test.images)[1]  # computed once for several sets of samples
+    again = sample_quality(loaded, test.images[:200], test.images, test.labels[:200],
+                           real_features=features)  # fmt: skip
+    assert again["frechet_distance"] == pytest.approx(quality["frechet_distance"], rel=1e-9)
     # Same distribution: only the finite-sample bias of the covariance estimates remains.
     noise = torch.rand(200, 28, 28, 1, generator=torch.Generator().manual_seed(0))
     worse = sample_quality(loaded, noise, test.images)

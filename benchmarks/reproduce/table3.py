@@ -198,18 +198,22 @@ def get_judges(
     return judges
 
 
-def judges_per_class(judges: list[tuple[Judge, dict[str, Any]]], real: Dataset) -> list[float]:
-    """Return each class's accuracy (%) of the judges on real test images, mean over judges.
+def judges_on_real(
+    judges: list[tuple[Judge, dict[str, Any]]], real: Dataset
+) -> tuple[list[float], list[torch.Tensor]]:
+    """Return each class's accuracy (%) of the judges on real test images (mean over judges)
+    and each judge's features of those images (for every Fréchet distance it computes).
 
-    What a class's sample accuracy is to be read against: a judge that confuses real shirts
-    with T-shirts confuses sampled ones too.
+    The per-class accuracy is what a class's sample accuracy is to be read against: a judge
+    that confuses real shirts with T-shirts confuses sampled ones too.
     """
     labels = real.labels.numpy()
-    per_judge = []
+    per_judge, features = [], []
     for judge, _info in judges:
-        predicted = judge.predict(real.images)[0].numpy()
-        per_judge.append([float((predicted[labels == c] == c).mean()) for c in range(10)])
-    return (100 * np.mean(per_judge, axis=0)).tolist()
+        predicted, judged = judge.predict(real.images)
+        per_judge.append([float((predicted.numpy()[labels == c] == c).mean()) for c in range(10)])
+        features.append(judged)
+    return (100 * np.mean(per_judge, axis=0)).tolist(), features
 
 
 def train_class_model(
@@ -254,7 +258,7 @@ def table3(args: argparse.Namespace) -> dict[str, Any]:
     for dataset in args.datasets.split(","):
         judges = get_judges(dataset, data_dir, runs, args)
         real = load_dataset(data_dir / dataset, split="test", limit=500 if args.tiny else None)
-        real_per_class = judges_per_class(judges, real)
+        real_per_class, real_features = judges_on_real(judges, real)
         pairs = protocol_solver_pairs(args.protocols, args.solvers)
         for preset, (protocol, solver) in itertools.product(args.presets.split(","), pairs):
             recipe = ablated_recipe(class_recipe(preset, protocol), args)
@@ -294,7 +298,8 @@ def table3(args: argparse.Namespace) -> dict[str, Any]:
                     save_class_grid(samples, Path(args.out) / "table3" / png)
                 for j, (judge, _info) in enumerate(judges):
                     quality = sample_quality(judge, torch.cat(samples), real.images,
-                                             torch.cat(intended))  # fmt: skip
+                                             torch.cat(intended),
+                                             real_features=real_features[j])  # fmt: skip
                     accuracies.append(100 * quality["accuracy"])
                     class_accuracies.append(quality["per_class_accuracy"])
                     frechet.append(quality["frechet_distance"])

@@ -296,15 +296,21 @@ def sample_quality(
     samples: Tensor,
     real: Tensor,
     intended: Tensor | None = None,
+    *,
+    real_features: Tensor | None = None,
 ) -> dict[str, Any]:
     """Judge ``samples`` against ``real`` images.
+
+    ``real_features``, the evaluator's features of ``real`` (``evaluator.predict(real)[1]``),
+    saves computing them again when one evaluator judges several sets of samples.
 
     Returns the evaluator's accuracy on the intended classes (if given) overall and per
     intended class (None for a class without samples), the histogram of predicted classes,
     and the Fréchet distance between real and sample features.
     """
     predicted, sample_features = evaluator.predict(samples)
-    _, real_features = evaluator.predict(real)
+    if real_features is None:
+        _, real_features = evaluator.predict(real)
     with torch.no_grad():
         probabilities = torch.softmax(evaluator.out(sample_features), dim=1)
     score = classifier_score(probabilities, n_splits=min(10, samples.shape[0]))
