@@ -130,9 +130,10 @@ class Folding(Layer):
         # gather, not first[:, window]: 4x faster here (one thread).
         index = torch.gather(first, 1, self._covering_window.expand(n, -1)) + self._covering_offset
         covering = self._covering_window.numel()
-        bags = self._first_covering + covering * torch.arange(n, device=rows.device)[:, None]
+        images = torch.arange(n, dtype=torch.int32, device=rows.device)[:, None]
+        bags = self._first_covering + covering * images  # int32, as the indices
         # mode="sum" then a product: "mean" was 3-8x slower for narrow rows (torch 2.13 CPU).
-        summed = F.embedding_bag(index.reshape(-1), entries, bags.reshape(-1).int(), mode="sum")
+        summed = F.embedding_bag(index.reshape(-1), entries, bags.reshape(-1), mode="sum")
         summed = summed.reshape(n, h, w, c)
         if self._overlaps:
             summed.mul_(self._inverse_coverage.to(summed.dtype)[:, :, None])
