@@ -11,12 +11,11 @@ The windows are cut once, squared beside themselves, into a channel-major, batch
 (the positions are the groups, the batch is the width), which runs the recipes' preset E
 second layer 2-3x faster than MKL's batched products of the (L, N, 2D) layout did
 (``python -m benchmarks.bench_independent``, ``docs/speed_independent.md``); elsewhere (GPUs,
-float64) it is one batched product. The statistics :math:`R_l^\top [x^2, x]` are that
-product's weight gradient (:func:`grouped_statistics`), reading the windows as they lie.
-Segment sums by winner (the hard
-objectives' gradient rows are kernel rows) were slower here: torch's CPU scatter along the
-batch axis serialises on the repeated winners (26 ms against 13 ms for the product, preset E's
-second layer, one thread).
+float64) it is one batched product. The statistics :math:`R_l^\top [x^2, x]` are one MKL
+batched product reading the windows as they lie (:func:`grouped_statistics`). Segment sums by
+winner (the hard objectives' gradient rows are kernel rows) were slower here: torch's CPU
+scatter along the batch axis serialises on the repeated winners (26 ms against 13 ms for the
+product, preset E's second layer, one thread).
 """
 
 import torch
@@ -30,9 +29,8 @@ from dcgmm.stages.gmm import GMMStage
 __all__ = ["IndependentGMMStage", "grouped_products", "grouped_statistics"]
 
 
-# Windows of fewer values per position than this run faster through MKL's batched products
-# (measured for 2D = 18: forward 1.3 vs 1.7 ms, statistics 2.8 vs 6.6 ms; for 2D = 128 oneDNN
-# wins, 2.5 vs 3.2 ms for the statistics; one thread).
+# The log-joints of windows of fewer values per position than this run faster through MKL's
+# batched products (measured for 2D = 18: 1.3 vs 1.7 ms, one thread).
 _ONEDNN_MIN_CHANNELS = 64
 
 
@@ -86,23 +84,14 @@ def grouped_statistics(d_out: Tensor, features: Tensor) -> Tensor:
     """Return ``d_out[l] @ features[l].T`` for every position l: (L, K, C).
 
     The weight gradient of :func:`grouped_products`, given its output gradient ``d_out``
-    (L, K, N) and its ``features`` (L, C, N). On the CPU in float32 it is oneDNN's
-    (measured 8.0 against 10.8 ms for MKL's batched product on preset E's second independent
-    layer, one thread); the convolution is given a dilation of 2 along its height of one,
-    which changes nothing in the result but keeps ``convolution_backward`` from choosing its
-    own 1x1 kernel over oneDNN when single-threaded.
+    (L, K, N) and its ``features`` (L, C, N): one MKL batched product, which reads the
+    transposed features and a strided ``d_out`` as they lie. Until 2026-12-06 wide windows
+    took oneDNN's grouped weight gradient instead; on that day's AMD EPYC it ran a gemm-based
+    implementation and was no faster: 14.9 against 14.0 ms on preset E's second independent
+    layer, one thread (``python -m benchmarks.bench_independent``,
+    ``docs/speed_independent.md``), so the simpler product stays.
     """
-    positions, k, n = d_out.shape
-    channels = features.shape[1]
-    if _onednn_applies(features):
-        _, d_weight, _ = torch.ops.aten.convolution_backward(
-            d_out.contiguous().view(1, positions * k, 1, n),
-            features.view(1, positions * channels, 1, n),
-            features.new_empty(positions * k, channels, 1, 1),  # only its shape is read
-            None, [1, 1], [0, 0], [2, 1], False, [0, 0], positions, [False, True, False],
-        )  # fmt: skip
-        return d_weight.view(positions, k, channels)
-    return torch.bmm(d_out, features.transpose(1, 2))  # MKL reads the transposed view
+    return torch.bmm(d_out, features.transpose(1, 2))
 
 
 class IndependentGMMStage(GMMStage):
