@@ -30,6 +30,7 @@ from torch import Tensor, nn
 __all__ = [
     "ObjectiveGradient",
     "Statistics",
+    "WinnerRows",
     "input_gradient",
     "objective_gradient",
     "set_descent_gradients",
@@ -54,11 +55,27 @@ class ObjectiveGradient(NamedTuple):
     weight : Tensor, shape (K,)
         :math:`r = \sum_{rows} R`, computed without a pass over R where the gradient is
         one-hot (a histogram of the winners instead).
+    winner_rows : WinnerRows or None
+        For the hard objectives, R as a table lookup: row m of R is row ``best[m]`` of a
+        (K, K) table. A product ``R @ A`` is then ``(table @ A)[best]``, a gather instead of
+        a matrix product over the rows. None for ``"loglik"``.
     """
 
     values: Tensor
     d_log_joint: Tensor
     weight: Tensor
+    winner_rows: "WinnerRows | None" = None
+
+
+class WinnerRows(NamedTuple):
+    """The rows of a hard objective's gradient R: ``R[m] = table[best[m]]``.
+
+    ``best`` has R's leading shape, ``table`` is (K, K): the annealing kernel scaled by
+    1 / rows, or the identity scaled so at the radius floor and for ``"max_component"``.
+    """
+
+    best: Tensor
+    table: Tensor
 
 
 class Statistics(NamedTuple):
@@ -109,10 +126,11 @@ def objective_gradient(
         scaled = kernel / rows
         grad = scaled.index_select(0, best.reshape(-1)).reshape(log_joint.shape)
         wins = torch.bincount(best.reshape(-1), minlength=k).to(scaled.dtype)
-        return ObjectiveGradient(values, grad, wins @ scaled)
+        return ObjectiveGradient(values, grad, wins @ scaled, WinnerRows(best, scaled))
     grad = torch.zeros_like(log_joint).scatter_(-1, best.unsqueeze(-1), 1.0 / rows)
     wins = torch.bincount(best.reshape(-1), minlength=k).to(log_joint.dtype)
-    return ObjectiveGradient(values, grad, wins / rows)
+    identity = torch.eye(k, dtype=log_joint.dtype, device=log_joint.device).div_(rows)
+    return ObjectiveGradient(values, grad, wins / rows, WinnerRows(best, identity))
 
 
 def winners(

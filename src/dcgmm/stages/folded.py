@@ -171,39 +171,49 @@ class FoldedGMMStage(GMMStage):
         """
         with torch.no_grad():
             features, weight, _, objective = self._objective(h, responsibilities=False)
-            n = h.shape[0]
             # objective_gradient differentiates the mean over all rows; each sample's own mean
             # over its positions is n times that.
-            d_log_joint = objective.d_log_joint.mul(n)
-            c = h.shape[-1]
+            n, c = h.shape[0], h.shape[-1]
             if 2 * c <= _OFFSETS_MAX_CHANNELS:
                 d_both = self._input_gradient_by_offsets(
-                    d_log_joint, weight, (h.shape[1], h.shape[2])
+                    objective, n, weight, (h.shape[1], h.shape[2])
                 )
             else:
                 d_features = self._convolution_backward(
-                    d_log_joint.permute(0, 3, 1, 2), features, weight, want_input=True
-                )
+                    objective.d_log_joint.mul(n).permute(0, 3, 1, 2),
+                    features, weight, want_input=True,
+                )  # fmt: skip
                 d_both = d_features.permute(0, 2, 3, 1)  # (N, H, W, 2C): [dJ/d(h^2), dJ/dh]
             grad = torch.addcmul(d_both[..., c:], h, d_both[..., :c], value=2.0)
             return objective.values.flatten(1).mean(1), grad
 
     def _input_gradient_by_offsets(
-        self, d_log_joint: Tensor, weight: Tensor, size: tuple[int, int]
-    ) -> Tensor:
-        """Return the convolution's input gradient (N, H, W, 2C) as one product and shifts.
+        self, objective: grads.ObjectiveGradient, scale: float, weight: Tensor,
+        size: tuple[int, int],
+    ) -> Tensor:  # fmt: skip
+        """Return the input gradient (N, H, W, 2C) of ``scale`` R as one product and shifts.
 
         For an input of few channels (a grey image: [h^2, h]) oneDNN's input gradient runs
         5x slower than its forward convolution (it vectorises over input channels). Here:
-        one matrix product of the (N Ho Wo, K) output gradient with the (K, fy fx 2C)
-        filters, then each filter offset's (2C, N, Ho, Wo) block added into the input at its
-        shift (measured 2.2x faster for preset C's F(8,1)-G(49) on a batch of 100, 1 thread).
+        the (fy fx 2C, K) filters times the (K, N Ho Wo) output gradient, then each filter
+        offset's (2C, N, Ho, Wo) block added into the input at its shift (measured 2.2x
+        faster for preset C's F(8,1)-G(49) on a batch of 100, 1 thread). For the hard
+        objectives (the sharpening targets') R's rows are rows of a (K, K) table, so the
+        product is the filters times that table, gathered by winner: 3.1 against 17 ms for
+        C's (128, 49) x (49, 44,100) product, one thread.
         """
+        d_log_joint = objective.d_log_joint
         n, ho, wo, k = d_log_joint.shape
         c2, fy, fx = weight.shape[1:]
         sy, sx = self.folding.stride
-        filters = weight.permute(0, 2, 3, 1).reshape(k, fy * fx * c2)  # (dy, dx, c) order
-        per_offset = torch.mm(filters.T, d_log_joint.reshape(-1, k).T)
+        # (dy, dx, c) order, scaled here rather than the larger R or the result
+        filters = weight.permute(0, 2, 3, 1).reshape(k, fy * fx * c2).mul(scale)
+        if objective.winner_rows is not None:
+            best, table = objective.winner_rows
+            per_winner = torch.mm(filters.T, table.T)  # (fy fx 2C, K)
+            per_offset = torch.index_select(per_winner, 1, best.reshape(-1))
+        else:
+            per_offset = torch.mm(filters.T, d_log_joint.reshape(-1, k).T)
         per_offset = per_offset.view(fy, fx, c2, n, ho, wo)
         out = d_log_joint.new_zeros(c2, n, *size)
         for dy in range(fy):
