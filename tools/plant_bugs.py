@@ -120,6 +120,9 @@ BUGS = [
     Bug("winner-rows-misaligned", "layers/gmm_gradients.py",
         "WinnerRows(best, scaled)", "WinnerRows(best.flip(-1), scaled)",
         "tests/test_gmm_gradients.py::test_folded_stage_input_gradient_matches_autograd"),
+    Bug("winner-gather-wrong-position", "layers/gmm_gradients.py",
+        "view(height, width) * k", "view(width, height).T * k",
+        "tests/test_gmm_gradients.py::test_gmm_input_gradient_matches_autograd"),
 ]  # fmt: skip
 
 

@@ -281,10 +281,10 @@ class GMM(TrainableLayer):
             objective = grads.objective_gradient(log_joint, self.objective, kernel, None)
             # objective_gradient differentiates the mean over all rows; each sample's own
             # mean over its positions is N times that.
-            per_sample = objective.d_log_joint.mul(x.shape[0])
             grad = grads.input_gradient(
-                x, per_sample, self.means, self.sqrt_precisions, independent=self.independent
-            )
+                x, objective, self.means, self.sqrt_precisions,
+                independent=self.independent, scale=x.shape[0],
+            )  # fmt: skip
             return objective.values.flatten(1).mean(1), grad
 
     def scores(self, x: Float[Tensor, "N H W C"]) -> GMMScores:

@@ -70,12 +70,17 @@ class ObjectiveGradient(NamedTuple):
 class WinnerRows(NamedTuple):
     """The rows of a hard objective's gradient R: ``R[m] = table[best[m]]``.
 
-    ``best`` has R's leading shape, ``table`` is (K, K): the annealing kernel scaled by
-    1 / rows, or the identity scaled so at the radius floor and for ``"max_component"``.
+    ``best`` has R's leading shape. ``table`` is the annealing kernel scaled by 1 / rows
+    (K, K), or, at the radius floor and for ``"max_component"``, the 0-d scale of an
+    identity table (R is then one-hot).
     """
 
     best: Tensor
     table: Tensor
+
+    def table_times(self, a: Tensor) -> Tensor:
+        """Return ``table @ a`` for ``a`` of shape (..., K, C)."""
+        return a * self.table if self.table.dim() == 0 else self.table @ a
 
 
 class Statistics(NamedTuple):
@@ -129,8 +134,8 @@ def objective_gradient(
         return ObjectiveGradient(values, grad, wins @ scaled, WinnerRows(best, scaled))
     grad = torch.zeros_like(log_joint).scatter_(-1, best.unsqueeze(-1), 1.0 / rows)
     wins = torch.bincount(best.reshape(-1), minlength=k).to(log_joint.dtype)
-    identity = torch.eye(k, dtype=log_joint.dtype, device=log_joint.device).div_(rows)
-    return ObjectiveGradient(values, grad, wins / rows, WinnerRows(best, identity))
+    scale = torch.tensor(1.0 / rows, dtype=log_joint.dtype, device=log_joint.device)
+    return ObjectiveGradient(values, grad, wins / rows, WinnerRows(best, scale))
 
 
 def winners(
@@ -160,9 +165,15 @@ def statistics(x: Tensor, objective: ObjectiveGradient, *, independent: bool) ->
 
 
 def input_gradient(
-    x: Tensor, d_log_joint: Tensor, means: Tensor, sqrt_precisions: Tensor, *, independent: bool
+    x: Tensor,
+    objective: ObjectiveGradient,
+    means: Tensor,
+    sqrt_precisions: Tensor,
+    *,
+    independent: bool,
+    scale: float = 1.0,
 ) -> Tensor:
-    r"""Return :math:`\partial J / \partial x` from :math:`R = \partial J / \partial \ell`.
+    r"""Return :math:`\partial J / \partial x` for ``scale`` times the objective's R.
 
     With :math:`\partial \ell_k / \partial x_c = P_{kc} (\mu_{kc} - x_c)`,
 
@@ -171,11 +182,29 @@ def input_gradient(
         - x_c \sum_k R_k P_{kc},
 
     two products of R with the (K, C) parameters, per position for an independent layer:
-    what sharpening climbs with, without autograd's (N, H, W, K, C) intermediates.
-    ``x`` is (N, H, W, C), ``d_log_joint`` (N, H, W, K).
+    what sharpening climbs with, without autograd's (N, H, W, K, C) intermediates. Where R's
+    rows are rows of a (K, K) table (:class:`WinnerRows`) and there are more rows than
+    components, the products are taken with the table and gathered by winner instead.
+    ``x`` is (N, H, W, C), R (N, H, W, K).
     """
     precisions = sqrt_precisions * sqrt_precisions
     pulled = precisions * means
+    d_log_joint, rows = objective.d_log_joint, objective.winner_rows
+    n_rows, k = d_log_joint.numel() // d_log_joint.shape[-1], d_log_joint.shape[-1]
+    if rows is not None and n_rows > k:
+        both = rows.table_times(torch.cat([pulled, precisions], dim=-1)).mul_(scale)
+        if independent:  # per position (h, w): gather row best[n, h, w] of table (h, w)
+            height, width = both.shape[:2]
+            base = torch.arange(height * width, device=x.device).view(height, width) * k
+            picked = both.reshape(-1, both.shape[-1]).index_select(
+                0, (rows.best + base).reshape(-1)
+            )
+        else:
+            picked = both.index_select(0, rows.best.reshape(-1))
+        picked = picked.view(*x.shape[:-1], -1)
+        c = x.shape[-1]
+        return torch.addcmul(picked[..., :c], x, picked[..., c:], value=-1.0)
+    d_log_joint = d_log_joint * scale
     if independent:  # per position (h, w): R (N, K) @ (K, C)
         toward = torch.einsum("nhwk,hwkc->nhwc", d_log_joint, pulled)
         weight = torch.einsum("nhwk,hwkc->nhwc", d_log_joint, precisions)

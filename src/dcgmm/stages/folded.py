@@ -209,9 +209,9 @@ class FoldedGMMStage(GMMStage):
         # (dy, dx, c) order, scaled here rather than the larger R or the result
         filters = weight.permute(0, 2, 3, 1).reshape(k, fy * fx * c2).mul(scale)
         if objective.winner_rows is not None:
-            best, table = objective.winner_rows
-            per_winner = torch.mm(filters.T, table.T)  # (fy fx 2C, K)
-            per_offset = torch.index_select(per_winner, 1, best.reshape(-1))
+            winners = objective.winner_rows
+            per_winner = winners.table_times(filters).T  # (fy fx 2C, K)
+            per_offset = torch.index_select(per_winner, 1, winners.best.reshape(-1))
         else:
             per_offset = torch.mm(filters.T, d_log_joint.reshape(-1, k).T)
         per_offset = per_offset.view(fy, fx, c2, n, ho, wo)
