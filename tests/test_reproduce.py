@@ -432,6 +432,42 @@ def test_gap_test_is_scipys_welch_and_one_sample_t_tests():
     assert (t, p) == pytest.approx((welch.statistic, welch.pvalue))
 
 
+def test_two_way_standard_error_estimates_the_variance_of_the_grand_mean():
+    import numpy as np
+
+    from benchmarks.reproduce.common import two_way_standard_error
+
+    # y_sj = a_s + b_j + e_sj, seeds and judges crossed: the grand mean's variance is
+    # sd_a^2 / S + sd_b^2 / J + sd_e^2 / (S J). The squared standard error must estimate it
+    # (unbiased where no component is estimated negative; these sizes make that rare).
+    rng = np.random.default_rng(0)
+    s, j, sd_a, sd_b, sd_e = 4, 5, 1.5, 2.0, 0.5
+    truth = sd_a**2 / s + sd_b**2 / j + sd_e**2 / (s * j)
+    tables = (rng.normal(0, sd_a, (4000, s, 1)) + rng.normal(0, sd_b, (4000, 1, j))
+              + rng.normal(0, sd_e, (4000, s, j)))  # fmt: skip
+    estimates = [two_way_standard_error(t.tolist())[0] ** 2 for t in tables]
+    assert np.mean(estimates) == pytest.approx(truth, rel=0.05)
+    # No seed or judge effect: only the residual, with (S - 1)(J - 1) degrees of freedom.
+    se, df = two_way_standard_error([[1.0, -1.0], [-1.0, 1.0]])
+    assert (se, df) == pytest.approx((1.0, 1.0))
+    with pytest.raises(ValueError, match="2 x 2"):
+        two_way_standard_error([[1.0, 2.0]])
+
+
+def test_gap_test_uses_a_rows_own_standard_error_where_it_has_one():
+    from scipy import stats
+
+    from benchmarks.reproduce import best
+
+    row = {"n_seeds": 3, "mean": 90.5, "sd": 1.5, "paper_mean": 94.5, "paper_sd": 1.7,
+           "se": 0.8, "se_df": 5.5}  # fmt: skip
+    t, df, p = best.gap_test(row)
+    theirs = 1.7**2 / 5
+    assert t == pytest.approx(-4.0 / (0.8**2 + theirs) ** 0.5)
+    assert df == pytest.approx((0.8**2 + theirs) ** 2 / (0.8**4 / 5.5 + theirs**2 / 4))
+    assert p == pytest.approx(2 * stats.t.sf(abs(t), df))
+
+
 def test_best_never_chooses_a_classifier_rate_that_lost_on_validation():
     from benchmarks.reproduce import best
 

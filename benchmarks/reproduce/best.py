@@ -51,19 +51,26 @@ def gap_test(row: dict[str, Any]) -> tuple[float, float, float]:
     """Return (t, degrees of freedom, two-sided p) of our seeds against the paper's mean.
 
     Welch's t-test when the paper gives its standard deviation (``PAPER_RUNS`` runs), else
-    the one-sample t-test of our seeds against the paper's mean as a fixed number.
+    the one-sample t-test of our seeds against the paper's mean as a fixed number. A row
+    judged by several judges brings its own standard error and degrees of freedom (``se``,
+    ``se_df``: seeds and judges as crossed random factors,
+    :func:`~benchmarks.reproduce.common.two_way_standard_error`); other rows use ``sd`` over
+    ``n_seeds``.
     """
     from scipy import stats  # scikit-learn's dependency; the reproductions install it
 
-    n, mean, sd = row["n_seeds"], row["mean"], row["sd"]
-    ours = sd**2 / n
+    if "se" in row:
+        ours, ours_df = row["se"] ** 2, row["se_df"]
+    else:
+        ours, ours_df = row["sd"] ** 2 / row["n_seeds"], row["n_seeds"] - 1.0
     paper_sd = row.get("paper_sd")
     if paper_sd is None:
-        se, df = ours**0.5, n - 1.0
+        se, df = ours**0.5, ours_df
     else:
         theirs = paper_sd**2 / PAPER_RUNS
         se = (ours + theirs) ** 0.5
-        df = (ours + theirs) ** 2 / (ours**2 / (n - 1) + theirs**2 / (PAPER_RUNS - 1))
+        df = (ours + theirs) ** 2 / (ours**2 / ours_df + theirs**2 / (PAPER_RUNS - 1))
+    mean = row["mean"]
     t = (mean - row["paper_mean"]) / se if se > 0 else float("inf") * (mean - row["paper_mean"])
     return t, df, float(2 * stats.t.sf(abs(t), df))
 
@@ -93,7 +100,10 @@ def gap_lines(rows: list[dict[str, Any]], min_seeds: int) -> list[str]:
         f"preset B. Every such row with at least {min_seeds} seeds: Welch's t-test where the "
         f"paper gives its sd (over its {PAPER_RUNS} runs), else a one-sample t-test of our "
         "seeds against the paper's mean. p >= 0.05: the gap is within our seeds' spread. "
-        "Table IV rows use the classifier rate chosen on validation.",
+        "Table IV rows use the classifier rate chosen on validation. A row with several "
+        "judges (Table III, `[paper judge]`) is tested with the standard error of its mean "
+        "over seeds x judges, both counted as random (two-way ANOVA, Satterthwaite's degrees "
+        "of freedom), not with its printed sd over n = seeds.",
         "",
         "Caveats: with 3 seeds (2 degrees of freedom) a t-test has little power, so p >= 0.05 "
         "does not show the means equal; where the paper gives no sd, its own run-to-run spread "

@@ -156,6 +156,49 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
     return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
 
 
+def two_way_standard_error(values: list[list[float]]) -> tuple[float, float]:
+    r"""Return the standard error of the grand mean of a seeds x judges table, and its df.
+
+    Table III scores every seed's samples with the same judges, so seeds and judges are two
+    crossed random factors, :math:`y_{sj} = \mu + a_s + b_j + e_{sj}`. With the two-way
+    ANOVA mean squares (no replication) :math:`M_S, M_J, M_R`, the variance components are
+    :math:`\hat\sigma_a^2 = (M_S - M_R)/J`, :math:`\hat\sigma_b^2 = (M_J - M_R)/S`,
+    :math:`\hat\sigma_e^2 = M_R` (a negative estimate counts as 0), and
+
+    .. math::
+        \mathrm{Var}(\bar y) = \sigma_a^2/S + \sigma_b^2/J + \sigma_e^2/(SJ),
+
+    a linear combination of the mean squares; its degrees of freedom are Satterthwaite's.
+    The standard deviation over all S x J values with n = S (what the table prints) counts
+    the judges' spread as if every seed had its own judges.
+    """
+    s, j = len(values), len(values[0])
+    if s < 2 or j < 2 or any(len(row) != j for row in values):
+        raise ValueError(f"need a full table of at least 2 x 2 values; got {s} x {j}")
+    grand = sum(map(sum, values)) / (s * j)
+    seed_means = [sum(row) / j for row in values]
+    judge_means = [sum(row[c] for row in values) / s for c in range(j)]
+    ms_seed = j * sum((m - grand) ** 2 for m in seed_means) / (s - 1)
+    ms_judge = s * sum((m - grand) ** 2 for m in judge_means) / (j - 1)
+    residual = sum(
+        (values[r][c] - seed_means[r] - judge_means[c] + grand) ** 2
+        for r in range(s) for c in range(j)
+    )  # fmt: skip
+    ms_resid = residual / ((s - 1) * (j - 1))
+    # Var = (c_S M_S + c_J M_J + c_R M_R) / (S J): a factor's term enters only where its
+    # component is estimated positive, and then takes one M_R away.
+    c_seed, c_judge = float(ms_seed > ms_resid), float(ms_judge > ms_resid)
+    terms = [
+        (c_seed * ms_seed, s - 1),
+        (c_judge * ms_judge, j - 1),
+        ((1.0 - c_seed - c_judge) * ms_resid, (s - 1) * (j - 1)),
+    ]
+    variance = sum(term for term, _ in terms) / (s * j)
+    spread = sum(term**2 / df for term, df in terms)
+    df_total = (s * j * variance) ** 2 / spread if spread > 0 else float("inf")
+    return variance**0.5, df_total
+
+
 SUMMARY_FILE = "summary.json"
 
 
@@ -176,6 +219,9 @@ def update_summary(
     path = out / SUMMARY_FILE
     fields = ("table", "dataset", "model", "protocol", "metric", "mean", "sd", "n_seeds",
               "steps", "paper_mean", "paper_sd")  # fmt: skip
+    # Where a row has several judges: the standard error of its mean over seeds x judges
+    # (two_way_standard_error) and its degrees of freedom, which the gap test uses.
+    optional = ("se", "se_df")
     for row in rows:
         missing = [f for f in fields if f not in row]
         if missing:
@@ -190,4 +236,5 @@ def update_summary(
     kept = json.loads(path.read_text()) if path.exists() else []
     kept = [row for row in kept if key(row) not in new_keys]
     out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(kept + [{f: r[f] for f in fields} for r in rows], indent=1) + "\n")
+    digest = [{f: r[f] for f in fields + optional if f in r} for r in rows]
+    path.write_text(json.dumps(kept + digest, indent=1) + "\n")

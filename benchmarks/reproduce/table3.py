@@ -28,6 +28,7 @@ from benchmarks.reproduce.common import (
     mean_sd,
     run_record,
     train_run,
+    two_way_standard_error,
 )
 from benchmarks.reproduce.protocols import (
     OUTLIER_RECIPES,
@@ -308,6 +309,7 @@ def table3(args: argparse.Namespace) -> dict[str, Any]:
                                       "accuracy": quality["accuracy"],
                                       "frechet_distance": quality["frechet_distance"]})  # fmt: skip
             mean, sd = mean_sd(accuracies)
+            errors = standard_error_fields(accuracies, len(seeds), len(judges))
             row = {
                 "table": "III",
                 "dataset": dataset,
@@ -336,10 +338,20 @@ def table3(args: argparse.Namespace) -> dict[str, Any]:
                 "sampling": repr(sampling_for(model, protocol, args)),
                 "paper_mean": PAPER_TABLE3.get((dataset, preset)),
                 "paper_sd": PAPER_TABLE3_SD.get((dataset, preset)),
+                **errors,
             }
             print(json.dumps(row), flush=True)
             rows.append(row)
     return {"rows": rows, "runs": runs_rows}
+
+
+def standard_error_fields(accuracies: list[float], n_seeds: int, n_judges: int) -> dict[str, float]:
+    """Return ``{"se", "se_df"}`` of a seeds x judges row (accuracies seed-major), else {}."""
+    if n_seeds < 2 or n_judges < 2:
+        return {}
+    table = [accuracies[i * n_judges : (i + 1) * n_judges] for i in range(n_seeds)]
+    se, df = two_way_standard_error(table)
+    return {"se": se, "se_df": df}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
