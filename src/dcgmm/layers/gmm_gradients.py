@@ -189,18 +189,18 @@ def input_gradient(
     """
     precisions = sqrt_precisions * sqrt_precisions
     pulled = precisions * means
-    d_log_joint, rows = objective.d_log_joint, objective.winner_rows
+    d_log_joint, lookup = objective.d_log_joint, objective.winner_rows
     n_rows, k = d_log_joint.numel() // d_log_joint.shape[-1], d_log_joint.shape[-1]
-    if rows is not None and n_rows > k:
-        both = rows.table_times(torch.cat([pulled, precisions], dim=-1)).mul_(scale)
+    if lookup is not None and n_rows > k:
+        both = lookup.table_times(torch.cat([pulled, precisions], dim=-1)).mul_(scale)
         if independent:  # per position (h, w): gather row best[n, h, w] of table (h, w)
             height, width = both.shape[:2]
             base = torch.arange(height * width, device=x.device).view(height, width) * k
             picked = both.reshape(-1, both.shape[-1]).index_select(
-                0, (rows.best + base).reshape(-1)
+                0, (lookup.best + base).reshape(-1)
             )
         else:
-            picked = both.index_select(0, rows.best.reshape(-1))
+            picked = both.index_select(0, lookup.best.reshape(-1))
         picked = picked.view(*x.shape[:-1], -1)
         c = x.shape[-1]
         return torch.addcmul(picked[..., :c], x, picked[..., c:], value=-1.0)
