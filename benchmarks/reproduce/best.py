@@ -124,9 +124,10 @@ def gap_lines(rows: list[dict[str, Any]], min_seeds: int) -> list[str]:
             verdict = "no; within the seed spread"
         else:
             verdict = "no; a real gap"
+        error = f"; se {row['se']:.2f}" if "se" in row else ""
         lines.append(
             f"| {row['table']} | {row['dataset']} | {label(row)} "
-            f"| {row['mean']:.2f} +- {row['sd']:.2f} ({row['n_seeds']}) | {paper} "
+            f"| {row['mean']:.2f} +- {row['sd']:.2f} ({row['n_seeds']}{error}) | {paper} "
             f"| {diff:+.2f} | {t:.2f} ({df:.1f}) | {p:.3g} | {verdict} |"
         )
     return lines
