@@ -133,6 +133,13 @@ def test_pooling_sample_is_nearest_neighbour(kernel, stride, ceil):
             assert abs(float(up[y, x]) - float(expected)) < 1e-6
 
 
+def test_pooling_sample_is_laid_out_as_every_layer_reads_it():
+    # NHWC contiguous: einsum's own layout (channels strided) made the pooling and folding
+    # above it several times slower in every sharpening step
+    layer = MaxPooling((21, 21, 49), 2, 2, ceil_mode=True)
+    assert layer.sample(torch.rand(3, 11, 11, 49)).is_contiguous()
+
+
 def test_pooling_sample_then_forward_recovers_control_without_overlap():
     layer = MaxPooling((6, 6, 2), 2, 2)
     control = torch.rand(3, 3, 3, 2)

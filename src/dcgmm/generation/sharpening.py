@@ -113,7 +113,9 @@ def sharpen(chain: Sequence[Layer], x0: Tensor, config: Sharpening) -> Sharpenin
     shape = (-1,) + (1,) * (x0.dim() - 1)
     try:
         with torch.enable_grad():
-            best = x0.detach().clone()
+            # contiguous: every step's tensors take this layout, and strided inputs slow
+            # the climb's kernels (pooling, convolution) several-fold
+            best = x0.detach().clone(memory_format=torch.contiguous_format)
             best_value, best_grad = _objective_and_grad(chain, best, x0, config)
             rate = torch.full_like(best_value, config.rate)
             trace = [best_value]
