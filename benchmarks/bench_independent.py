@@ -151,6 +151,14 @@ def compare(stage: IndependentGMMStage, h: Tensor, repeats: int) -> dict[str, fl
     return row | {name: statistics.median(values) for name, values in times.items()}
 
 
+def table_row(label: str, cells: list[float | str]) -> str:
+    """Return (and print) a markdown row: ms with 2 decimals, errors below 0.01 as 1.2e-03."""
+    text = [c if isinstance(c, str) else f"{c:.2f}" if c >= 0.01 else f"{c:.1e}" for c in cells]
+    row = f"| {label} | " + " | ".join(text) + " |"
+    print(row, flush=True)
+    return row
+
+
 def main(argv: list[str] | None = None) -> None:
     """Time both forms and write the page."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_independent")
@@ -177,9 +185,8 @@ def main(argv: list[str] | None = None) -> None:
     pairs = stage_inputs()
     for label, (stage, h) in zip(LABELS, pairs, strict=True):
         r = compare(stage, h, args.repeats)
-        lines.append(f"| {label} | {r['old']:.2f} | {r['new']:.2f} | {r['old'] / r['new']:.2f}x "
-                     f"| {r['old_error']:.1e} | {r['new_error']:.1e} |")  # fmt: skip
-        print(lines[-1], flush=True)
+        cells = [r["old"], r["new"], f"{r['old'] / r['new']:.2f}x", r["old_error"], r["new_error"]]
+        lines.append(table_row(label, cells))
     lines += [
         "",
         "Errors: the largest difference of the statistics from the float64 stage's over their "
@@ -198,9 +205,8 @@ def main(argv: list[str] | None = None) -> None:
     ]
     for label, (stage, h) in zip(LABELS, pairs, strict=True):
         r = compare_statistics(stage, h, args.repeats)
-        lines.append(f"| {label} | {r['onednn']:.2f} | {r['bmm']:.2f} | "
-                     f"{r['onednn'] / r['bmm']:.2f}x | {r['difference']:.1e} |")  # fmt: skip
-        print(lines[-1], flush=True)
+        cells = [r["onednn"], r["bmm"], f"{r['onednn'] / r['bmm']:.2f}x", r["difference"]]
+        lines.append(table_row(label, cells))
     lines += [
         "",
         "oneDNN picks its implementation by CPU: `ONEDNN_VERBOSE=1` shows which "
