@@ -65,6 +65,18 @@ def table(rows: dict[tuple[str, str], list[dict[str, Any]]], presets: list[str],
     return "\n".join(lines)
 
 
+def nsn_fits(rows: dict[tuple[str, str], list[dict[str, Any]]], old: str) -> list[str]:
+    """Lines saying what each version's NSN fits found (the same filters print the same hash)."""
+    lines = []
+    for version, label in (("old", old), ("new", "now")):
+        for row in rows.get((NSN, version), []):
+            lines.append(
+                f"- NSN fit, {label}: filters {row['filters']} after {row['iterations']}"
+                f" iterations, filter hash `{row['filters_sha256']}`"
+            )
+    return [*lines, ""] if lines else []
+
+
 def main(argv: list[str]) -> None:
     """Time both versions and write the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -103,6 +115,7 @@ def main(argv: list[str]) -> None:
             "",
             table(rows, presets, args.label_old),
             "",
+            *nsn_fits(rows, args.label_old),
         ]
     )
     args.out.write_text(text)

@@ -123,6 +123,22 @@ BUGS = [
     Bug("winner-gather-wrong-position", "layers/gmm_gradients.py",
         "view(height, width) * k", "view(width, height).T * k",
         "tests/test_gmm_gradients.py::test_gmm_input_gradient_matches_autograd"),
+    Bug("nsn-lower-bounds-ignore-moves", "baselines/nsn_bounds.py",
+        "self.lower[:, :n_kept].sub_(delta.float()).clamp_min_(0.0)",
+        "self.lower[:, :n_kept].clamp_min_(0.0)",
+        "tests/test_nsn_estep.py::test_every_sweep_of_a_pruned_fit_agrees_with_brute_force[per-filter]"),
+    Bug("nsn-distance-bound-ignores-moves", "baselines/nsn_estep.py",
+        "self.dist = self.dist + torch.cat([delta, delta.new_zeros(1)])[self.best]",
+        "self.dist = self.dist + 0 * torch.cat([delta, delta.new_zeros(1)])[self.best]",
+        "tests/test_nsn_estep.py::test_every_sweep_of_a_pruned_fit_agrees_with_brute_force[per-patch]"),
+    Bug("nsn-sums-keep-moved-patches", "baselines/nsn_estep.py",
+        "((before[moved], -1.0), (assigned[moved], 1.0))",
+        "((before[moved], 0.0), (assigned[moved], 1.0))",
+        "tests/test_nsn_estep.py::test_every_sweep_of_a_pruned_fit_agrees_with_brute_force[per-patch]"),
+    Bug("nsn-patch-bound-ignores-moves", "baselines/nsn_bounds.py",
+        "self.scorer.score((r - delta).clamp_min(0.0).square(), sigmas[None, :])",
+        "self.scorer.score(r.clamp_min(0.0).square(), sigmas[None, :])",
+        "tests/test_nsn_estep.py::test_every_sweep_of_a_pruned_fit_agrees_with_brute_force[per-patch]"),
 ]  # fmt: skip
 
 

@@ -14,6 +14,9 @@ is the spec's **reconstruction**, and each choice is a named option:
   mean is a blur no patch is close to. A new filter is therefore seeded on a real patch (the
   worst explained one, then farthest-point seeds), with sigma capped so that patches within
   one sigma of it clear ``tau``; the M-step then refits it. Empty filters are dropped.
+  The E-step skips the patches whose best filter provably cannot have changed since the last
+  iteration (bounds carried by the triangle inequality, :mod:`dcgmm.baselines.nsn_estep`);
+  ``fit(..., prune=False)`` scores every patch under every filter instead.
 * generation (NSN-Gen): at every position ``w = Multinomial(n_draws, softmax(beta * phi)) /
   n_draws`` and ``patch = sum_k w_k (alpha mu_k + gamma sigma_k eps_k)``; overlapping patches are
   averaged (our :class:`~dcgmm.layers.Folding`'s backward mode). The noise is drawn in
@@ -124,11 +127,13 @@ class NSN(nn.Module):
         generator: torch.Generator | None = None,
         progress: Callable[[int, int, int, int], None] | None = None,
         max_seconds: float | None = None,
+        prune: bool = True,
     ) -> list[LayerFit]:
         """Fit every layer in turn on the maps of the one below (greedy, layer-wise).
 
         ``max_seconds`` bounds the whole fit: each layer gets an equal share of the time left
         when it starts, and stops after the iteration that uses it up (keeping its filters).
+        ``prune``: see :meth:`NSNLayer.fit`.
         """
         if len(taus) != len(self.architecture):
             raise ValueError(f"need one tau per layer ({len(self.architecture)}); got {len(taus)}")
@@ -153,6 +158,7 @@ class NSN(nn.Module):
                 generator=generator,
                 progress=_layer_progress(progress, i),
                 deadline=deadline,
+                prune=prune,
             )
             self.layers.append(layer)
             records.append(record)

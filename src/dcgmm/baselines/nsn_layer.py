@@ -1,8 +1,9 @@
 """One layer of the Normal Similarity Network: a filter bank fitted by hard EM with growth.
 
-The score of a patch under a filter, the layer's hard-EM fit (the E-step :meth:`NSNLayer._assign`,
-the M-step with growth :meth:`NSNLayer._refit_and_grow`) and the patches it reads batch by
-batch. The reconstruction choices are listed in :mod:`dcgmm.baselines.nsn`.
+The score of a patch under a filter and the layer's hard-EM fit: the E-step with its bounds is
+:class:`~dcgmm.baselines.nsn_estep.EStep`, the M-step with growth
+:meth:`NSNLayer._refit_and_grow`. The reconstruction choices are listed in
+:mod:`dcgmm.baselines.nsn`.
 """
 
 import math
@@ -14,13 +15,14 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from dcgmm.baselines.nsn_bounds import HALF_LOG_2PI
+from dcgmm.baselines.nsn_estep import EStep, Sweep
 from dcgmm.baselines.nsn_patches import PatchBatches
 from dcgmm.layers.folding import Folding
 
 __all__ = ["HALF_LOG_2PI", "GenSettings", "LayerFit", "NSNLayer", "Similarity"]
 
 Similarity = Literal["logpdf_per_dim", "logpdf", "rbf"]
-HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 @dataclass(frozen=True)
@@ -45,22 +47,10 @@ class LayerFit:
     n_filters: list[int] = field(default_factory=list)  # after every iteration
     n_unexplained: list[int] = field(default_factory=list)
     changed_fraction: list[float] = field(default_factory=list)
+    # patches whose filter the E-step's bounds settled without scoring them under every filter
+    decided_fraction: list[float] = field(default_factory=list)
     converged: bool = False
     out_of_time: bool = False  # stopped by the time budget
-
-
-@dataclass
-class _Sweep:
-    """What one E-step over all patches found: sums by filter and the unexplained patches."""
-
-    count: Tensor
-    sum_x: Tensor
-    sum_sq: Tensor
-    unexplained: list[Tensor]
-    unexplained_scores: list[Tensor]
-    unexplained_norms: list[Tensor]  # their |x|^2, as the batches had them
-    changed: int
-    means_before: Tensor
 
 
 @dataclass(frozen=True)
@@ -153,22 +143,37 @@ class NSNLayer(nn.Module):
         """Return the similarity map ``sigmoid(score)`` (N, H_out, W_out, K)."""
         return torch.sigmoid(self.patch_scores(self.folding(x)))
 
-    def best_filters(self, patches: Tensor, norms: Tensor) -> tuple[Tensor, Tensor]:
-        """Return the best score and filter of every patch (M, D), given ``|x|^2`` (M,).
+    def scores(self, patches: Tensor, norms: Tensor, columns: Tensor | None = None) -> Tensor:
+        """Return the scores (M, K) of patches (M, D) given ``|x|^2`` (M,), or of ``columns`` only.
 
-        Bit for bit ``patch_scores(patches).max(-1)``: the same operations in the same order,
-        on one (M, K) buffer edited in place instead of a new tensor per term.
+        Bit for bit the columns of ``patch_scores(patches)``: the same operations in the same
+        order, on one (M, K) buffer edited in place instead of a new tensor per term.
         """
+        return self.scores_of_distances(self.distances_squared(patches, norms, columns), columns)
+
+    def distances_squared(
+        self, patches: Tensor, norms: Tensor, columns: Tensor | None = None
+    ) -> Tensor:
+        """Return ``|x - mu_k|^2`` (M, K) given ``|x|^2`` (M,), as :meth:`squared_distances`."""
+        means = self.means if columns is None else self.means[columns]
+        sq = patches @ means.T
+        return sq.mul_(-2).add_(norms[:, None]).add_(means.square().sum(-1)).clamp_min_(0.0)
+
+    def scores_of_distances(self, sq: Tensor, columns: Tensor | None = None) -> Tensor:
+        """Turn squared distances (M, K) (of ``columns``) into scores, in place."""
+        sigmas = self.sigmas if columns is None else self.sigmas[columns]
         if self.similarity == "rbf":
-            return self.patch_scores(patches).max(-1)
-        d = patches.shape[-1]
-        scores = patches @ self.means.T
-        scores.mul_(-2).add_(norms[:, None]).add_(self.means.square().sum(-1)).clamp_min_(0.0)
-        scores.div_(2 * d * self.sigmas.square()).neg_()
-        scores.sub_(torch.log(self.sigmas)).sub_(HALF_LOG_2PI)
+            return sq.div_(-2 * sigmas.square()).exp_()
+        d = self.means.shape[1]
+        sq.div_(2 * d * sigmas.square()).neg_()
+        sq.sub_(torch.log(sigmas)).sub_(HALF_LOG_2PI)
         if self.similarity == "logpdf":
-            scores.mul_(d)
-        return scores.max(-1)
+            sq.mul_(d)
+        return sq
+
+    def best_filters(self, patches: Tensor, norms: Tensor) -> tuple[Tensor, Tensor]:
+        """Return the best score and filter of every patch (M, D), given ``|x|^2`` (M,)."""
+        return self.scores(patches, norms).max(-1)
 
     def max_component_log_likelihood(self, x: Tensor) -> Tensor:
         """Return ``max_k log pi_k N(x_ij; mu_k, sigma_k^2 I)`` per position (N, H_out, W_out).
@@ -198,6 +203,7 @@ class NSNLayer(nn.Module):
         generator: torch.Generator | None = None,
         progress: Callable[[int, int, int], None] | None = None,
         deadline: float | None = None,
+        prune: bool = True,
     ) -> LayerFit:
         """Grow and fit the filter bank on the patches of ``inputs`` (N, H, W, C) by hard EM.
 
@@ -206,23 +212,25 @@ class NSNLayer(nn.Module):
         Stops when no patch is left unexplained
         and fewer than ``tol`` of the assignments changed, after ``max_iters``, or after the
         first iteration that ends past ``deadline`` (a ``time.perf_counter()`` value); never
-        exceeds ``max_filters``.
+        exceeds ``max_filters``. ``prune=False`` scores every patch under every filter at
+        every iteration instead of skipping those the bounds of :class:`EStep` settle (the
+        ``"rbf"`` similarity always does).
         """
-        n_images = inputs.shape[0]
-        n_pos = self.folding.out_shape[0] * self.folding.out_shape[1]
         d = self.folding.out_shape[2]
         batches = PatchBatches(self.folding, inputs, batch_size)
         first = self.folding(inputs[:batch_size]).reshape(-1, d).double()
         spread = first.var(0).mean().sqrt().clamp_min(self.sigma_min)
         pick = int(torch.randint(first.shape[0], (1,), generator=generator))
         self.set_filters(first[pick : pick + 1], spread[None], torch.ones(1))
-        assignment = torch.full((n_images * n_pos,), -2, dtype=torch.long)
+        estep = EStep(self, batches, tau, max_filters=max_filters, prune=prune)
         record = LayerFit()
         growth = _Growth(tau, max_filters, new_filters_per_iter, self._sigma_cap(tau), generator)
         for iteration in range(max_iters):
-            sweep = self._assign(batches, tau, assignment)
-            n_unexplained, room = self._refit_and_grow(sweep, growth)
-            changed = sweep.changed / assignment.numel()
+            sweep = estep.sweep()
+            n_unexplained, room, kept = self._refit_and_grow(sweep, growth)
+            estep.follow(kept)
+            changed = sweep.changed / batches.n_patches
+            record.decided_fraction.append(sweep.decided_by_bounds / batches.n_patches)
             record.n_filters.append(self.n_filters)
             record.n_unexplained.append(n_unexplained)
             record.changed_fraction.append(changed)
@@ -238,41 +246,12 @@ class NSNLayer(nn.Module):
                 break
         return record
 
-    def _assign(self, batches: "PatchBatches", tau: float, assignment: Tensor) -> "_Sweep":
-        """E-step: give every patch its best filter (or none, below ``tau``); sum by filter.
-
-        ``assignment`` (one entry per patch) is updated in place; the sweep counts changes.
-        """
-        k, d = self.n_filters, self.means.shape[1]
-        sweep = _Sweep(
-            torch.zeros(k, dtype=torch.float64),
-            torch.zeros(k, d, dtype=torch.float64),
-            torch.zeros(k, dtype=torch.float64),
-            [], [], [], 0, self.means.clone(),
-        )  # fmt: skip
-        for first_row, patches, norms, norms64 in batches:
-            best_score, best = self.best_filters(patches, norms)
-            # Unexplained patches (below tau) go to a spare row k, dropped afterwards.
-            row = torch.where(best_score < tau, k, best)
-            slot = slice(first_row, first_row + patches.shape[0])
-            assigned = torch.where(row == k, -1, row)
-            sweep.changed += int((assignment[slot] != assigned).sum())
-            assignment[slot] = assigned
-            sweep.count += torch.bincount(row, minlength=k + 1)[:k].double()
-            sweep.sum_x += sweep.sum_x.new_zeros(k + 1, d).index_add_(0, row, patches.double())[:k]
-            sweep.sum_sq += sweep.sum_sq.new_zeros(k + 1).index_add_(0, row, norms64)[:k]
-            left = row == k
-            if bool(left.any()):
-                sweep.unexplained.append(patches[left])
-                sweep.unexplained_scores.append(best_score[left])
-                sweep.unexplained_norms.append(norms[left])
-        return sweep
-
-    def _refit_and_grow(self, sweep: "_Sweep", growth: "_Growth") -> tuple[int, int]:
+    def _refit_and_grow(self, sweep: Sweep, growth: "_Growth") -> tuple[int, int, Tensor]:
         """M-step: refit the used filters, seed new ones on what is still unexplained.
 
-        Returns the number of patches the sweep left unexplained and the room for new
-        filters the refit left (``max_filters`` minus the filters still used).
+        Returns the number of patches the sweep left unexplained, the room for new filters the
+        refit left (``max_filters`` minus the filters still used), and which filters of the
+        swept bank the new one keeps (its first rows, in order; new filters follow them).
         """
         d = self.means.shape[1]
         alive = sweep.count > 0
@@ -302,8 +281,9 @@ class NSNLayer(nn.Module):
                 counts = torch.cat([counts, new_counts])
         if means.shape[0] == 0:  # nothing explained and no room: keep the old bank
             means, sigmas, counts = sweep.means_before.double(), self.sigmas.double(), self.counts
+            alive = torch.ones_like(alive)
         self.set_filters(means, sigmas, counts)
-        return n_unexplained, room
+        return n_unexplained, room, alive
 
     def _sigma_cap(self, tau: float) -> float:
         # Largest sigma at which a patch sitting on the mean still scores tau.

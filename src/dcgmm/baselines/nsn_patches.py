@@ -26,6 +26,7 @@ class PatchBatches:
         self.folding, self.inputs, self.batch_size = folding, inputs, batch_size
         h, w, d = folding.out_shape
         self.n_pos, self.d = h * w, d
+        self.n_patches = inputs.shape[0] * h * w
         self.keep = inputs.shape[0] * h * w * d <= PATCH_CACHE_FLOATS
         self._patches: list[Tensor] = []
         self._norms: list[tuple[Tensor, Tensor]] = []
