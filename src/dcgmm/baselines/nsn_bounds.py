@@ -128,7 +128,7 @@ class FilterBounds:
         """Upper bound (m,) on the other scores of ``rows`` under the bank of this sweep.
 
         ``fresh_sq`` (m, new) are their float32 squared distances to the new filters, ``norms``
-        their |x|^2: new filters are scored exactly, a product with a few columns, which is
+        their ``|x|^2``: new filters are scored exactly, a product with a few columns, which is
         cheap next to the full one for long patches and much tighter than ``reach``.
         """
         lower = self.lower[rows, : self.k]
@@ -144,7 +144,7 @@ class FilterBounds:
     def reset(self, rows: slice, idx: Tensor, norms: Tensor, sq: Tensor, best: Tensor) -> None:
         """Take the full scoring of patches ``idx`` of ``rows``.
 
-        ``norms`` are their |x|^2, ``sq`` (len(idx), K) their float32 squared distances,
+        ``norms`` are their ``|x|^2``, ``sq`` (len(idx), K) their float32 squared distances,
         ``best`` their new best filters.
         """
         slack = distance_slack(norms[:, None], self._mean_norms)
@@ -193,7 +193,7 @@ class PatchBounds:
     def reset(self, rows: slice, idx: Tensor, norms: Tensor, sq: Tensor, best: Tensor) -> None:
         """Take the full scoring of patches ``idx`` of ``rows``.
 
-        ``norms`` are their |x|^2, ``sq`` (len(idx), K) their float32 squared distances,
+        ``norms`` are their ``|x|^2``, ``sq`` (len(idx), K) their float32 squared distances,
         ``best`` their new best filters.
         """
         if sq.shape[1] < 2:
