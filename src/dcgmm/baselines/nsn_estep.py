@@ -46,7 +46,9 @@ if TYPE_CHECKING:
 __all__ = ["EStep", "Sweep"]
 
 # Per-filter bounds (FilterBounds) for patches at least this long and when the matrix fits.
-# Below it a patch's full scoring (2 D K flops) costs little more than updating its K bounds.
+# Below it a patch's full scoring (2 D K flops) costs little more than updating its K bounds:
+# MNIST's first layer (D = 16, 2,000 digits, 1 thread) fitted in 37.1 s with per-filter bounds
+# and 20.6 / 22.3 s with per-patch ones (the same filters).
 FILTER_BOUNDS_MIN_DIM = 64
 FILTER_BOUNDS_MAX_BYTES = 1 << 30
 
