@@ -1,6 +1,6 @@
 """Time the NSN fit in a fresh process: the wall seconds of ``NSN.fit`` on MNIST digits.
 
-    python -m benchmarks.bench_nsn [--images 2000] [--max-iters 300]
+    python -m benchmarks.bench_nsn [--images 2000] [--max-iters 300] [--seed 0]
 
 The fit of ``dcgmm train --model nsn`` (our default thresholds, 8 new filters per iteration),
 on the first ``--images`` training digits of the full MNIST under ``../shared/data``. Prints
@@ -29,6 +29,7 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--max-iters", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=0, help="seeds the new filters' sampling")
     args = parser.parse_args(argv)
     images = load_dataset(MNIST, limit=args.images).images
     nsn = NSN((28, 28, 1), "28x28")
@@ -38,13 +39,14 @@ def main(argv: list[str]) -> None:
         taus=TAUS,
         max_iters=args.max_iters,
         new_filters_per_iter=8,
-        generator=torch.Generator().manual_seed(0),
+        generator=torch.Generator().manual_seed(args.seed),
     )
     seconds = time.perf_counter() - start
     filters = b"".join(layer.means.numpy().tobytes() for layer in nsn.nsn_layers)
     row = {
         "nsn_fit_s": seconds,
         "images": args.images,
+        "seed": args.seed,
         "threads": torch.get_num_threads(),
         "filters": [layer.n_filters for layer in nsn.nsn_layers],
         "iterations": [len(r.n_filters) for r in records],
