@@ -91,7 +91,7 @@ class Bounds(Protocol):
     def start(self, means: Tensor, sigmas: Tensor) -> None:
         """Take this sweep's bank (float32)."""
 
-    def rival(self, rows: slice, best: Tensor, norms: Tensor, fresh_sq: Tensor) -> Tensor:
+    def rival(self, rows: slice, best: Tensor, norms: Tensor, fresh_sq: Tensor | None) -> Tensor:
         """Return an upper bound (m,) on the scores of ``rows`` under all but their best."""
 
     def settle(self, rows: slice, settled: Tensor, rival: Tensor) -> None:
@@ -124,7 +124,7 @@ class FilterBounds:
         self._mean_norms = means.square().sum(-1)
         self._neg_inv_two_d_var, self._peak = self.scorer.terms(sigmas)
 
-    def rival(self, rows: slice, best: Tensor, norms: Tensor, fresh_sq: Tensor) -> Tensor:
+    def rival(self, rows: slice, best: Tensor, norms: Tensor, fresh_sq: Tensor | None) -> Tensor:
         """Upper bound (m,) on the other scores of ``rows`` under the bank of this sweep.
 
         ``fresh_sq`` (m, new) are their float32 squared distances to the new filters, ``norms``
@@ -132,7 +132,7 @@ class FilterBounds:
         cheap next to the full one for long patches and much tighter than ``reach``.
         """
         lower = self.lower[rows, : self.k]
-        if self.fresh.numel():
+        if fresh_sq is not None:
             slack = distance_slack(norms[:, None], self._mean_norms[self.fresh])
             lower[:, self.fresh] = (fresh_sq - slack).clamp_min_(0.0).sqrt_()
         bound = lower.square().mul_(self._neg_inv_two_d_var).add_(self._peak).amax(-1)
@@ -183,7 +183,7 @@ class PatchBounds:
         self._mean_norms = means.square().sum(-1)
         self._neg_inv_two_d_var, self._peak = self.scorer.terms(sigmas)
 
-    def rival(self, rows: slice, best: Tensor, norms: Tensor, fresh_sq: Tensor) -> Tensor:
+    def rival(self, rows: slice, best: Tensor, norms: Tensor, fresh_sq: Tensor | None) -> Tensor:
         """Upper bound (m,) on the other scores of ``rows`` under the bank of this sweep."""
         return self.others[rows]
 

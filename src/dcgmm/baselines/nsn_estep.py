@@ -134,9 +134,10 @@ class EStep:
             self._score_fully(rows, known.logical_not(), patches, norms, score)
             return score, 0
         fresh = self.bounds.fresh
-        fresh_sq = self.layer.distances_squared(patches, norms, fresh) if fresh.numel() else norms
+        fresh_sq = self.layer.squared_distances(patches, norms, fresh) if fresh.numel() else None
         rival = self.bounds.rival(rows, best, norms, fresh_sq)
-        sigmas = self._swept[1] if self._swept is not None else self.layer.sigmas.double()
+        assert self._swept is not None, "a sweep sets the bank first"
+        sigmas = self._swept[1]
         b = best.clamp_min(0)
         lower = self.scorer.score(dist.square(), sigmas[b])
         settled = known & self._beats(lower, rival)
@@ -167,7 +168,7 @@ class EStep:
         if not idx.numel():
             return
         x, x_norms = patches[idx], norms[idx]
-        sq = self.layer.distances_squared(x, x_norms)
+        sq = self.layer.squared_distances(x, x_norms)
         top, which = self.layer.scores_of_distances(sq.clone()).max(-1)
         if self.prune:
             self.bounds.reset(rows, idx, x_norms, sq, which)

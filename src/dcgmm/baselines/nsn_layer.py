@@ -120,47 +120,33 @@ class NSNLayer(nn.Module):
         self.sigmas = sigmas.to(self.sigmas.dtype).contiguous()
         self.counts = counts.to(self.counts.dtype).contiguous()
 
-    def squared_distances(self, patches: Tensor) -> Tensor:
-        """Return ``|x - mu_k|^2`` (..., K) as ``|x|^2 - 2 x.mu + |mu|^2`` (one matrix product)."""
-        return (
-            patches.square().sum(-1, keepdim=True)
-            - 2 * patches @ self.means.T
-            + self.means.square().sum(-1)
-        ).clamp_min(0.0)
+    def squared_distances(
+        self, patches: Tensor, norms: Tensor | None = None, columns: Tensor | None = None
+    ) -> Tensor:
+        """Return ``|x - mu_k|^2`` (..., K) as ``|x|^2 - 2 x.mu + |mu|^2`` (one matrix product).
+
+        ``norms`` are the patches' ``|x|^2`` (...) where the caller has them; ``columns``
+        restricts to those filters.
+        """
+        means = self.means if columns is None else self.means[columns]
+        norms = patches.square().sum(-1) if norms is None else norms
+        sq = patches @ means.T
+        return sq.mul_(-2).add_(norms[..., None]).add_(means.square().sum(-1)).clamp_min_(0.0)
 
     def patch_scores(self, patches: Tensor) -> Tensor:
         """Return scores (..., K) of patches (..., D) under every filter."""
-        d = patches.shape[-1]
-        sq = self.squared_distances(patches)
-        if self.similarity == "rbf":
-            return torch.exp(-sq / (2 * self.sigmas.square()))
-        logpdf_per_dim = (
-            -sq / (2 * d * self.sigmas.square()) - torch.log(self.sigmas) - HALF_LOG_2PI
-        )
-        return logpdf_per_dim * d if self.similarity == "logpdf" else logpdf_per_dim
+        return self.scores_of_distances(self.squared_distances(patches))
 
     def forward(self, x: Tensor) -> Tensor:
         """Return the similarity map ``sigmoid(score)`` (N, H_out, W_out, K)."""
         return torch.sigmoid(self.patch_scores(self.folding(x)))
 
     def scores(self, patches: Tensor, norms: Tensor, columns: Tensor | None = None) -> Tensor:
-        """Return the scores (M, K) of patches (M, D) given ``|x|^2`` (M,), or of ``columns`` only.
-
-        Bit for bit the columns of ``patch_scores(patches)``: the same operations in the same
-        order, on one (M, K) buffer edited in place instead of a new tensor per term.
-        """
-        return self.scores_of_distances(self.distances_squared(patches, norms, columns), columns)
-
-    def distances_squared(
-        self, patches: Tensor, norms: Tensor, columns: Tensor | None = None
-    ) -> Tensor:
-        """Return ``|x - mu_k|^2`` (M, K) given ``|x|^2`` (M,), as :meth:`squared_distances`."""
-        means = self.means if columns is None else self.means[columns]
-        sq = patches @ means.T
-        return sq.mul_(-2).add_(norms[:, None]).add_(means.square().sum(-1)).clamp_min_(0.0)
+        """Return the scores (M, K) of patches (M, D) given ``|x|^2`` (M,) (of ``columns`` only)."""
+        return self.scores_of_distances(self.squared_distances(patches, norms, columns), columns)
 
     def scores_of_distances(self, sq: Tensor, columns: Tensor | None = None) -> Tensor:
-        """Turn squared distances (M, K) (of ``columns``) into scores, in place."""
+        """Turn squared distances (..., K) (of ``columns``) into scores, in place."""
         sigmas = self.sigmas if columns is None else self.sigmas[columns]
         if self.similarity == "rbf":
             return sq.div_(-2 * sigmas.square()).exp_()
