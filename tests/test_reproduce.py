@@ -380,6 +380,49 @@ def test_peers_tiny_run_scores_ratspn_and_reloads_it_from_its_cache(tmp_path):
     assert again["train_seconds"] == run["train_seconds"]
 
 
+def test_carried_peer_rows_keep_only_the_dates_and_commands_that_measured_them(tmp_path):
+    # A page whose PD-SPN rows were measured by its own call and whose RAT-SPN rows were
+    # carried from an older page: re-running RAT-SPN carries the PD-SPN rows with the page's
+    # own date and command, not the older page's (whose rows are all replaced).
+    from benchmarks.reproduce.peers import carried
+
+    runs = [
+        {"peer": "PD-SPN", "dataset": "mnist", "seed": 0, "auc": 0.9},
+        {"peer": "RAT-SPN", "dataset": "mnist", "seed": 0, "auc": 0.95, "carried": True},
+    ]
+    old_lines = ["- date: OLD", "- command: `old rat`"]
+    settings = {"PD-SPN": {"epochs": 5}, "RAT-SPN": {"epochs": 5}}
+    (tmp_path / "peers.json").write_text(
+        json.dumps({"settings": settings, "runs": runs, "carried_provenance": old_lines})
+    )
+    (tmp_path / "peers.md").write_text(
+        "\n".join(
+            [
+                "# Table II peers, re-run here",
+                "",
+                "- date: NEW",
+                "- command: `new pd`",
+                "",
+                "Carried-over rows were measured on another day:",
+                "",
+                *old_lines,
+                "",
+                "| peer |",
+            ]
+        )
+    )
+    kept, origin = carried(tmp_path, ["RAT-SPN"])
+    assert [(r["peer"], r["carried"]) for r in kept] == [("PD-SPN", True)]
+    assert origin == {
+        "settings": {"PD-SPN": {"epochs": 5}},
+        "provenance": ["- date: NEW", "- command: `new pd`"],
+    }
+    # Carried again (PD-SPN rows already carried): their own provenance travels with them.
+    kept, origin = carried(tmp_path, ["PD-SPN"])
+    assert [r["peer"] for r in kept] == ["RAT-SPN"]
+    assert origin["provenance"] == old_lines
+
+
 def test_summary_rows_replace_their_own_kind_and_keep_the_others(tmp_path):
     from benchmarks.reproduce.common import update_summary
 

@@ -34,6 +34,7 @@ the ``peers.json`` already in ``--out`` (marked so on the page). Trained models 
 """
 
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
@@ -59,6 +60,7 @@ STRUCTURE = {"depth": 4, "num_repetitions": 10, "n_region_nodes": 10, "leaf_chan
 PD_STRUCTURE = {"delta": [7.0, 7.0], "n_sums": 10, "trials": 255, "prob_clamp": PROB_CLAMP}
 BATCH = 100
 LEAF_CLIP = (0.02, 0.98)
+CARRIED_HEADING = "Carried-over rows were measured on another day:"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -224,7 +226,10 @@ def carried(out: Path, chosen: list[str]) -> tuple[list[dict[str, Any]], dict[st
     else:  # measured by the call that wrote that page: its date and command lines
         page = out / "peers.md"
         lines = page.read_text().splitlines() if page.exists() else []
-        provenance = [ln for ln in lines if ln.startswith(("- date", "- command"))]
+        # Only the page's own header: the dates and commands of the rows it carried itself
+        # (its "Carried-over rows" section) belong to rows that this call replaces.
+        header = itertools.takewhile(lambda ln: not ln.startswith(CARRIED_HEADING), lines)
+        provenance = [ln for ln in header if ln.startswith(("- date", "- command"))]
     runs = [{**r, "peer": r.get("peer", "RAT-SPN"), "carried": True} for r in runs]
     kept = {p: v for p, v in old_settings.items() if p not in chosen}
     return runs, {"settings": kept, "provenance": provenance if runs else []}
@@ -306,7 +311,7 @@ def write_peers(result: dict[str, Any], out: Path, command: str, wall: float) ->
              "which bound ended training (`epochs` or `time`). *origin*: trained or loaded from "
              "the cache by this call, or carried over from the `peers.json` it found (not "
              "rerun).", "",
-             *(["Carried-over rows were measured on another day:", "",
+             *([CARRIED_HEADING, "",
                 *result["carried_provenance"], ""] if result["carried_provenance"] else []),
              "| peer | dataset | AUC % here (mean +- sd) | seeds | steps | train min per seed | "
              "stopped by | origin | published AUC % |",
