@@ -45,10 +45,27 @@ def run_entry(command: str, wall_seconds: float) -> dict[str, Any]:
     }
 
 
+# A page's lines from this marker on were written by hand (ablations, explanations): a script
+# that rewrites the page keeps them below its new table.
+HAND_WRITTEN = "<!-- written by hand below this line: kept when the script rewrites the table -->"
+
+
+def hand_written(path: Path) -> list[str]:
+    """Return the marker line and what follows it in ``path`` ([] if there is none)."""
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    return lines[lines.index(HAND_WRITTEN) :] if HAND_WRITTEN in lines else []
+
+
 def write_results(out: Path, stem: str, lines: list[str], result: dict[str, Any]) -> None:
-    """Write ``out/stem.md`` (the table for people) and ``out/stem.json`` (every number)."""
+    """Write ``out/stem.md`` (the table for people) and ``out/stem.json`` (every number).
+
+    A hand-written part of the old page (:data:`HAND_WRITTEN`) is kept at its end.
+    """
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    kept = hand_written(out / f"{stem}.md")
+    (out / f"{stem}.md").write_text("\n".join(lines + (["", *kept] if kept else [])) + "\n")
     (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out / f'{stem}.md'}")
 

@@ -62,8 +62,9 @@ PROTOCOL_LINES = [
     "- clustering: the top layer's hard assignments of the first 2000 inlier test images "
     "in the space it models (its input); Dunn index (higher is better), Davies-Bouldin "
     "(lower is better).",
-    "- train s: wall seconds of one thread while other reproductions shared the machine "
-    "(not a benchmark; see docs/benchmarks.md for timings).",
+    "- train s: wall seconds of training, summed over the row's seeds, one thread each while "
+    "other reproductions shared the machine (not a benchmark; see docs/benchmarks.md for "
+    "timings).",
 ]
 
 

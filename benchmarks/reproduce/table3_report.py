@@ -105,6 +105,8 @@ def write_table3(result: dict[str, Any], out: Path, command: str, wall: float) -
         "- protocols: **paper** = Table V as printed (shared layers); **recipes** = the "
         "`sampling-E` script for E (independent lower layers, top K 25, delays 0/0.1/0.15, "
         "noise divisor 20), the outlier scripts' layer modes for the others.",
+        "- training s: wall seconds of training, summed over the row's class models and seeds "
+        "(one thread each, beside other jobs: not benchmarks).",
         "",
         "| dataset | preset | protocol | steps | annealed | accuracy (mean +- sd; seeds x judges) |"
         " paper | Fréchet distance | judges' test accuracy | training s | run |",

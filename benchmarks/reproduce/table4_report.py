@@ -4,7 +4,8 @@ A row is one (dataset, model, protocol, classifier rate). A run replaces every s
 the (dataset, model, protocol) it trained, whatever their rates, since the rate chosen on
 validation is chosen among one run's rates, and keeps the others; each row names the run
 (command, date, machine) that measured it. What follows the marker line in table4.md was
-written by hand (ablations, explanations) and is kept when the table above it is rewritten.
+written by hand (ablations, explanations) and is kept when the table above it is rewritten
+(:data:`benchmarks.reproduce.common.HAND_WRITTEN`).
 """
 
 import json
@@ -14,10 +15,9 @@ from typing import Any
 from benchmarks.reproduce.common import run_entry, update_summary, write_results
 from benchmarks.reproduce.table1_merge import merge_results, run_lines
 
-__all__ = ["HAND_WRITTEN", "PEERS_TABLE4", "summary_rows", "write_table4"]
+__all__ = ["PEERS_TABLE4", "summary_rows", "write_table4"]
 
 PEERS_TABLE4 = {"RAT-SPN": (98.19, 89.52), "DGCSPN": (98.66, 90.74)}
-HAND_WRITTEN = "<!-- written by hand below this line: kept when the script rewrites the table -->"
 
 
 def write_table4(result: dict[str, Any], out: Path, command: str, wall: float) -> None:
@@ -40,8 +40,8 @@ def write_table4(result: dict[str, Any], out: Path, command: str, wall: float) -
         "(with `--probe`) fits scikit-learn's logistic regression to the classifier layer's "
         "inputs after training: if it is not better, the features, not the online SGD of the "
         "classifier layer, limit the accuracy.",
-        "- training times: the machine ran other reproductions at the same time (one thread "
-        "each); they are wall times, not benchmarks.",
+        "- train s: wall seconds of training, summed over the row's seeds; the machine ran other "
+        "reproductions at the same time (one thread each): not benchmarks.",
         "",
         "| dataset | protocol | model | epochs | classifier lr | validation % | test accuracy % "
         "(mean +- sd, seeds) | paper % | logistic-regression probe % | train s | run |",
@@ -65,22 +65,13 @@ def write_table4(result: dict[str, Any], out: Path, command: str, wall: float) -
         + "; ".join(f"{k} {m} / {f}" for k, (m, f) in PEERS_TABLE4.items())
         + " (MNIST / FashionMNIST).",
     ]
-    kept = _hand_written(out / "table4.md")
-    write_results(out, "table4", lines + (["", *kept] if kept else []), merged)
+    write_results(out, "table4", lines, merged)
     update_summary(out, "IV", summary_rows(result["rows"]), replace_by=_GROUP)
 
 
 # The summary's rows of one trained (dataset, model, protocol) are replaced together: their
 # metrics name the rate, and which rate was chosen on validation may change between runs.
 _GROUP = ("table", "dataset", "model", "protocol")
-
-
-def _hand_written(path: Path) -> list[str]:
-    """Return the marker line and what follows it in ``path`` ([] if there is none)."""
-    if not path.exists():
-        return []
-    lines = path.read_text().splitlines()
-    return lines[lines.index(HAND_WRITTEN) :] if HAND_WRITTEN in lines else []
 
 
 def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
