@@ -433,6 +433,21 @@ def test_carried_peer_rows_keep_only_the_dates_and_commands_that_measured_them(t
     assert origin["provenance"] == old_lines
 
 
+def test_a_hand_written_part_of_the_peers_page_is_not_taken_for_provenance(tmp_path):
+    from benchmarks.reproduce.common import HAND_WRITTEN
+    from benchmarks.reproduce.peers import carried
+
+    runs = [{"peer": "PD-SPN", "dataset": "mnist", "seed": 0, "auc": 0.9}]
+    (tmp_path / "peers.json").write_text(
+        json.dumps({"settings": {"PD-SPN": {"epochs": 5}}, "runs": runs})
+    )
+    page = ["- date: NEW", "- command: `new pd`", "", "| peer |", "", HAND_WRITTEN,
+            "- date: 2026-01-01, an ablation written by hand"]  # fmt: skip
+    (tmp_path / "peers.md").write_text("\n".join(page))
+    _, origin = carried(tmp_path, ["RAT-SPN"])
+    assert origin["provenance"] == ["- date: NEW", "- command: `new pd`"]
+
+
 def test_summary_rows_replace_their_own_kind_and_keep_the_others(tmp_path):
     from benchmarks.reproduce.common import update_summary
 

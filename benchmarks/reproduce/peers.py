@@ -43,7 +43,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.reproduce.common import header_lines, mean_sd, update_summary, write_results
+from benchmarks.reproduce.common import (
+    HAND_WRITTEN,
+    header_lines,
+    mean_sd,
+    update_summary,
+    write_results,
+)
 from benchmarks.reproduce.pd_spn import PDSPN, PROB_CLAMP
 from dcgmm import load_dataset
 from dcgmm.evaluation.outliers import roc_auc
@@ -227,8 +233,11 @@ def carried(out: Path, chosen: list[str]) -> tuple[list[dict[str, Any]], dict[st
         page = out / "peers.md"
         lines = page.read_text().splitlines() if page.exists() else []
         # Only the page's own header: the dates and commands of the rows it carried itself
-        # (its "Carried-over rows" section) belong to rows that this call replaces.
-        header = itertools.takewhile(lambda ln: not ln.startswith(CARRIED_HEADING), lines)
+        # (its "Carried-over rows" section) belong to rows that this call replaces, and a
+        # hand-written part (kept by write_results) is no provenance at all.
+        header = itertools.takewhile(
+            lambda ln: not ln.startswith(CARRIED_HEADING) and ln != HAND_WRITTEN, lines
+        )
         provenance = [ln for ln in header if ln.startswith(("- date", "- command"))]
     runs = [{**r, "peer": r.get("peer", "RAT-SPN"), "carried": True} for r in runs]
     kept = {p: v for p, v in old_settings.items() if p not in chosen}
