@@ -29,10 +29,12 @@ def test_table1_tiny_run_writes_auc_clustering_and_pictures(tmp_path):
     from sklearn.metrics import roc_auc_score
 
     from benchmarks.reproduce.table1 import split_test
-    from dcgmm import load_model
+    from dcgmm import load_dataset, load_model
+    from dcgmm.evaluation.contrast import fit_layer_contrast
     from dcgmm.evaluation.outliers import sample_scores
 
     inliers, outliers = split_test(DATA, "mnist", tiny=True)
+    train = load_dataset(DATA / "mnist", classes=tuple(range(1, 10)), limit_per_class=60)
     per_seed = {}
     for run in result["runs"]:
         # Every seed's AUC is the one its own cached model gives on its own test split.
@@ -43,6 +45,14 @@ def test_table1_tiny_run_writes_auc_clustering_and_pictures(tmp_path):
         expected = roc_auc_score(labels, [*scores[0], *scores[1]])
         assert run["auc"] == pytest.approx(expected, abs=1e-9)
         assert run["clustering"]["davies_bouldin"] > 0.0
+        if run["preset"] == "A":  # one GMM layer: nothing to contrast
+            assert run["auc_contrast"] is None
+        else:  # the layer contrast, standardised on the (tiny) training set
+            contrast = fit_layer_contrast(model, train.images)
+            expected = roc_auc_score(
+                labels, torch.cat([contrast.scores(model, d.images) for d in (inliers, outliers)])
+            )
+            assert run["auc_contrast"] == pytest.approx(expected, abs=1e-9)
         per_seed.setdefault((run["preset"], run["protocol"]), []).append(100 * run["auc"])
     for row in result["rows"]:  # and each row is their mean and sample sd
         values = per_seed[(row["model"], row["protocol"])]
@@ -53,9 +63,15 @@ def test_table1_tiny_run_writes_auc_clustering_and_pictures(tmp_path):
     assert recipe_e["spec"] == "F(3,1)-G(25,indep)-F(4,2)-G(25,indep)-F(12,1)-G(49)"
     assert set(recipe_e["auc_per_layer"]) == {"2", "4", "6"}
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert [(r["table"], r["model"], r["protocol"]) for r in summary][:2] == [
-        ("I", "A", "paper"), ("I", "A", "recipes")
+    assert [(r["table"], r["model"], r["protocol"]) for r in summary] == [
+        ("I", "A", "paper"), ("I", "A", "recipes"), ("I", "E", "paper"), ("I", "E", "recipes"),
+        ("I", "E [layer contrast]", "paper"), ("I", "E [layer contrast]", "recipes"),
     ]  # fmt: skip
+    contrast_row = summary[-1]
+    seeds = [100 * r["auc_contrast"] for r in result["runs"] if r["preset"] == "E"
+             and r["protocol"] == "recipes"]  # fmt: skip
+    assert contrast_row["mean"] == pytest.approx(sum(seeds) / 2)
+    assert "layer contrast" in contrast_row["metric"]
     table = (tmp_path / "table1.md").read_text()
     assert "| mnist | E | recipes |" in table
     assert "92.8 +- 0.4" in table  # the paper's number sits beside ours

@@ -139,6 +139,9 @@ BUGS = [
         "self.scorer.score((r - delta).clamp_min(0.0).square(), sigmas[None, :])",
         "self.scorer.score(r.clamp_min(0.0).square(), sigmas[None, :])",
         "tests/test_nsn_estep.py::test_every_sweep_of_a_pruned_fit_agrees_with_brute_force[per-patch]"),
+    Bug("contrast-wrong-spread", "evaluation/contrast.py",
+        "(upper - self.mean[0]) / self.std[0]", "(upper - self.mean[0]) / self.std[1]",
+        "tests/test_layer_contrast.py::test_the_contrast_is_the_upper_z_score_minus_the_lower_one"),
 ]  # fmt: skip
 
 

@@ -83,6 +83,8 @@ def target_rows(rows: list[dict[str, Any]], min_seeds: int) -> list[dict[str, An
         family = row["model"].replace("classifier-", "").split()[0]
         if preset is None or family != preset or row.get("paper_mean") is None:
             continue
+        if "[layer contrast]" in row["model"]:
+            continue  # a scoring rule of ours: it competes for the best row, not the paper's mean
         if rate_not_chosen(row):
             continue
         if row.get("n_seeds", 0) >= min_seeds and row.get("sd") is not None:
