@@ -10,6 +10,7 @@ from sklearn.metrics import davies_bouldin_score, roc_auc_score
 from dcgmm import DCGMM, TrainConfig, Trainer, evaluate, load_dataset
 from dcgmm.cli.main import main
 from dcgmm.evaluation.clustering import clustering_scores, davies_bouldin, dunn_index
+from dcgmm.evaluation.contrast import fit_layer_contrast
 from dcgmm.evaluation.outlier_detection import detect_outliers
 from dcgmm.evaluation.outliers import (
     DEFAULT_C,
@@ -217,7 +218,7 @@ def test_cli_outliers_writes_auc_roc_and_maps(tmp_path, tiny_model, capsys):
     save_checkpoint(run, tiny_model, {"step": 300})
     out = tmp_path / "out"
     assert main(["outliers", str(run), "--inliers", "mnist:1-9", "--outliers", "mnist:0",
-                 "--limit", "300", "--n-maps", "4", "--all-layers",
+                 "--limit", "300", "--n-maps", "4", "--all-layers", "--contrast",
                  "--out", str(out)]) == 0  # fmt: skip
     result = json.loads((out / "auc.json").read_text())
     assert result["layer"] == 4
@@ -232,6 +233,14 @@ def test_cli_outliers_writes_auc_roc_and_maps(tmp_path, tiny_model, capsys):
         expected = roc_auc_score(labels, np.r_[scores[0], scores[1]])
         assert result["auc_per_layer"][str(layer)] == pytest.approx(expected, abs=1e-12)
     assert result["auc"] == result["auc_per_layer"]["4"]
+    # The layer contrast: fitted on the run's training images (its config's source), scored
+    # on the same test images.
+    train = load_dataset("mnist", classes=list(range(1, 10)), limit_per_class=100)
+    contrast = fit_layer_contrast(tiny_model, train.images)
+    scores = [contrast.scores(tiny_model, d.images).numpy() for d in (inliers, outliers)]
+    expected = roc_auc_score(labels, np.r_[scores[0], scores[1]])
+    assert result["layer_contrast"]["auc"] == pytest.approx(expected, abs=1e-12)
+    assert (result["layer_contrast"]["upper"], result["layer_contrast"]["lower"]) == (4, 2)
     assert result["maps"]["layer"] == 2  # the highest GMM layer with more than one position
     assert (run / STATISTICS_FILE).exists()
     assert decode_png((out / "roc.png").read_bytes()).shape[0] > 100

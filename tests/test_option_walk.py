@@ -61,6 +61,7 @@ VALUES["outliers"] = {
     "stats_limit": ["--stats-limit", "50"],
     "n_maps": ["--n-maps", "3"],
     "all_layers": ["--all-layers"],
+    "contrast": ["--contrast"],
 }
 VALUES["sample-quality"] = {  # compared on --json: the table rounds what a tiny judge sees
     "per_class": ["--per-class", "3"],

@@ -42,7 +42,7 @@ def split_data_arg(text: str) -> tuple[str, str | None]:
     return text, None
 
 
-OUTLIER_OPTIONS = ("kind", "layer", "map_layer", "c", "all_layers")  # detect_outliers' knobs
+OUTLIER_OPTIONS = ("kind", "layer", "map_layer", "c", "all_layers", "contrast")  # run_outliers
 # Which option of the run's model each `outliers` flag feeds (refuse_untaken); --n-maps acts
 # where there are maps, that is where the model takes a map layer.
 OUTLIER_FLAGS = {**{f: ("outliers", f) for f in OUTLIER_OPTIONS},
@@ -136,6 +136,12 @@ def add_evaluation_commands(sub: "argparse._SubParsersAction[Parser]") -> None:
     out.add_argument("--stats-limit", type=int, help="training images for the statistics")
     out.add_argument("--n-maps", type=int, default=10, help="images per row of maps.png")
     out.add_argument("--all-layers", action="store_true", help="a ROC curve per GMM layer")
+    out.add_argument(
+        "--contrast",
+        action="store_true",
+        help="also score by the layer contrast: the top GMM layer's z-score minus the next "
+        "lower one's, standardised on the training images (--stats-limit of them)",
+    )
     out.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     out.add_argument("--out", required=True, help="output folder")
     out.set_defaults(func=cmd_outliers)

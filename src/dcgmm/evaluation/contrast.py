@@ -54,7 +54,16 @@ class LayerContrast:
 
     def scores(self, model: DCGMM, images: Tensor, *, batch_size: int = 500) -> Float[Tensor, " N"]:
         """Return ``z_upper - z_lower`` per image, float64 on CPU (higher: more typical)."""
-        upper, lower = _layer_scores(model, images, self, batch_size)
+        return self.combine(*_layer_scores(model, images, self, batch_size))
+
+    def combine(self, upper: Tensor, lower: Tensor) -> Tensor:
+        """Return the contrast of per-image scores already at hand, float64.
+
+        ``upper`` and ``lower`` are the two layers' per-image scores of this contrast's kind
+        (each layer's mean over its positions), as
+        :func:`~dcgmm.evaluation.outlier_detection.detect_outliers` has them.
+        """
+        upper, lower = upper.double(), lower.double()
         return (upper - self.mean[0]) / self.std[0] - (lower - self.mean[1]) / self.std[1]
 
 

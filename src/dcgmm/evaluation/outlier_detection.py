@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
+from dcgmm.evaluation.contrast import LayerContrast, fit_layer_contrast
 from dcgmm.evaluation.outliers import (
     DEFAULT_C,
     STATISTICS_FILE,
@@ -36,7 +37,9 @@ from dcgmm.io.data import Dataset, load_dataset, parse_classes
 from dcgmm.io.run_files import atomic_write_bytes, read_config
 from dcgmm.model import DCGMM
 
-__all__ = ["OutlierReport", "detect_outliers", "run_statistics"]
+__all__ = [
+    "OutlierReport", "detect_outliers", "run_contrast", "run_statistics", "run_training_images",
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 ROLES = ("inliers", "outliers")
@@ -63,6 +66,8 @@ class OutlierReport:
         Per role, the (N, H_l, W_l) maps of flagged positions (1.0 flagged, 0.0 not).
     statistics_source : str
         Where the training statistics came from.
+    contrast, contrast_auc : LayerContrast or None, float or None
+        The layer contrast (:mod:`dcgmm.evaluation.contrast`) and its AUC, where one was given.
     """
 
     spec: str
@@ -75,6 +80,8 @@ class OutlierReport:
     flagged: dict[str, Tensor]
     statistics_source: str
     n: dict[str, int] = field(default_factory=dict)
+    contrast: LayerContrast | None = None
+    contrast_auc: float | None = None
 
     @property
     def auc(self) -> float:
@@ -101,7 +108,18 @@ class OutlierReport:
                 "flagged_fraction_inliers": self.flagged_fraction("inliers"),
                 "flagged_fraction_outliers": self.flagged_fraction("outliers"),
             },
+            **self._contrast_dict(),
         }
+
+    def _contrast_dict(self) -> dict[str, Any]:
+        """Return ``{"layer_contrast": ...}`` where a contrast was scored, else nothing."""
+        c = self.contrast
+        if c is None:
+            return {}
+        rule = (f"z-score of layer {c.upper} minus z-score of layer {c.lower}, standardised on "
+                f"{c.n_samples} training images")  # fmt: skip
+        return {"layer_contrast": {"upper": c.upper, "lower": c.lower, "rule": rule,
+                                   "auc": self.contrast_auc}}  # fmt: skip
 
     def save(
         self,
@@ -139,12 +157,17 @@ def detect_outliers(
     c: float = DEFAULT_C,
     all_layers: bool = False,
     statistics_source: str = "",
+    contrast: LayerContrast | None = None,
 ) -> OutlierReport:
     """Run the outlier protocol on two image sets (N, H, W, C in [0, 1]).
 
     ``layer`` picks the headline AUC's GMM layer (default the top); ``map_layer`` the outlier
-    maps' (default the highest GMM layer with more than one position, else the top).
+    maps' (default the highest GMM layer with more than one position, else the top). With
+    ``contrast`` (:func:`~dcgmm.evaluation.contrast.fit_layer_contrast`, of the same ``kind``)
+    the report adds the layer contrast's AUC and ROC curve.
     """
+    if contrast is not None and contrast.kind != kind:
+        raise ValueError(f"the contrast was fitted on {contrast.kind!r} scores; kind is {kind!r}")
     top = model.gmm_layer_number(layer)
     chosen_map = model.gmm_layer_number(map_layer) if map_layer is not None else None
     maps = {
@@ -159,6 +182,13 @@ def detect_outliers(
             fpr, tpr, _ = roc_curve(means["inliers"][number], means["outliers"][number])
             label = f"layer {number} {model.layers[number - 1].spec}"
             curves[label] = (fpr, tpr, per_layer[number])
+    contrast_auc = None
+    if contrast is not None:
+        values = [contrast.combine(means[r][contrast.upper], means[r][contrast.lower])
+                  for r in ROLES]  # fmt: skip
+        contrast_auc = roc_auc(*values)
+        fpr, tpr, _ = roc_curve(*values)
+        curves[f"layer contrast {contrast.upper} vs {contrast.lower}"] = (fpr, tpr, contrast_auc)
     if chosen_map is None:
         wide = [n for n, m in maps["inliers"].items() if m[0].numel() > 1]
         chosen_map = wide[-1] if wide else top
@@ -173,7 +203,7 @@ def detect_outliers(
     }
     return OutlierReport(
         model.spec, kind, top, per_layer, curves, chosen_map, c, flagged, statistics_source,
-        {"inliers": len(inliers), "outliers": len(outliers)},
+        {"inliers": len(inliers), "outliers": len(outliers)}, contrast, contrast_auc,
     )  # fmt: skip
 
 
@@ -201,7 +231,26 @@ def run_statistics(
             "stored statistics are of %s on %d images; collecting %s%s",
             first.kind, first.n_samples, kind, "" if limit is None else f" on {limit}",
         )  # fmt: skip
-    record = dict(read_config(run_dir).get("data") or {})
+    train, where = run_training_images(run_dir, limit=limit, data=data)
+    logger.info("collecting per-position statistics on %s", where)
+    stats = fit_position_statistics(model, train.images, kind=kind)
+    try:
+        path = save_position_statistics(run_dir, stats, source=where)
+        logger.info("stored them in %s", path)
+    except OSError as err:
+        logger.warning("could not store statistics in %s (%s); using them once", run_dir, err)
+    return stats, where
+
+
+def run_training_images(
+    run_dir: str | Path, *, limit: int | None = None, data: str | None = None
+) -> tuple[Dataset, str]:
+    """Return a run's training images and a line that says where they came from.
+
+    The images come from the data source in the run's ``config.json`` (``data`` overrides it),
+    the first ``limit`` at most.
+    """
+    record = dict(read_config(Path(run_dir)).get("data") or {})
     data_source = data or record.get("source")
     if not data_source:
         raise ValueError(
@@ -216,12 +265,21 @@ def run_statistics(
     )
     if limit is not None:
         train = Dataset(train.images[:limit], train.labels[:limit], train.name)
-    where = f"{data_source} train classes={record.get('classes')} n={len(train)}"
-    logger.info("collecting per-position statistics on %s", where)
-    stats = fit_position_statistics(model, train.images, kind=kind)
-    try:
-        path = save_position_statistics(run_dir, stats, source=where)
-        logger.info("stored them in %s", path)
-    except OSError as err:
-        logger.warning("could not store statistics in %s (%s); using them once", run_dir, err)
-    return stats, where
+    return train, f"{data_source} train classes={record.get('classes')} n={len(train)}"
+
+
+def run_contrast(
+    run_dir: str | Path,
+    model: DCGMM,
+    kind: ScoreKind,
+    *,
+    limit: int | None = None,
+    data: str | None = None,
+) -> LayerContrast:
+    """Fit the layer contrast of the top GMM layer and the one below on a run's training images.
+
+    The images are :func:`run_training_images`'s; ``limit`` and ``data`` as there.
+    """
+    train, where = run_training_images(run_dir, limit=limit, data=data)
+    logger.info("fitting the layer contrast on %s", where)
+    return fit_layer_contrast(model, train.images, kind=kind)

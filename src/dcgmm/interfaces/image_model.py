@@ -110,8 +110,17 @@ class DCGMMModel:
         "inpaint": frozenset({"config", "layer"}),
         "evaluate": frozenset({"clustering"}),
         "outliers": frozenset(
-            {"kind", "layer", "map_layer", "c", "all_layers", "stats_limit", "stats_data"}
-        ),
+            {
+                "kind",
+                "layer",
+                "map_layer",
+                "c",
+                "all_layers",
+                "contrast",
+                "stats_limit",
+                "stats_data",
+            }
+        ),  # fmt: skip
         "to": frozenset({"device"}),
     }
 

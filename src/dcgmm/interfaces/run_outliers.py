@@ -16,7 +16,12 @@ from typing import Any, Protocol
 import numpy as np
 from torch import Tensor
 
-from dcgmm.evaluation.outlier_detection import OutlierReport, detect_outliers, run_statistics
+from dcgmm.evaluation.outlier_detection import (
+    OutlierReport,
+    detect_outliers,
+    run_contrast,
+    run_statistics,
+)
 from dcgmm.evaluation.outliers import roc_auc, roc_curve
 from dcgmm.evaluation.plots import save_roc
 from dcgmm.interfaces.runs import Run
@@ -72,8 +77,14 @@ class MapOutliers:
         """Return the headline and per-layer AUCs, and how many positions the maps flag."""
         r = self.report
         per_layer = ", ".join(f"{k}: {100 * v:.1f}" for k, v in r.auc_per_layer.items())
+        contrast = []
+        if r.contrast is not None and r.contrast_auc is not None:
+            contrast = [f"AUC {100 * r.contrast_auc:.1f} by the layer contrast (layer "
+                        f"{r.contrast.upper} vs {r.contrast.lower}, z-scores on "
+                        f"{r.contrast.n_samples} training images)"]  # fmt: skip
         return [
             f"AUC {100 * r.auc:.1f} (layer {r.layer}, {r.kind}); per layer: {per_layer}",
+            *contrast,
             f"maps of layer {r.map_layer}: {100 * r.flagged_fraction('inliers'):.1f}% of "
             f"inlier positions and {100 * r.flagged_fraction('outliers'):.1f}% of "
             f"outlier positions flagged (c = {r.c})",
@@ -126,7 +137,9 @@ def run_outliers(
     (``kind``, ``layer``, ``map_layer``, ``c``, ``all_layers``); the per-position statistics
     are collected once on the run's training data (``stats_data``, a data source, for a run
     trained from Python on images in memory; ``stats_limit`` images at most) and stored in the
-    run. A model without positions takes none of these.
+    run. ``contrast=True`` adds the layer contrast's AUC (:mod:`dcgmm.evaluation.contrast`),
+    fitted on the same training images at every call. A model without positions takes none
+    of these.
 
     Raises
     ------
@@ -142,6 +155,9 @@ def run_outliers(
         return ScoreOutliers(run.name, run.model.score_name, auc, (fpr, tpr))
     model: DCGMM = run.native
     kind = options.get("kind", "loglik")
+    if options.pop("contrast", False):
+        options["contrast"] = run_contrast(run.path, model, kind, limit=stats_limit,
+                                           data=stats_data)  # fmt: skip
     statistics, source = run_statistics(run.path, model, kind, limit=stats_limit, data=stats_data)
     report = detect_outliers(model, inliers, outliers, statistics, statistics_source=source,
                              **options)  # fmt: skip
