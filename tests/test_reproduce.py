@@ -567,6 +567,19 @@ def test_best_never_chooses_a_classifier_rate_that_lost_on_validation():
     assert best.label(chosen) == "B + C(10,2), paper (classifier rate 0.1)"
 
 
+def test_a_layer_contrast_row_may_be_the_best_but_is_not_tested_against_the_paper():
+    from benchmarks.reproduce import best
+
+    def row(model, mean):
+        return {"table": "I", "dataset": "fashion-mnist", "model": model, "protocol": "paper",
+                "metric": "outlier AUC %", "mean": mean, "sd": 1.0, "n_seeds": 3,
+                "steps": 100, "paper_mean": 74.9, "paper_sd": None}  # fmt: skip
+
+    plain, contrast = row("E", 72.0), row("E [layer contrast]", 77.0)
+    assert best.best_rows([plain, contrast], min_seeds=3)[("I", "fashion-mnist")] is contrast
+    assert best.target_rows([plain, contrast], min_seeds=3) == [plain]
+
+
 def test_table3_rows_accumulate_over_runs(tmp_path):
     from benchmarks.reproduce.table3_report import write_table3
 
