@@ -120,7 +120,7 @@ class DCGMMModel:
                 "stats_limit",
                 "stats_data",
             }
-        ),  # fmt: skip
+        ),
         "to": frozenset({"device"}),
     }
 
