@@ -6,20 +6,12 @@ import torch
 from dcgmm import DCGMM
 from dcgmm.evaluation.contrast import fit_layer_contrast
 
-from .test_scores_oracles import SIGMAS, SPEC, brute_force_scores
+from .test_scores_oracles import brute_force_scores, mid_annealing_model
 
 
 @pytest.fixture(scope="module")
 def model():
-    g = torch.Generator().manual_seed(0)
-    net = DCGMM.from_spec(SPEC, (28, 28, 1), generator=g).double()
-    for index, gmm in net.gmm_layers():
-        with torch.no_grad():
-            gmm.logits.normal_(generator=g)
-            gmm.means.uniform_(0, 1, generator=g)
-            gmm.sqrt_precisions.uniform_(0.5, 2.0, generator=g)
-        gmm.set_sigma_som(SIGMAS[index])
-    return net
+    return mid_annealing_model()
 
 
 def images(seed: int, n: int) -> torch.Tensor:

@@ -19,6 +19,11 @@ SIGMAS = {1: 0.9, 3: 1.3}  # layer index (0-based) -> annealing radius, both abo
 
 @pytest.fixture(scope="module")
 def model():
+    return mid_annealing_model()
+
+
+def mid_annealing_model() -> DCGMM:
+    """SPEC in float64, random parameters, each GMM layer at its SIGMAS radius."""
     g = torch.Generator().manual_seed(0)
     net = DCGMM.from_spec(SPEC, (28, 28, 1), generator=g).double()
     for index, gmm in net.gmm_layers():
