@@ -59,3 +59,11 @@ def test_a_model_with_one_gmm_layer_has_nothing_to_contrast():
     flat = DCGMM.from_spec("F(28,1)-G(4)", (28, 28, 1))
     with pytest.raises(ValueError, match="nothing to contrast"):
         fit_layer_contrast(flat, images(4, 3).float())
+
+
+def test_detect_outliers_refuses_a_contrast_of_another_score_kind(model):
+    from dcgmm.evaluation.outlier_detection import detect_outliers
+
+    contrast = fit_layer_contrast(model, images(5, 4), kind="max_component")
+    with pytest.raises(ValueError, match="fitted on 'max_component' scores; kind is 'loglik'"):
+        detect_outliers(model, images(6, 2), images(7, 2), {}, kind="loglik", contrast=contrast)
