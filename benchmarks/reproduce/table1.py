@@ -116,6 +116,7 @@ def score_model(
     standardised on ``CONTRAST_SAMPLES`` training images); else ``None``.
     """
     result: dict[str, Any] = {"contrast": None}
+    per_image: dict[str, dict[int, Any]] = {}  # the exact scores' means, for the contrast
     for kind in ("loglik", "max_component"):
         maps_in = position_scores(model, inliers.images, kind=kind)
         maps_out = position_scores(model, outliers.images, kind=kind)
@@ -130,12 +131,14 @@ def score_model(
             )
             result["roc"] = (fpr, tpr)
             result["top_layer"] = top
+            per_image = {role: {n: m.flatten(1).double().mean(1) for n, m in maps.items()}
+                         for role, maps in (("in", maps_in), ("out", maps_out))}  # fmt: skip
     if train is not None and len(model.gmm_layer_numbers()) > 1:
         draw = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
-        contrast = fit_layer_contrast(model, train.images[draw[:CONTRAST_SAMPLES]])
-        result["contrast"] = roc_auc(
-            contrast.scores(model, inliers.images), contrast.scores(model, outliers.images)
-        )
+        c = fit_layer_contrast(model, train.images[draw[:CONTRAST_SAMPLES]])
+        contrast = {role: c.combine(per_image[role][c.upper], per_image[role][c.lower])
+                    for role in ("in", "out")}  # fmt: skip
+        result["contrast"] = roc_auc(contrast["in"], contrast["out"])
     return result
 
 

@@ -54,7 +54,8 @@ class LayerContrast:
 
     def scores(self, model: DCGMM, images: Tensor, *, batch_size: int = 500) -> Float[Tensor, " N"]:
         """Return ``z_upper - z_lower`` per image, float64 on CPU (higher: more typical)."""
-        return self.combine(*_layer_scores(model, images, self, batch_size))
+        layers = (self.upper, self.lower)
+        return self.combine(*_layer_scores(model, images, layers, self.kind, batch_size))
 
     def combine(self, upper: Tensor, lower: Tensor) -> Tensor:
         """Return the contrast of per-image scores already at hand, float64.
@@ -97,8 +98,7 @@ def fit_layer_contrast(
         )
     if images.shape[0] < 2:
         raise ValueError(f"need at least 2 images to estimate a spread; got {images.shape[0]}")
-    probe = LayerContrast(top, bottom, kind, (0.0, 0.0), (1.0, 1.0), 0)
-    values = _layer_scores(model, images, probe, batch_size)
+    values = _layer_scores(model, images, (top, bottom), kind, batch_size)
     std = tuple(float(v.std()) for v in values)
     if min(std) <= 0.0:
         raise ValueError(
@@ -110,9 +110,9 @@ def fit_layer_contrast(
 
 
 def _layer_scores(
-    model: DCGMM, images: Tensor, contrast: LayerContrast, batch_size: int
+    model: DCGMM, images: Tensor, layers: tuple[int, int], kind: ScoreKind, batch_size: int
 ) -> tuple[Tensor, Tensor]:
-    """Return the (upper, lower) per-image scores, float64: each layer's mean over positions."""
-    maps = position_scores(model, images, kind=contrast.kind, batch_size=batch_size)
-    upper, lower = (maps[n].flatten(1).double().mean(1) for n in (contrast.upper, contrast.lower))
+    """Return the two layers' per-image scores, float64: each layer's mean over positions."""
+    maps = position_scores(model, images, kind=kind, batch_size=batch_size)
+    upper, lower = (maps[n].flatten(1).double().mean(1) for n in layers)
     return upper, lower
