@@ -9,6 +9,7 @@ from sklearn.metrics import davies_bouldin_score, roc_auc_score
 
 from dcgmm import DCGMM, TrainConfig, Trainer, evaluate, load_dataset
 from dcgmm.cli.main import main
+from dcgmm.evaluation import outlier_detection
 from dcgmm.evaluation.clustering import clustering_scores, davies_bouldin, dunn_index
 from dcgmm.evaluation.contrast import fit_layer_contrast
 from dcgmm.evaluation.outlier_detection import detect_outliers
@@ -208,7 +209,14 @@ def test_two_input_classifier_trains_and_samples(mnist_small):
     assert samples.shape == (4, 28, 28, 1)
 
 
-def test_cli_outliers_writes_auc_roc_and_maps(tmp_path, tiny_model, capsys):
+def test_cli_outliers_writes_auc_roc_and_maps(tmp_path, tiny_model, capsys, monkeypatch):
+    loads = []  # the run's training images: read once for the statistics and the contrast
+
+    def counted_load(*args, **kwargs):
+        loads.append(args)
+        return load_dataset(*args, **kwargs)
+
+    monkeypatch.setattr(outlier_detection, "load_dataset", counted_load)
     run = tmp_path / "run"
     write_config(
         run,
@@ -220,6 +228,7 @@ def test_cli_outliers_writes_auc_roc_and_maps(tmp_path, tiny_model, capsys):
     assert main(["outliers", str(run), "--inliers", "mnist:1-9", "--outliers", "mnist:0",
                  "--limit", "300", "--n-maps", "4", "--all-layers", "--contrast",
                  "--out", str(out)]) == 0  # fmt: skip
+    assert len(loads) == 1
     result = json.loads((out / "auc.json").read_text())
     assert result["layer"] == 4
     assert set(result["auc_per_layer"]) == {"2", "4"}

@@ -17,7 +17,7 @@ from benchmarks.reproduce.table1_merge import (
     save_roc_figures,
 )
 
-__all__ = ["MAP_PRESET", "PAPER_TABLE2", "write_table1"]
+__all__ = ["CONTRAST_SAMPLES", "MAP_PRESET", "PAPER_TABLE2", "write_table1"]
 
 PAPER_TABLE2 = {  # published peers (2022 paper, Table II), MNIST / FashionMNIST
     "RAT-SPN": (91.8, 39.2),
@@ -25,6 +25,7 @@ PAPER_TABLE2 = {  # published peers (2022 paper, Table II), MNIST / FashionMNIST
     "PD-SPN": (91.2, 48.5),
 }
 MAP_PRESET = "E"  # the preset whose outlier maps are drawn
+CONTRAST_SAMPLES = 10000  # training images (a seeded draw) that standardise the layer contrast
 
 
 def write_table1(result: dict[str, Any], out: Path, command: str, wall: float) -> None:
@@ -75,7 +76,7 @@ PROTOCOL_LINES = [
     "per image; AUC of test classes 1-9 (inliers, positive) vs test class 0 (outliers). "
     "'max-comp.' scores with log max_k pi_k N_k instead (the training loss at the "
     "annealing floor). 'layer contrast' scores with the top layer's z-score minus the next "
-    "lower GMM layer's, both standardised on 10,000 training images "
+    f"lower GMM layer's, both standardised on {CONTRAST_SAMPLES:,} training images "
     "(`dcgmm.evaluation.contrast`; our rule, not the paper's; '-' where the row was measured "
     "before it existed or the model has one GMM layer). AUC in %.",
     "- clustering: the top layer's hard assignments of the first 2000 inlier test images "

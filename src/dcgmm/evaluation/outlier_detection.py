@@ -214,12 +214,14 @@ def run_statistics(
     *,
     limit: int | None = None,
     data: str | None = None,
+    training: tuple[Dataset, str] | None = None,
 ) -> tuple[dict[int, PositionStatistics], str]:
     """Return a run's per-position training statistics and where they came from.
 
     Stored ones are used when they are of ``kind`` and (with ``limit``) of that many images;
     otherwise they are collected on the run's training data (``data`` overrides its source)
-    and stored beside the model.
+    and stored beside the model. ``training``: those images and their line, if the caller
+    already loaded them (:func:`run_training_images` with the same ``limit`` and ``data``).
     """
     run_dir = Path(run_dir)
     if (run_dir / STATISTICS_FILE).exists():
@@ -231,7 +233,7 @@ def run_statistics(
             "stored statistics are of %s on %d images; collecting %s%s",
             first.kind, first.n_samples, kind, "" if limit is None else f" on {limit}",
         )  # fmt: skip
-    train, where = run_training_images(run_dir, limit=limit, data=data)
+    train, where = training or run_training_images(run_dir, limit=limit, data=data)
     logger.info("collecting per-position statistics on %s", where)
     stats = fit_position_statistics(model, train.images, kind=kind)
     try:
@@ -275,11 +277,13 @@ def run_contrast(
     *,
     limit: int | None = None,
     data: str | None = None,
+    training: tuple[Dataset, str] | None = None,
 ) -> LayerContrast:
     """Fit the layer contrast of the top GMM layer and the one below on a run's training images.
 
-    The images are :func:`run_training_images`'s; ``limit`` and ``data`` as there.
+    The images are :func:`run_training_images`'s; ``limit``, ``data`` and ``training`` as in
+    :func:`run_statistics`.
     """
-    train, where = run_training_images(run_dir, limit=limit, data=data)
+    train, where = training or run_training_images(run_dir, limit=limit, data=data)
     logger.info("fitting the layer contrast on %s", where)
     return fit_layer_contrast(model, train.images, kind=kind)

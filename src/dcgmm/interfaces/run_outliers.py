@@ -21,6 +21,7 @@ from dcgmm.evaluation.outlier_detection import (
     detect_outliers,
     run_contrast,
     run_statistics,
+    run_training_images,
 )
 from dcgmm.evaluation.outliers import roc_auc, roc_curve
 from dcgmm.evaluation.plots import save_roc
@@ -155,10 +156,13 @@ def run_outliers(
         return ScoreOutliers(run.name, run.model.score_name, auc, (fpr, tpr))
     model: DCGMM = run.native
     kind = options.get("kind", "loglik")
+    training = None  # the run's training images, loaded once for both fits below
     if options.pop("contrast", False):
-        options["contrast"] = run_contrast(run.path, model, kind, limit=stats_limit,
-                                           data=stats_data)  # fmt: skip
-    statistics, source = run_statistics(run.path, model, kind, limit=stats_limit, data=stats_data)
+        training = run_training_images(run.path, limit=stats_limit, data=stats_data)
+        options["contrast"] = run_contrast(run.path, model, kind, training=training)
+    statistics, source = run_statistics(
+        run.path, model, kind, limit=stats_limit, data=stats_data, training=training
+    )
     report = detect_outliers(model, inliers, outliers, statistics, statistics_source=source,
                              **options)  # fmt: skip
     return MapOutliers(report, model)
