@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from benchmarks import reproduce
+from benchmarks.reproduce.table4 import POOLED_G121
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_data = pytest.mark.skipif(not (DATA / "mnist").exists(), reason="needs ../shared/data")
@@ -231,6 +232,16 @@ def test_table4_recipe_rate_search_trains_each_rate_and_is_refused_without_the_r
     for flag, value in (("--recipe-classifier-lrs", "0.3"), ("--recipe-epochs", "30")):
         with pytest.raises(SystemExit, match=f"{flag} act on the recipes' network"):
             tiny("table4", tmp_path, "--protocols", "paper", flag, value)
+
+
+@needs_data
+def test_table4_trains_our_network_under_its_own_protocol_and_refuses_unknown_ones(tmp_path):
+    tiny("table4", tmp_path, "--protocols", "ours")
+    (row,) = json.loads((tmp_path / "table4.json").read_text())["rows"]
+    assert (row["protocol"], row["model"], row["spec"]) == ("ours", "pooled-G121", POOLED_G121)
+    assert row["classifier_lr"] == 1.0
+    with pytest.raises(SystemExit, match=r"unknown --protocols \['our'\]; expected"):
+        tiny("table4", tmp_path, "--protocols", "our")
 
 
 @needs_data
