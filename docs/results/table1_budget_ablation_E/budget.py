@@ -52,7 +52,9 @@ def main() -> None:
                 steps = sel[0]["steps"]
                 ax.scatter([steps] * len(values), values, s=12, alpha=0.5,
                            color="C0" if key == "auc" else "C1")  # fmt: skip
-                xs.append(steps), means.append(values.mean()), sds.append(values.std(ddof=1))
+                xs.append(steps)
+                means.append(values.mean())
+                sds.append(values.std(ddof=1))
                 if key == "auc":
                     contrast = np.array([100 * r["auc_contrast"] for r in sel])
                     sigmas = " / ".join(
