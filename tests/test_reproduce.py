@@ -230,16 +230,18 @@ def test_table4_recipe_rate_search_trains_each_rate_and_is_refused_without_the_r
         ("classifier-B", 0.03), ("classifier-B", 0.3)]  # fmt: skip
     assert sum(r["best_rate"] for r in rows) == 1
     for flag, value in (("--recipe-classifier-lrs", "0.3"), ("--recipe-epochs", "30")):
-        with pytest.raises(SystemExit, match=f"{flag} act on the recipes' network"):
+        with pytest.raises(SystemExit, match=f"{flag} act on the recipes network"):
             tiny("table4", tmp_path, "--protocols", "paper", flag, value)
 
 
 @needs_data
 def test_table4_trains_our_network_under_its_own_protocol_and_refuses_unknown_ones(tmp_path):
-    tiny("table4", tmp_path, "--protocols", "ours")
+    tiny("table4", tmp_path, "--protocols", "ours", "--ours-epochs", "30")
     (row,) = json.loads((tmp_path / "table4.json").read_text())["rows"]
     assert (row["protocol"], row["model"], row["spec"]) == ("ours", "pooled-G121", POOLED_G121)
-    assert row["classifier_lr"] == 1.0
+    assert (row["classifier_lr"], row["epochs"]) == (1.0, 30)
+    with pytest.raises(SystemExit, match="--ours-epochs act on the ours network"):
+        tiny("table4", tmp_path, "--protocols", "recipes", "--ours-epochs", "30")
     with pytest.raises(SystemExit, match=r"unknown --protocols \['our'\]; expected"):
         tiny("table4", tmp_path, "--protocols", "our")
 

@@ -55,6 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(a rate ablation, validated as --classifier-lrs: write it elsewhere with --out)",
     )
     parser.add_argument(
+        "--ours-epochs",
+        type=int,
+        default=None,
+        help="train the network of ours this many epochs instead of its 15 (a budget "
+        "ablation: write it elsewhere with --out)",
+    )
+    parser.add_argument(
         "--classifier-lrs",
         default="1.0",
         help="SGD rates of the classifier to try, e.g. 0.01,0.1,1.0: each is trained on 90%% "
@@ -147,7 +154,7 @@ def table4(args: argparse.Namespace) -> dict[str, Any]:
             f"table4: unknown --protocols {sorted(unknown_protocols)}; expected some of "
             f"{sorted(MODELS)}"
         )
-    refuse_recipe_options_without_recipes(args)
+    refuse_protocol_options_without_protocol(args)
     for dataset in args.datasets.split(","):
         limit = 50 if args.tiny else None
         full = load_dataset(data_dir / dataset, limit_per_class=limit)
@@ -161,8 +168,7 @@ def table4(args: argparse.Namespace) -> dict[str, Any]:
                     continue
                 if args.models is None and name in ABLATIONS:
                     continue  # trained only when named in --models
-                if protocol == "recipes" and args.recipe_epochs:
-                    epochs = args.recipe_epochs
+                epochs = budget_override(protocol, args) or epochs
                 epochs = epochs or args.epochs
                 for lr in rates_of(protocol, fixed_lr, lrs, args):
                     per_seed = []
@@ -201,15 +207,29 @@ def table4(args: argparse.Namespace) -> dict[str, Any]:
     return {"rows": rows, "runs": runs_rows}
 
 
-def refuse_recipe_options_without_recipes(args: argparse.Namespace) -> None:
-    """Options of the recipes' network act only on it: refuse them when it is not trained."""
-    given = [f"--{name.replace('_', '-')}" for name in ("recipe_epochs", "recipe_classifier_lrs")
-             if getattr(args, name)]  # fmt: skip
-    if given and "recipes" not in args.protocols.split(","):
-        raise SystemExit(
-            f"table4: {' and '.join(given)} act on the recipes' network, which --protocols "
-            f"{args.protocols} does not train; add recipes to --protocols or drop them"
-        )
+# Options that act on one protocol's network only, and that protocol.
+PROTOCOL_OPTIONS = {
+    "recipe_epochs": "recipes", "recipe_classifier_lrs": "recipes", "ours_epochs": "ours",
+}  # fmt: skip
+
+
+def refuse_protocol_options_without_protocol(args: argparse.Namespace) -> None:
+    """Options of one protocol's network act only on it: refuse them when it is not trained."""
+    trained = args.protocols.split(",")
+    for protocol in sorted(set(PROTOCOL_OPTIONS.values()) - set(trained)):
+        given = [f"--{name.replace('_', '-')}" for name, of in PROTOCOL_OPTIONS.items()
+                 if of == protocol and getattr(args, name)]  # fmt: skip
+        if given:
+            raise SystemExit(
+                f"table4: {' and '.join(given)} act on the {protocol} network, which "
+                f"--protocols {args.protocols} does not train; add {protocol} to --protocols "
+                "or drop them"
+            )
+
+
+def budget_override(protocol: str, args: argparse.Namespace) -> int | None:
+    """The epochs a protocol's network is asked to train instead of its own, if any."""
+    return {"recipes": args.recipe_epochs, "ours": args.ours_epochs}.get(protocol)
 
 
 def rates_of(
