@@ -192,6 +192,18 @@ def test_extending_a_run_keeps_the_start_steps_of_its_delayed_layers(tmp_path):
     assert longer.state_dict()["layer_start_steps"] == {"1": 0, "3": 5}  # not 15 of 30
 
 
+def test_a_run_whose_gmm_layers_freeze_is_not_extended(tmp_path):
+    images = torch.rand(40, 8, 8, 1, generator=torch.Generator().manual_seed(1))
+    labels = torch.arange(40) % 2
+    model = DCGMM.from_spec("F(4,2)-G(4)-C(2)", (8, 8, 1))
+    Trainer(model, TrainConfig(steps=10, batch_size=10, freeze_gmm_at=0.5), images, labels,
+            run_dir=tmp_path).run()  # fmt: skip
+    longer = Trainer(load_model(tmp_path), TrainConfig(steps=30, batch_size=10, freeze_gmm_at=0.5),
+                     images, labels, run_dir=tmp_path)  # fmt: skip
+    with pytest.raises(ValueError, match=r"GMM layers freeze .* cannot be extended"):
+        longer.resume(extend=True)
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [

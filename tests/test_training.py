@@ -395,3 +395,47 @@ def test_the_callback_gets_typed_records_that_are_the_lines_of_metrics_jsonl(tmp
     assert (classifier.is_gmm, classifier.value) == (False, classifier.cross_entropy)
     assert set(lines[-1]["layers"][2]) == {"index", "spec", "cross_entropy"}
     assert records[-1].classifier_accuracy is not None
+
+
+def test_freeze_gmm_at_stops_the_gmm_layers_and_the_classifier_learns_on(mnist_small):
+    train, _ = mnist_small
+    model = DCGMM.from_spec(
+        "F(4,4)-G(9)-C(10)", (28, 28, 1), generator=torch.Generator().manual_seed(0)
+    )
+    config = TrainConfig(steps=40, classifier_lr=0.5, annealing_window=5, freeze_gmm_at=0.5)
+    trainer = Trainer(model, config, train.images, train.labels)
+    assert [trainer.is_active(1, s) for s in (19, 20)] == [True, False]
+    assert trainer.is_active(2, 39)  # the classifier trains to the end
+    trainer.run(stop_at=20)
+    gmm, classifier = model.layers[1], model.layers[2]
+    frozen = [p.detach().clone() for p in gmm.parameters()]
+    sigma = trainer.schedules[1].sigma
+    weight = classifier.weight.detach().clone()
+    trainer.run()
+    assert all(torch.equal(a, b) for a, b in zip(frozen, gmm.parameters(), strict=True))
+    assert trainer.schedules[1].sigma == sigma  # no window of a frozen layer is counted
+    assert not torch.equal(weight, classifier.weight)
+    with pytest.raises(ValueError, match="has none"):  # nothing to train after the freeze
+        Trainer(DCGMM.from_spec("F(4,4)-G(9)", (28, 28, 1)), config, train.images)
+    with pytest.raises(ValueError, match=r"comes before GMM layer\(s\) \[4\] start"):
+        Trainer(DCGMM.from_spec("F(4,4)-G(9)-F(7,1)-G(4)-C(10)", (28, 28, 1)),
+                TrainConfig(steps=40, layer_delays=(0.0, 0.6), freeze_gmm_at=0.5),
+                train.images, train.labels)  # fmt: skip
+    with pytest.raises(ValueError, match=r"freeze_gmm_at must be in \(0, 1\)"):
+        TrainConfig(steps=40, freeze_gmm_at=1.0)
+    with pytest.raises(ValueError, match="give one of them"):
+        TrainConfig(steps=40, freeze_gmm_at=0.5, until_annealed=True)
+
+
+def test_the_annealing_budget_counts_the_steps_before_the_freeze():
+    from dcgmm.exceptions import AnnealingWarning
+
+    model = DCGMM.from_spec("F(28,1)-G(49)-C(10)", (28, 28, 1))
+    images = torch.rand(100, 28, 28, 1, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(100) % 10
+    # 53 reductions are needed (see above): the first 5,500 of 11,000 steps give them, the
+    # first 5,390 do not.
+    half = Trainer(model, TrainConfig(steps=11000, freeze_gmm_at=0.5), images, labels)
+    assert half.annealing_shortfall() == []
+    with pytest.warns(AnnealingWarning, match="budget of 5390 steps before the GMM layers"):
+        Trainer(model, TrainConfig(steps=11000, freeze_gmm_at=0.49), images, labels)

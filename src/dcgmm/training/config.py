@@ -29,6 +29,10 @@ class TrainConfig:
     are not always evenly spaced: preset G's are 0, 0.1, 0.15, 0.2); the classifier trains
     from the first step.
 
+    ``freeze_gmm_at = f`` stops every GMM layer learning after the fraction ``f`` of the
+    steps; the classifier layer trains on alone, over features that no longer move (a model
+    without a classifier layer is refused). Unset, the GMM layers learn to the end.
+
     ``until_annealed=True`` stops before ``steps`` (or ``epochs``, the upper bound) once every
     GMM layer's radius is at ``sigma_floor`` and its objective has stopped rising: the
     annealing schedule found it stationary (:class:`~dcgmm.training.annealing.SingleExpSchedule`) in
@@ -69,6 +73,7 @@ class TrainConfig:
     layer_delays: tuple[float, ...] | None = None
     checkpoint_every: int = 1000
     log_every: int = 100
+    freeze_gmm_at: float | None = None
     until_annealed: bool = False
     annealed_patience: int = 3
     on_nonfinite: Literal["stop", "rollback"] = "stop"
@@ -107,6 +112,7 @@ class TrainConfig:
                 raise ValueError(
                     f"layer_delays must each be in [0, 1) (fractions of the run); got {delays}"
                 )
+        self._check_freeze()
         if self.on_nonfinite not in ("stop", "rollback"):
             raise ValueError(
                 f"on_nonfinite must be 'stop' or 'rollback'; got {self.on_nonfinite!r}"
@@ -122,6 +128,20 @@ class TrainConfig:
             raise ValueError(
                 f"batch_size {self.batch_size} must be divisible by data_shards "
                 f"{self.data_shards}: a batch takes an equal share of every block"
+            )
+
+    def _check_freeze(self) -> None:
+        if self.freeze_gmm_at is None:
+            return
+        if not 0 < self.freeze_gmm_at < 1:
+            raise ValueError(
+                f"freeze_gmm_at must be in (0, 1) (a fraction of the run); got "
+                f"{self.freeze_gmm_at}. Leave it unset for GMM layers that learn to the end"
+            )
+        if self.until_annealed:
+            raise ValueError(
+                "until_annealed ends the run once the GMM layers settle, freeze_gmm_at trains "
+                "the classifier on alone after they stop: give one of them"
             )
 
     def _check_solver(self) -> None:

@@ -15,7 +15,7 @@ import warnings
 from torch import Tensor
 
 from dcgmm.exceptions import AnnealingWarning
-from dcgmm.layers import GMM
+from dcgmm.layers import GMM, LinearClassifier
 from dcgmm.layers.base import TrainableLayer
 from dcgmm.layers.gmm_em import em_step_size
 from dcgmm.training.metrics import LayerMetrics, TrainingMetrics
@@ -78,6 +78,29 @@ class AnnealingRecords(TrainerFields):
             if gmm.objective == "annealed" and self.schedules[idx].sigma > self.config.sigma_floor
         ]
 
+    def _gmm_freeze_step(self) -> int:
+        """Return the step from which GMM layers stop learning (``n_steps``: they never do).
+
+        Refuses a freeze with nothing to train after it (no classifier layer) or one that
+        comes before a GMM layer has started.
+        """
+        freeze = self.config.freeze_gmm_at
+        if freeze is None:
+            return self.n_steps
+        step = math.ceil(freeze * self.n_steps - 1e-9)
+        if not any(isinstance(layer, LinearClassifier) for layer in self.model.layers):
+            raise ValueError(
+                f"freeze_gmm_at trains the classifier layer alone after the GMM layers stop; "
+                f"{self.model.spec!r} has none (add a C(...) layer, or leave freeze_gmm_at unset)"
+            )
+        late = [idx + 1 for idx, start in self._start_step.items() if start >= step]
+        if late:
+            raise ValueError(
+                f"freeze_gmm_at {freeze} (step {step}) comes before GMM layer(s) {late} start "
+                "(their layer delay): they would never learn. Raise freeze_gmm_at"
+            )
+        return step
+
     def annealing_shortfall(self) -> list[tuple[int, str, int, int]]:
         """Return the GMM layers whose radius cannot reach its floor within the budget.
 
@@ -92,7 +115,7 @@ class AnnealingRecords(TrainerFields):
             if schedule.sigma <= cfg.sigma_floor:
                 continue
             needed = math.ceil(math.log(cfg.sigma_floor / schedule.sigma) / math.log(cfg.gamma))
-            windows = (self.n_steps - self._start_step[index]) // cfg.window
+            windows = (self._freeze_step - self._start_step[index]) // cfg.window
             possible = max(windows - 2, 0)
             if possible < needed:
                 short.append((index + 1, gmm[index].spec, possible, needed))
@@ -106,12 +129,16 @@ class AnnealingRecords(TrainerFields):
                 for n, spec, possible, needed in short
             )
             warnings.warn(
-                f"this budget of {self.n_steps} steps cannot finish the annealing: {layers} "
+                f"this budget of {self._freeze_step} steps{self._before_freeze()} cannot finish "
+                f"the annealing: {layers} "
                 f"(one reduction per {self.config.annealing.window}-step window at most, from "
                 "the third after the layer starts). Raise the budget or lower the layer's delay",
                 AnnealingWarning,
                 stacklevel=3,
             )
+
+    def _before_freeze(self) -> str:
+        return " before the GMM layers freeze" if self._freeze_step < self.n_steps else ""
 
     def _warn_if_unannealed(self) -> None:
         late = self.unannealed_layers()

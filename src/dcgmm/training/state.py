@@ -53,6 +53,7 @@ class TrainerFields:
     steps_per_epoch: int
     schedules: dict[int, SingleExpSchedule]
     _start_step: dict[int, int]
+    _freeze_step: int  # the step from which GMM layers stop learning (n_steps: never)
     _window_sum: Tensor
     _window_count: list[int]
     _log_sum: Tensor
@@ -140,6 +141,11 @@ class CheckpointedTraining(TrainerFields):
                 f"the checkpoint belongs to a run of {state['n_steps']} steps, this one has "
                 f"{self.n_steps}; resume with the same data and --steps/--epochs"
                 + ("" if extend else ", or extend the run to more steps")
+            )
+        if extend and self.config.freeze_gmm_at is not None:
+            raise ValueError(
+                "a run whose GMM layers freeze (freeze_gmm_at) cannot be extended: its GMM "
+                "layers may have stopped already, and the new budget would move the freeze"
             )
         starts = state.get("layer_start_steps")  # absent before runs could be extended
         if starts is None:

@@ -144,6 +144,7 @@ class Trainer(AnnealingRecords, CheckpointedTraining):
             (i, layer) for i, layer in enumerate(model.layers) if isinstance(layer, TrainableLayer)
         ]
         self._start_step = self._layer_start_steps()
+        self._freeze_step = self._gmm_freeze_step()
         self.schedules = {
             idx: SingleExpSchedule.start(config.annealing, layer.sigma_som_value)
             for idx, layer in model.gmm_layers()
@@ -239,8 +240,9 @@ class Trainer(AnnealingRecords, CheckpointedTraining):
             gmm.set_sigma_som(self.schedules[idx].sigma)
 
     def is_active(self, layer_index: int, step: int) -> bool:
-        """Return whether a trainable layer updates at ``step`` (GMM layers start late)."""
-        return step >= self._start_step.get(layer_index, 0)
+        """Return whether a trainable layer updates at ``step`` (GMM layers: start to freeze)."""
+        frozen = layer_index in self.schedules and step >= self._freeze_step
+        return step >= self._start_step.get(layer_index, 0) and not frozen
 
     def _batch(self, step: int) -> tuple[Tensor, Tensor | None, Tensor]:
         """Return this rank's (images, labels, row numbers) of the batch of ``step``."""
