@@ -415,6 +415,12 @@ def test_freeze_gmm_at_stops_the_gmm_layers_and_the_classifier_learns_on(mnist_s
     assert all(torch.equal(a, b) for a, b in zip(frozen, gmm.parameters(), strict=True))
     assert trainer.schedules[1].sigma == sigma  # no window of a frozen layer is counted
     assert not torch.equal(weight, classifier.weight)
+    two_stage = Trainer(model, TrainConfig(steps=40, classifier_delay=0.5, freeze_gmm_at=0.5),
+                        train.images, train.labels)  # fmt: skip
+    assert [two_stage.is_active(2, s) for s in (19, 20)] == [False, True]
+    assert [two_stage.is_active(1, s) for s in (19, 20)] == [True, False]
+    with pytest.raises(ValueError, match=r"classifier_delay must be in \[0, 1\)"):
+        TrainConfig(steps=40, classifier_delay=1.0)
     with pytest.raises(ValueError, match="has none"):  # nothing to train after the freeze
         Trainer(DCGMM.from_spec("F(4,4)-G(9)", (28, 28, 1)), config, train.images)
     with pytest.raises(ValueError, match=r"comes before GMM layer\(s\) \[4\] start"):

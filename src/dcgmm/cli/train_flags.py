@@ -41,6 +41,8 @@ FLAG_HELP = {
     "checkpoint_every": "steps between checkpoints (one is also written at the start and end)",
     "until_annealed": "stop once every GMM layer's sigma_som is at its floor and its objective "
     "has stopped rising (--steps/--epochs are then the upper bound)",
+    "classifier_delay": "start of the classifier layer as a fraction of the run (with "
+    "--freeze-gmm-at, the same value trains the GMM layers first, then the classifier alone)",
     "freeze_gmm_at": "fraction of the run after which the GMM layers stop learning and the "
     "classifier layer trains on alone, over fixed features (needs a C(...) layer)",
     "annealed_patience": "annealing windows in a row a layer must be stationary at its floor "

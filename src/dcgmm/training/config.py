@@ -27,11 +27,14 @@ class TrainConfig:
     GMM layer ``r`` (0-based, bottom first) starts training after ``layer_delay * r`` of the
     steps, or after ``layer_delays[r]`` of them when that tuple is given (the recipes' delays
     are not always evenly spaced: preset G's are 0, 0.1, 0.15, 0.2); the classifier trains
-    from the first step.
+    from the first step, or after ``classifier_delay`` of them.
 
     ``freeze_gmm_at = f`` stops every GMM layer learning after the fraction ``f`` of the
     steps; the classifier layer trains on alone, over features that no longer move (a model
-    without a classifier layer is refused). Unset, the GMM layers learn to the end.
+    without a classifier layer is refused). Unset, the GMM layers learn to the end. With
+    ``classifier_delay = f`` as well, training is two stages: the GMM layers alone, then a
+    classifier that starts from its initial weights on the frozen features (one trained from
+    the first step carries weights fitted to the blurred features of the early annealing).
 
     ``until_annealed=True`` stops before ``steps`` (or ``epochs``, the upper bound) once every
     GMM layer's radius is at ``sigma_floor`` and its objective has stopped rising: the
@@ -71,6 +74,7 @@ class TrainConfig:
     sigma_floor: float = 0.01
     layer_delay: float = 0.1
     layer_delays: tuple[float, ...] | None = None
+    classifier_delay: float = 0.0
     checkpoint_every: int = 1000
     log_every: int = 100
     freeze_gmm_at: float | None = None
@@ -103,6 +107,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be positive; got {getattr(self, name)}")
         if (self.epochs or 1) <= 0 or (self.steps or 1) <= 0:
             raise ValueError("epochs and steps must be positive")
+        if not 0 <= self.classifier_delay < 1:
+            raise ValueError(f"classifier_delay must be in [0, 1); got {self.classifier_delay}")
         if not 0 <= self.layer_delay < 1:
             raise ValueError(f"layer_delay must be in [0, 1); got {self.layer_delay}")
         if self.layer_delays is not None:

@@ -93,7 +93,8 @@ class AnnealingRecords(TrainerFields):
                 f"freeze_gmm_at trains the classifier layer alone after the GMM layers stop; "
                 f"{self.model.spec!r} has none (add a C(...) layer, or leave freeze_gmm_at unset)"
             )
-        late = [idx + 1 for idx, start in self._start_step.items() if start >= step]
+        gmm = dict(self.model.gmm_layers())
+        late = [idx + 1 for idx, start in self._start_step.items() if idx in gmm and start >= step]
         if late:
             raise ValueError(
                 f"freeze_gmm_at {freeze} (step {step}) comes before GMM layer(s) {late} start "

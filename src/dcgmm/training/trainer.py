@@ -174,7 +174,7 @@ class Trainer(AnnealingRecords, CheckpointedTraining):
                        self.run_dir)  # fmt: skip
 
     def _layer_start_steps(self) -> dict[int, int]:
-        """Return the step at which each GMM layer (by index) starts: its delay's share."""
+        """Return the step at which each GMM layer and classifier (by index) starts."""
         config, model = self.config, self.model
         gmm_indices = [i for i, _ in model.gmm_layers()]
         delays = config.layer_delays or tuple(
@@ -185,10 +185,11 @@ class Trainer(AnnealingRecords, CheckpointedTraining):
                 f"layer_delays has {len(delays)} entries; {model.spec!r} has {len(gmm_indices)} "
                 "GMM layers (one start fraction each, bottom first)"
             )
-        return {
-            idx: math.ceil(delay * self.n_steps - 1e-9)
-            for delay, idx in zip(delays, gmm_indices, strict=True)
-        }
+        classifiers = [i for i, layer in enumerate(model.layers)
+                       if isinstance(layer, LinearClassifier)]  # fmt: skip
+        starts = {**dict(zip(gmm_indices, delays, strict=True)),
+                  **dict.fromkeys(classifiers, config.classifier_delay)}  # fmt: skip
+        return {idx: math.ceil(delay * self.n_steps - 1e-9) for idx, delay in starts.items()}
 
     def _reset_watchdog_record(self) -> None:
         # The watchdog's record: rollbacks so far, learning-rate scales they left per layer
