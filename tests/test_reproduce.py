@@ -240,12 +240,15 @@ def test_table4_trains_our_network_under_its_own_protocol_and_refuses_unknown_on
     (row,) = json.loads((tmp_path / "table4.json").read_text())["rows"]
     assert (row["protocol"], row["model"], row["spec"]) == ("ours", "pooled-G121", POOLED_G121)
     assert (row["classifier_lr"], row["epochs"]) == (1.0, 30)
-    tiny("table4", tmp_path, "--protocols", "ours", "--models", "pooled-G121-frozen")
-    frozen = next(r for r in json.loads((tmp_path / "table4.json").read_text())["rows"]
-                  if r["model"] == "pooled-G121-frozen")  # fmt: skip
-    run_dir = tmp_path / "runs/table4/mnist/ours/pooled-G121-frozen-lr1.0-tiny-s0"
-    config = json.loads((run_dir / "config.json").read_text())
-    assert (frozen["epochs"], config["train"]["freeze_gmm_at"]) == (25, 0.6)
+    tiny("table4", tmp_path, "--protocols", "ours", "--models",
+         "pooled-G121-frozen;pooled-G121-two-stage")  # fmt: skip
+    for name, delay in (("pooled-G121-frozen", 0.0), ("pooled-G121-two-stage", 0.6)):
+        row = next(r for r in json.loads((tmp_path / "table4.json").read_text())["rows"]
+                   if r["model"] == name)  # fmt: skip
+        run_dir = tmp_path / f"runs/table4/mnist/ours/{name}-lr1.0-tiny-s0"
+        train = json.loads((run_dir / "config.json").read_text())["train"]
+        assert row["epochs"] == 25
+        assert (train["freeze_gmm_at"], train["classifier_delay"]) == (0.6, delay)
     with pytest.raises(SystemExit, match="--ours-epochs act on the ours network"):
         tiny("table4", tmp_path, "--protocols", "recipes", "--ours-epochs", "30")
     with pytest.raises(SystemExit, match=r"unknown --protocols \['our'\]; expected"):
