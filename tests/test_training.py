@@ -421,8 +421,11 @@ def test_freeze_gmm_at_stops_the_gmm_layers_and_the_classifier_learns_on(mnist_s
     assert [two_stage.is_active(1, s) for s in (19, 20)] == [True, False]
     with pytest.raises(ValueError, match=r"classifier_delay must be in \[0, 1\)"):
         TrainConfig(steps=40, classifier_delay=1.0)
-    with pytest.raises(ValueError, match="has none"):  # nothing to train after the freeze
-        Trainer(DCGMM.from_spec("F(4,4)-G(9)", (28, 28, 1)), config, train.images)
+    no_classifier = DCGMM.from_spec("F(4,4)-G(9)", (28, 28, 1))
+    with pytest.raises(ValueError, match=r"^freeze_gmm_at acts on a classifier layer; .* has none"):
+        Trainer(no_classifier, config, train.images)  # nothing to train after the freeze
+    with pytest.raises(ValueError, match=r"^classifier_delay acts on a classifier layer"):
+        Trainer(no_classifier, TrainConfig(steps=40, classifier_delay=0.5), train.images)
     with pytest.raises(ValueError, match=r"comes before GMM layer\(s\) \[4\] start"):
         Trainer(DCGMM.from_spec("F(4,4)-G(9)-F(7,1)-G(4)-C(10)", (28, 28, 1)),
                 TrainConfig(steps=40, layer_delays=(0.0, 0.6), freeze_gmm_at=0.5),

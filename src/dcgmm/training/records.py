@@ -81,18 +81,23 @@ class AnnealingRecords(TrainerFields):
     def _gmm_freeze_step(self) -> int:
         """Return the step from which GMM layers stop learning (``n_steps``: they never do).
 
-        Refuses a freeze with nothing to train after it (no classifier layer) or one that
-        comes before a GMM layer has started.
+        Refuses the options that act on a classifier layer (``classifier_delay``, and
+        ``freeze_gmm_at``, after which only it trains) for a model without one, and a freeze
+        that comes before a GMM layer has started.
         """
-        freeze = self.config.freeze_gmm_at
+        cfg = self.config
+        if not any(isinstance(layer, LinearClassifier) for layer in self.model.layers):
+            given = [name for name in ("classifier_delay", "freeze_gmm_at") if getattr(cfg, name)]
+            if given:
+                raise ValueError(
+                    f"{' and '.join(given)} act{'s' * (len(given) == 1)} on a classifier layer; "
+                    f"{self.model.spec!r} has "
+                    "none (add a C(...) layer, or leave them unset)"
+                )
+        freeze = cfg.freeze_gmm_at
         if freeze is None:
             return self.n_steps
         step = math.ceil(freeze * self.n_steps - 1e-9)
-        if not any(isinstance(layer, LinearClassifier) for layer in self.model.layers):
-            raise ValueError(
-                f"freeze_gmm_at trains the classifier layer alone after the GMM layers stop; "
-                f"{self.model.spec!r} has none (add a C(...) layer, or leave freeze_gmm_at unset)"
-            )
         gmm = dict(self.model.gmm_layers())
         late = [idx + 1 for idx, start in self._start_step.items() if idx in gmm and start >= step]
         if late:
