@@ -58,8 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ours-epochs",
         type=int,
         default=None,
-        help="train the network of ours this many epochs instead of its 15 (a budget "
-        "ablation: write it elsewhere with --out)",
+        help="train the networks of ours this many epochs instead of their own (15; 25 for "
+        "the frozen and two-stage variants, which freeze at 60%% of it): a budget ablation, "
+        "write it elsewhere with --out",
     )
     parser.add_argument(
         "--classifier-lrs",
