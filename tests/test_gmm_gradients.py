@@ -87,9 +87,12 @@ def test_folded_stage_equals_folding_then_gmm(generator, input_shape, patch, str
      ((4, 5, 3), None, None)],
 )  # fmt: skip
 @pytest.mark.parametrize("k", [4, 16])
+@pytest.mark.parametrize("one_row_chunks", [False, True])
 def test_independent_stage_equals_folding_then_gmm(
-    generator, input_shape, patch, stride, objective, sigma, k
+    generator, monkeypatch, input_shape, patch, stride, objective, sigma, k, one_row_chunks
 ):
+    if one_row_chunks:  # the windows cut and reduced one output row at a time
+        monkeypatch.setattr(independent_stage, "WINDOW_CHUNK_BYTES", 1)
     folding = Folding(input_shape, patch, stride) if patch else None
     gmm = random_gmm(folding.out_shape if folding else input_shape, k, generator, independent=True)
     gmm.objective = objective

@@ -373,10 +373,15 @@ def test_missing_masks_must_be_bool_and_broadcast():
     ],
 )
 @pytest.mark.parametrize("mask", ["center", "random:0.4"])
-def test_fused_upward_pass_marginalises_as_the_layers_do(spec, mask):
+@pytest.mark.parametrize("one_row_chunks", [False, True])
+def test_fused_upward_pass_marginalises_as_the_layers_do(spec, mask, one_row_chunks, monkeypatch):
     """The stages' masked log-joints (in-painting's fast path) against the layer-by-layer one."""
     from dcgmm.generation.inpainting import upward_observed, upward_with_missing
     from dcgmm.generation.sampling import sampling_layers
+    from dcgmm.stages import independent as independent_stage
+
+    if one_row_chunks:  # an independent layer's windows cut one output row at a time
+        monkeypatch.setattr(independent_stage, "WINDOW_CHUNK_BYTES", 1)
 
     g = torch.Generator().manual_seed(3)
     model = DCGMM.from_spec(spec, (10, 10, 1), generator=g).double()

@@ -100,6 +100,8 @@ def objective_gradient(
     objective: "Objective",
     kernel: Tensor | None,
     responsibilities: Tensor | None,
+    *,
+    rows: int | None = None,
 ) -> ObjectiveGradient:
     r"""Return the objective per row and its gradient w.r.t. the log-joints.
 
@@ -115,9 +117,12 @@ def objective_gradient(
     responsibilities : Tensor, shape (..., K), or None
         ``softmax(log_joint)`` (the forward output; reused by the exact log-likelihood), or
         None where the caller has no use for it (sharpening): then computed only if needed.
+    rows : int, optional
+        The number of rows the mean runs over: by default those of ``log_joint``; more where
+        ``log_joint`` is one chunk of them (an independent layer's positions, chunk by chunk).
     """
     k = log_joint.shape[-1]
-    rows = log_joint.numel() // k
+    rows = log_joint.numel() // k if rows is None else rows
     if objective == "loglik":
         values = torch.logsumexp(log_joint, dim=-1)
         if responsibilities is None:

@@ -16,7 +16,17 @@ batched product reading the windows as they lie (:func:`grouped_statistics`). Se
 winner (the hard objectives' gradient rows are kernel rows) were slower here: torch's CPU
 scatter along the batch axis serialises on the repeated winners (26 ms against 13 ms for the
 product, preset E's second layer, one thread).
+
+The windows are 4 (D / C) times the input and the biggest tensor of a step (46 MB for preset
+E's second layer at batch 100), so they are cut a chunk of output rows at a time into one
+reused buffer of about :data:`WINDOW_CHUNK_BYTES`, and each chunk is multiplied and, in
+training, turned into its statistics while it is still in the cache (every position's
+mixture is its own, so nothing but the mean objective crosses chunks). The windows are then
+written to memory once, not written and read back twice, and the peak memory no longer grows
+with the batch's windows (``python -m benchmarks.bench_independent``).
 """
+
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
@@ -26,7 +36,13 @@ from dcgmm.layers import GMM, Folding, GMMScores
 from dcgmm.layers import gmm_gradients as grads
 from dcgmm.stages.gmm import GMMStage
 
-__all__ = ["IndependentGMMStage", "grouped_products", "grouped_statistics"]
+__all__ = ["WINDOW_CHUNK_BYTES", "IndependentGMMStage", "grouped_products", "grouped_statistics"]
+
+# About the windows cut at a time: a few MB stay in the last-level cache between the products
+# that read them. One output row of preset E's second layer is 3.8 MB (12 positions, 800
+# values, batch 100); chunks of one and two rows ran equally fast, all 12 rows at once 15%
+# slower (the stage's training pass, one thread, 2026-12-07).
+WINDOW_CHUNK_BYTES = 4 * 2**20
 
 
 # The log-joints of windows of fewer values per position than this run faster through MKL's
@@ -44,7 +60,9 @@ def _onednn_applies(features: Tensor) -> bool:
     )
 
 
-def grouped_products(weight: Tensor, bias: Tensor, features: Tensor) -> Tensor:
+def grouped_products(
+    weight: Tensor, bias: Tensor, features: Tensor, out: Tensor | None = None
+) -> Tensor:
     """Return ``weight[l] @ features[l] + bias[l, :, None]`` for every position l, batch first.
 
     Parameters
@@ -52,11 +70,13 @@ def grouped_products(weight: Tensor, bias: Tensor, features: Tensor) -> Tensor:
     weight : Tensor, shape (L, K, C), contiguous
     bias : Tensor, shape (L, K)
     features : Tensor, shape (L, C, N), contiguous
+    out : Tensor, shape (N, L, K), optional
+        Where to write the result (e.g. a slice of positions of a bigger output).
 
     Returns
     -------
-    Tensor, shape (N, L, K), contiguous
-        The layout of the next layer's input.
+    Tensor, shape (N, L, K)
+        The layout of the next layer's input; contiguous unless ``out`` is not.
 
     On the CPU in float32, for wide windows, this is oneDNN's grouped 1x1 convolution, called
     directly: ``F.conv2d`` sends a single-threaded 1x1 convolution of a batch of one to its
@@ -67,21 +87,23 @@ def grouped_products(weight: Tensor, bias: Tensor, features: Tensor) -> Tensor:
     positions, k, channels = weight.shape
     n = features.shape[-1]
     if _onednn_applies(features):
-        out = torch.mkldnn_convolution(
+        product = torch.mkldnn_convolution(
             features.view(1, positions * channels, 1, n),
             weight.view(positions * k, channels, 1, 1),
             bias.reshape(-1).contiguous(),
             [0, 0], [1, 1], [1, 1], positions,
         )  # fmt: skip
-        return out.view(positions, k, n).permute(2, 0, 1).contiguous()
-    per_position = torch.baddbmm(
-        bias.unsqueeze(1), features.transpose(1, 2), weight.transpose(1, 2)
-    )
-    return per_position.transpose(0, 1).contiguous()
+        batch_first = product.view(positions, k, n).permute(2, 0, 1)
+    else:
+        per_position = torch.baddbmm(
+            bias.unsqueeze(1), features.transpose(1, 2), weight.transpose(1, 2)
+        )
+        batch_first = per_position.transpose(0, 1)
+    return batch_first.contiguous() if out is None else out.copy_(batch_first)
 
 
-def grouped_statistics(d_out: Tensor, features: Tensor) -> Tensor:
-    """Return ``d_out[l] @ features[l].T`` for every position l: (L, K, C).
+def grouped_statistics(d_out: Tensor, features: Tensor, out: Tensor | None = None) -> Tensor:
+    """Return ``d_out[l] @ features[l].T`` for every position l: (L, K, C), into ``out`` if given.
 
     The weight gradient of :func:`grouped_products`, given its output gradient ``d_out``
     (L, K, N) and its ``features`` (L, C, N): one MKL batched product, which reads the
@@ -91,7 +113,7 @@ def grouped_statistics(d_out: Tensor, features: Tensor) -> Tensor:
     layer, one thread (``python -m benchmarks.bench_independent``,
     ``docs/speed_independent.md``), so the simpler product stays.
     """
-    return torch.bmm(d_out, features.transpose(1, 2))
+    return torch.bmm(d_out, features.transpose(1, 2), out=out)
 
 
 class IndependentGMMStage(GMMStage):
@@ -107,27 +129,51 @@ class IndependentGMMStage(GMMStage):
         folding = self.folding  # without one, the windows are single positions
         return ((1, 1), (1, 1)) if folding is None else (folding.patch_size, folding.stride)
 
-    def _features(self, h: Tensor) -> Tensor:
-        """Return ``[x^2, x]`` of every position's window, batch last: shape (L, 2D, N).
+    def _maps(self, h: Tensor) -> Tensor:
+        """Return ``[h^2, h]`` batch last: shape (2, H, W, C, N).
 
         The (N, H, W, C) input is made batch-last once, its square beside it, so that the
-        one copy that cuts the windows moves runs of N contiguous values.
+        copies that cut the windows move runs of N contiguous values.
         """
         n, height, width, c = h.shape
-        maps = h.new_empty(2, height, width, c, n)  # [h^2, h], batch last
+        maps = h.new_empty(2, height, width, c, n)
         maps[1].copy_(h.permute(1, 2, 3, 0))
         torch.mul(maps[1], maps[1], out=maps[0])
-        return self._cut(maps)
+        return maps
 
-    def _cut(self, maps: Tensor) -> Tensor:
-        """Cut the windows of M batch-last maps (M, H, W, C, N) into (L, M * D, N)."""
+    def _features(self, h: Tensor) -> Tensor:
+        """Return ``[x^2, x]`` of every position's window, batch last: shape (L, 2D, N)."""
+        return self._cut(self._maps(h), 0, self.layer.input_shape[0])
+
+    def _cut(self, maps: Tensor, first: int, stop: int, out: Tensor | None = None) -> Tensor:
+        """Cut the windows of output rows ``first:stop`` of M batch-last maps (M, H, W, C, N).
+
+        Returns (L, M * D, N) with L the rows' positions, written into the start of the flat
+        buffer ``out`` if given.
+        """
         (fy, fx), (sy, sx) = self._windows()
         m, _, _, c, n = maps.shape
         windows = maps.unfold(1, fy, sy).unfold(2, fx, sx)  # (M, Ho, Wo, C, N, fy, fx), a view
+        windows = windows[:, first:stop]
         ho, wo = windows.shape[1], windows.shape[2]
-        features = maps.new_empty(ho, wo, m, fy, fx, c, n)
+        shape = (ho, wo, m, fy, fx, c, n)
+        features = maps.new_empty(shape) if out is None else out[: windows.numel()].view(shape)
         features.copy_(windows.permute(1, 2, 0, 5, 6, 3, 4))  # the folding's (dy, dx, c) order
         return features.view(ho * wo, m * fy * fx * c, n)
+
+    def _chunks(self, maps: Tensor) -> Iterator[tuple[slice, Tensor]]:
+        """Yield (positions, their windows (L_chunk, M * D, N)) for chunks of output rows.
+
+        Each chunk's windows are about :data:`WINDOW_CHUNK_BYTES` (at least one row) and
+        overwrite the previous chunk's: use them before asking for the next.
+        """
+        ho, wo, dim = self.layer.input_shape
+        per_row = wo * maps.shape[0] * dim * maps.shape[-1]  # values of one row's windows
+        rows = max(1, min(ho, WINDOW_CHUNK_BYTES // (per_row * maps.element_size())))
+        buffer = maps.new_empty(rows * per_row)
+        for first in range(0, ho, rows):
+            stop = min(ho, first + rows)
+            yield slice(first * wo, stop * wo), self._cut(maps, first, stop, out=buffer)
 
     def _weight_and_bias(self) -> tuple[Tensor, Tensor]:
         """Return ``W = [-P/2, mu P]`` as (L, K, 2D) and the bias (L, K)."""
@@ -147,11 +193,17 @@ class IndependentGMMStage(GMMStage):
         )  # (Ho, Wo, K)
         return weight.view(ho * wo, k, 2 * dim), bias.reshape(ho * wo, k)
 
-    def _log_joint(self, features: Tensor) -> Tensor:
-        """Return the log-joints (N, Ho, Wo, K), contiguous, of :meth:`_features`' output."""
-        ho, wo = self.layer.input_shape[:2]
-        batch_first = grouped_products(*self._weight_and_bias(), features)  # (N, L, K)
-        return batch_first.view(batch_first.shape[0], ho, wo, batch_first.shape[2])
+    def _log_joint(self, maps: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        """Return the log-joints (N, Ho, Wo, K), contiguous, of the windows of ``maps``.
+
+        ``weight`` (L, K, M * D) and ``bias`` (L, K) weigh the M maps' windows.
+        """
+        ho, wo, _ = self.layer.input_shape
+        n, k = maps.shape[-1], weight.shape[1]
+        out = maps.new_empty(n, ho * wo, k)
+        for positions, windows in self._chunks(maps):
+            grouped_products(weight[positions], bias[positions], windows, out=out[:, positions])
+        return out.view(n, ho, wo, k)
 
     def log_joint_observed(self, h: Tensor, observed: Tensor) -> Tensor:
         r"""Return the log-joints (N, Ho, Wo, K) with the unobserved entries marginalised.
@@ -164,22 +216,19 @@ class IndependentGMMStage(GMMStage):
         with torch.no_grad():
             gmm = self.layer
             ho, wo, k, dim = gmm.means.shape
-            n, height, width, c = h.shape
-            maps = h.new_empty(3, height, width, c, n)  # [o h^2, o h, o], batch last
+            _, height, width, c = h.shape
+            maps = h.new_empty(3, height, width, c, h.shape[0])  # [o h^2, o h, o], batch last
             maps[2].copy_(observed.permute(1, 2, 3, 0))
             torch.mul(maps[2], h.permute(1, 2, 3, 0), out=maps[1])
             torch.mul(maps[1], h.permute(1, 2, 3, 0), out=maps[0])
             parts, bias = self._observed_filters()
-            weight = torch.cat(parts, dim=-1)
-            batch_first = grouped_products(
-                weight.reshape(ho * wo, k, 3 * dim), bias.reshape(ho * wo, k), self._cut(maps)
-            )
-            return batch_first.view(n, ho, wo, k)
+            weight = torch.cat(parts, dim=-1).reshape(ho * wo, k, 3 * dim)
+            return self._log_joint(maps, weight, bias.reshape(ho * wo, k))
 
     def log_joint(self, h: Tensor) -> Tensor:
         """Return the GMM layer's log-joints (N, Ho, Wo, K) for the stage's input ``h``."""
         with torch.no_grad():
-            return self._log_joint(self._features(h))
+            return self._log_joint(self._maps(h), *self._weight_and_bias())
 
     def forward(self, h: Tensor) -> Tensor:
         """Return the responsibilities (the GMM layer's output)."""
@@ -191,21 +240,35 @@ class IndependentGMMStage(GMMStage):
         return torch.softmax(log_joint, dim=-1), self.layer.scores_from_log_joint(log_joint)
 
     def objective_and_statistics(self, h: Tensor) -> tuple[Tensor, Tensor, grads.Statistics]:
-        """Return (responsibilities, mean objective, the batch's sufficient statistics)."""
+        """Return (responsibilities, mean objective, the batch's sufficient statistics).
+
+        Chunk by chunk of positions (:meth:`_chunks`): the log-joints, responsibilities and
+        objective gradient of the chunk, then its statistics from the same windows.
+        """
         with torch.no_grad():
             gmm = self.layer
             ho, wo, k, dim = gmm.means.shape
-            features = self._features(h)  # (L, 2D, N)
-            log_joint = self._log_joint(features)  # (N, Ho, Wo, K)
-            resp = torch.softmax(log_joint, dim=-1)
-            kernel = gmm.annealing_kernel(log_joint.dtype, log_joint.device)
-            objective = grads.objective_gradient(log_joint, gmm.objective, kernel, resp)
-            n = log_joint.shape[0]
-            d_log_joint = objective.d_log_joint.reshape(n, ho * wo, k).permute(1, 2, 0)
-            per_component = grouped_statistics(d_log_joint, features)  # (L, K, 2D): [B, A]
+            n = h.shape[0]
+            weight, bias = self._weight_and_bias()
+            kernel = gmm.annealing_kernel(h.dtype, h.device)
+            resp = h.new_empty(n, ho * wo, k)
+            weight_sums = h.new_empty(ho * wo, k)  # r per position: a sum over the batch
+            per_component = h.new_empty(ho * wo, k, 2 * dim)  # [B, A] = R^T [x^2, x]
+            total = h.new_zeros(())
+            for positions, windows in self._chunks(self._maps(h)):
+                log_joint = grouped_products(weight[positions], bias[positions], windows)
+                chunk_resp = torch.softmax(log_joint, dim=-1)  # (N, L_chunk, K)
+                resp[:, positions] = chunk_resp
+                objective = grads.objective_gradient(
+                    log_joint, gmm.objective, kernel, chunk_resp, rows=n * ho * wo
+                )
+                d_log_joint = objective.d_log_joint.permute(1, 2, 0)  # (L_chunk, K, N)
+                torch.sum(d_log_joint, 2, out=weight_sums[positions])
+                grouped_statistics(d_log_joint, windows, out=per_component[positions])
+                total += objective.values.sum()
             stats = grads.Statistics(
-                d_log_joint.sum(2).reshape(ho, wo, k),
+                weight_sums.view(ho, wo, k),
                 per_component[..., dim:].reshape(ho, wo, k, dim),  # A = R^T x
                 per_component[..., :dim].reshape(ho, wo, k, dim),  # B = R^T x^2
             )
-            return resp, objective.values.mean(), stats
+            return resp.view(n, ho, wo, k), total / (n * ho * wo), stats
