@@ -169,11 +169,15 @@ class IndependentGMMStage(GMMStage):
         """Yield (positions, their windows (L_chunk, M * D, N)) for chunks of output rows.
 
         Each chunk's windows are about :data:`WINDOW_CHUNK_BYTES` (at least one row) and
-        overwrite the previous chunk's: use them before asking for the next.
+        overwrite the previous chunk's: use them before asking for the next. Off the CPU all
+        rows are one chunk: a GPU has no such cache to keep them in, and each chunk's kernel
+        launches would cost more than they save.
         """
         ho, wo, dim = self.layer.input_shape
         per_row = wo * maps.shape[0] * dim * maps.shape[-1]  # values of one row's windows
         rows = max(1, min(ho, WINDOW_CHUNK_BYTES // (per_row * maps.element_size())))
+        if maps.device.type != "cpu":
+            rows = ho
         buffer = maps.new_empty(rows * per_row)
         for first in range(0, ho, rows):
             stop = min(ho, first + rows)
