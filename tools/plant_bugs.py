@@ -142,6 +142,9 @@ BUGS = [
     Bug("contrast-wrong-spread", "evaluation/contrast.py",
         "(upper - self.mean[0]) / self.std[0]", "(upper - self.mean[0]) / self.std[1]",
         "tests/test_layer_contrast.py::test_the_contrast_is_the_upper_z_score_minus_the_lower_one"),
+    Bug("independent-chunk-mean", "stages/independent.py",
+        "chunk_resp, rows=n * ho * wo", "chunk_resp",
+        "tests/test_gmm_gradients.py::test_independent_stage_equals_folding_then_gmm"),
 ]  # fmt: skip
 
 
