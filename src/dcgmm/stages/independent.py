@@ -45,7 +45,7 @@ __all__ = ["WINDOW_CHUNK_BYTES", "IndependentGMMStage", "grouped_products", "gro
 # About the windows cut at a time: a few MB stay in the last-level cache between the products
 # that read them. One output row of preset E's second layer is 3.8 MB (12 positions, 800
 # values, batch 100); beside another job, chunks of one and two rows ran equally fast, all 12
-# rows at once 15% slower (the stage's training pass, one thread, 2026-12-07).
+# rows at once 15-18% slower (the stage's training pass, one thread, 2026-12-07).
 WINDOW_CHUNK_BYTES = 4 * 2**20
 
 
