@@ -88,8 +88,18 @@ def test_folded_stage_equals_folding_then_gmm(generator, input_shape, patch, str
 )  # fmt: skip
 @pytest.mark.parametrize("k", [4, 16])
 @pytest.mark.parametrize("one_row_chunks", [False, True])
+@pytest.mark.parametrize("batch_last", [False, True])
 def test_independent_stage_equals_folding_then_gmm(
-    generator, monkeypatch, input_shape, patch, stride, objective, sigma, k, one_row_chunks
+    generator,
+    monkeypatch,
+    input_shape,
+    patch,
+    stride,
+    objective,
+    sigma,
+    k,
+    one_row_chunks,
+    batch_last,
 ):
     if one_row_chunks:  # the windows cut and reduced one output row at a time
         monkeypatch.setattr(independent_stage, "WINDOW_CHUNK_BYTES", 1)
@@ -100,6 +110,7 @@ def test_independent_stage_equals_folding_then_gmm(
     kernel = gmm.annealing_kernel(torch.float64, torch.device("cpu"))
     assert (kernel is None) == (objective != "annealed" or sigma < 0.1)
     stage = IndependentGMMStage(folding, gmm, 1)
+    stage.hands_over_batch_last = batch_last  # training computes batch last
     h = torch.rand(5, *input_shape, generator=generator, dtype=torch.float64)
     x = folding(h) if folding else h
     torch.testing.assert_close(stage.log_joint(h), gmm.log_joint(x), rtol=1e-10, atol=1e-9)
@@ -113,7 +124,7 @@ def test_independent_stage_equals_folding_then_gmm(
     ref_resp, ref_loss = gmm.forward_and_loss(x)
     torch.testing.assert_close(resp, ref_resp.detach())
     torch.testing.assert_close(value, -ref_loss.detach())
-    assert resp.is_contiguous()
+    assert (resp.permute(1, 2, 3, 0) if batch_last else resp).is_contiguous()
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="the CPU float32 path")
@@ -143,15 +154,55 @@ def test_independent_stage_grouped_convolution_float32_matches_float64(generator
 
 def test_build_stages_fuses_folding_with_the_gmm_above():
     model = DCGMM.from_spec("F(3,1)-G(4)-P(2,2)-F(2,1)-G(4,indep)-G(4,indep)-C(3)", (10, 10, 1))
-    kinds = [type(s).__name__ for s in build_stages(list(model.layers))]
+    stages = build_stages(list(model.layers))
+    kinds = [type(s).__name__ for s in stages]
     assert kinds == ["FoldedGMMStage", "LayerStage", "IndependentGMMStage",
                      "IndependentGMMStage", "LayerStage"]  # fmt: skip
+    # only an independent stage below another hands its output over batch last
+    assert [getattr(s, "hands_over_batch_last", None) for s in stages] == [
+        None,
+        None,
+        True,
+        False,
+        None,
+    ]
     assert [s.index for s in model.stages] == [1, 2, 4, 5, 6]
     flat = DCGMM.from_spec("F(10,1)-G(4)", (10, 10, 1))  # one window: a reshape, no convolution
     assert [type(s).__name__ for s in flat.stages] == ["LayerStage", "LayerStage"]
 
 
 INDEPENDENT_E = "F(3,1)-G(25,indep)-F(4,2)-G(25,indep)-F(12,1)-G(49)"  # the recipes' E
+
+
+@pytest.mark.parametrize("objective", ["annealed", "max_component", "loglik"])
+def test_independent_stages_train_through_the_batch_last_hand_over(generator, objective):
+    """Two independent stages in a row (the lower one hands over batch last) train as the
+    layers do one by one: same outputs, objectives and gradients (float64)."""
+    model = DCGMM.from_spec("F(3,1)-G(9,indep)-F(2,2)-G(4,indep)-F(3,1)-G(4)", (8, 8, 2))
+    model = model.double()
+    for layer in model.layers:
+        if isinstance(layer, GMM):
+            layer.objective = objective
+            layer.set_sigma_som(0.9)
+    assert model.stages[0].hands_over_batch_last
+    x = torch.rand(6, 8, 8, 2, generator=generator, dtype=torch.float64)
+    h_ref, h = x, x
+    for stage in model.stages:
+        if stage.gmm is None:  # a lone folding
+            h, h_ref = stage.forward(h), stage.forward(h_ref)
+            continue
+        for layer in stage.layers[:-1]:  # the folding below the GMM layer
+            h_ref = layer(h_ref)
+        gmm = stage.gmm
+        expected = autograd_grads(gmm, h_ref)
+        ref_resp, ref_loss = gmm.forward_and_loss(h_ref)
+        h, value = stage.train_step(h, None)
+        for name in PARAMS:
+            torch.testing.assert_close(getattr(gmm, name).grad, expected[name], rtol=1e-9,
+                                       atol=1e-10)  # fmt: skip
+        torch.testing.assert_close(h, ref_resp.detach())
+        torch.testing.assert_close(value, -ref_loss.detach())
+        h_ref = ref_resp.detach()
 
 
 @pytest.mark.parametrize("preset", ["A", "C", "E", "G", INDEPENDENT_E])

@@ -145,6 +145,17 @@ BUGS = [
     Bug("independent-chunk-mean", "stages/independent.py",
         "chunk_resp, rows=n * ho * wo", "chunk_resp",
         "tests/test_gmm_gradients.py::test_independent_stage_equals_folding_then_gmm"),
+    Bug("batch-last-components-dim", "stages/independent.py",
+        "components_dim=-2 if batch_last else -1", "components_dim=-1",
+        "tests/test_gmm_gradients.py::test_independent_stages_train_through_the_batch_last_hand_over"),
+    Bug("sum-of-logs-halves", "stages/position_parameters.py",
+        "values[..., : dim // 2] * values[..., dim // 2 :]",
+        "values[..., : dim // 2] * values[..., : dim // 2]",
+        "tests/test_position_parameters.py::test_sum_of_logs_is_the_sum_of_the_logs"),
+    Bug("compiled-filters-sign", "stages/position_parameters.py",
+        "torch.cat([-0.5 * precisions, linear], dim=-1)",
+        "torch.cat([0.5 * precisions, linear], dim=-1)",
+        "tests/test_position_parameters.py::test_compiled_passes_match_the_op_by_op_ones"),
 ]  # fmt: skip
 
 

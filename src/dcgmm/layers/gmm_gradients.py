@@ -31,6 +31,7 @@ __all__ = [
     "ObjectiveGradient",
     "Statistics",
     "WinnerRows",
+    "descent_gradients",
     "input_gradient",
     "objective_gradient",
     "set_descent_gradients",
@@ -102,6 +103,7 @@ def objective_gradient(
     responsibilities: Tensor | None,
     *,
     rows: int | None = None,
+    components_dim: int = -1,
 ) -> ObjectiveGradient:
     r"""Return the objective per row and its gradient w.r.t. the log-joints.
 
@@ -120,40 +122,52 @@ def objective_gradient(
     rows : int, optional
         The number of rows the mean runs over: by default those of ``log_joint``; more where
         ``log_joint`` is one chunk of them (an independent layer's positions, chunk by chunk).
+    components_dim : {-1, -2}
+        Where the K components lie: last (rows (..., K)), or second to last ((..., K, N), the
+        batch-last layout of an independent layer's hand-over, :mod:`dcgmm.stages`). The
+        values then have shape (..., N) and the gradient the layout of ``log_joint``.
     """
-    k = log_joint.shape[-1]
+    if components_dim not in (-1, -2):
+        raise ValueError(f"components_dim must be -1 or -2; got {components_dim}")
+    dim = components_dim
+    k = log_joint.shape[dim]
     rows = log_joint.numel() // k if rows is None else rows
     if objective == "loglik":
-        values = torch.logsumexp(log_joint, dim=-1)
+        values = torch.logsumexp(log_joint, dim=dim)
         if responsibilities is None:
-            responsibilities = torch.softmax(log_joint, dim=-1)
+            responsibilities = torch.softmax(log_joint, dim=dim)
         grad = responsibilities / rows
-        return ObjectiveGradient(values, grad, grad.reshape(-1, k).sum(0))
-    values, best = winners(log_joint, objective, kernel)
+        per_component = grad if dim == -1 else grad.sum(-1)
+        return ObjectiveGradient(values, grad, per_component.reshape(-1, k).sum(0))
+    values, best = winners(log_joint, objective, kernel, components_dim=dim)
     if objective == "annealed" and kernel is not None:
         # The max picks row k* of g as the gradient. Scaling the (K, K) kernel instead of the
         # (..., K) result saves a pass over the rows.
         scaled = kernel / rows
-        grad = scaled.index_select(0, best.reshape(-1)).reshape(log_joint.shape)
+        grad = scaled.index_select(0, best.reshape(-1)).view(*best.shape, k)
+        if dim == -2:
+            grad = grad.transpose(-1, -2)  # a view in the layout of log_joint
         wins = torch.bincount(best.reshape(-1), minlength=k).to(scaled.dtype)
         return ObjectiveGradient(values, grad, wins @ scaled, WinnerRows(best, scaled))
-    grad = torch.zeros_like(log_joint).scatter_(-1, best.unsqueeze(-1), 1.0 / rows)
+    grad = torch.zeros_like(log_joint).scatter_(dim, best.unsqueeze(dim), 1.0 / rows)
     wins = torch.bincount(best.reshape(-1), minlength=k).to(log_joint.dtype)
     scale = torch.tensor(1.0 / rows, dtype=log_joint.dtype, device=log_joint.device)
     return ObjectiveGradient(values, grad, wins / rows, WinnerRows(best, scale))
 
 
 def winners(
-    log_joint: Tensor, objective: "Objective", kernel: Tensor | None
+    log_joint: Tensor, objective: "Objective", kernel: Tensor | None, *, components_dim: int = -1
 ) -> tuple[Tensor, Tensor]:
     r"""Return the values and winning components of a hard objective (not ``"loglik"``).
 
     The annealed objective is :math:`\max_k \sum_j g_{kj} \ell_j` (g the kernel; the identity
     at the radius floor, ``kernel=None``), the max-component one :math:`\max_k \ell_k`.
+    The components lie along ``components_dim`` (-1 or -2, as in :func:`objective_gradient`).
     """
     if objective == "annealed" and kernel is not None:
-        return (log_joint @ kernel.T).max(dim=-1)
-    return log_joint.max(dim=-1)
+        smoothed = log_joint @ kernel.T if components_dim == -1 else kernel @ log_joint
+        return smoothed.max(dim=components_dim)
+    return log_joint.max(dim=components_dim)
 
 
 def statistics(x: Tensor, objective: ObjectiveGradient, *, independent: bool) -> Statistics:
@@ -218,15 +232,15 @@ def input_gradient(
     return toward.addcmul_(x, weight, value=-1.0)
 
 
-def set_descent_gradients(
-    means: nn.Parameter, sqrt_precisions: nn.Parameter, logits: nn.Parameter, stats: Statistics
-) -> None:
-    """Store minus the objective's gradient in ``.grad`` of a GMM layer's three parameters.
+def descent_gradients(
+    means: Tensor, sqrt_precisions: Tensor, logits: Tensor, stats: Statistics
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Return the gradients of the loss ``-objective`` w.r.t. (means, sqrt_precisions, logits).
 
-    ``torch.optim.SGD`` minimises, so the stored gradient is that of the loss ``-objective``;
-    ``.grad`` is overwritten, not accumulated.
+    Any leading shape: one layer's parameters, or a slice of an independent layer's positions
+    with the statistics of those positions.
     """
-    mu, s = means.detach(), sqrt_precisions.detach()
+    mu, s = means, sqrt_precisions
     weight = stats.weight.unsqueeze(-1)
     # Few passes over the parameters (an independent layer has one set per position):
     # t = A - r mu; spread = B - 2 mu A + r mu^2 = B - mu (A + t).
@@ -234,11 +248,20 @@ def set_descent_gradients(
     spread = torch.addcmul(stats.second, mu, stats.first + t, value=-1.0)
     loss_sqrt_prec = torch.addcdiv(spread.mul_(s), weight, s, value=-1.0)  # s spread - r/s
     loss_means = t.mul_(s).mul_(s).neg_()  # -P (A - r mu)
-    pi = torch.softmax(logits.detach(), dim=-1)
+    pi = torch.softmax(logits, dim=-1)
     loss_logits = pi * stats.weight.sum(-1, keepdim=True) - stats.weight
-    for param, grad in (
-        (means, loss_means),
-        (sqrt_precisions, loss_sqrt_prec),
-        (logits, loss_logits),
-    ):
+    return loss_means, loss_sqrt_prec, loss_logits
+
+
+def set_descent_gradients(
+    means: nn.Parameter, sqrt_precisions: nn.Parameter, logits: nn.Parameter, stats: Statistics
+) -> None:
+    """Store minus the objective's gradient in ``.grad`` of a GMM layer's three parameters.
+
+    ``torch.optim.SGD`` minimises, so the stored gradient is that of the loss ``-objective``
+    (:func:`descent_gradients`); ``.grad`` is overwritten, not accumulated.
+    """
+    params = (means, sqrt_precisions, logits)
+    gradients = descent_gradients(means.detach(), sqrt_precisions.detach(), logits.detach(), stats)
+    for param, grad in zip(params, gradients, strict=True):
         param.grad = grad.to(param.dtype)

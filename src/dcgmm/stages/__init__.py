@@ -11,6 +11,8 @@ The layers' own ``forward`` / ``forward_and_loss`` stay the readable reference; 
 check that both paths agree (float64) for every preset.
 """
 
+import itertools
+
 import torch
 from torch import Tensor
 
@@ -102,7 +104,11 @@ def fuses(folding: Folding, gmm: GMM) -> bool:
 
 
 def build_stages(layers: list[Layer]) -> list[Stage]:
-    """Group a layer chain into stages (see :func:`fuses`); other layers run alone."""
+    """Group a layer chain into stages (see :func:`fuses`); other layers run alone.
+
+    An independent stage below another hands its training output over batch last
+    (:attr:`IndependentGMMStage.hands_over_batch_last`).
+    """
     stages: list[Stage] = []
     i = 0
     while i < len(layers):
@@ -122,4 +128,7 @@ def build_stages(layers: list[Layer]) -> list[Stage]:
         else:
             stages.append(LayerStage(layer, i))
             i += 1
+    for below, above_stage in itertools.pairwise(stages):
+        if isinstance(below, IndependentGMMStage) and isinstance(above_stage, IndependentGMMStage):
+            below.hands_over_batch_last = True  # the windows above are cut batch last
     return stages

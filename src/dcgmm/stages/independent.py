@@ -28,6 +28,12 @@ MB. The speed gain depends on the neighbours: alone on this project's 2-core mac
 second layer's training pass was 0.97-1.12x as fast (three runs of ``python -m
 benchmarks.bench_independent``), beside another one-thread job (how the reproduction harness
 runs) the whole ``E-indep`` training step 1.07-1.08x (2026-12-07).
+
+Where an independent layer lies under another (``E-indep``'s two lower layers), its training
+pass computes batch last, (L, K, N) per chunk, and hands its responsibilities over as a
+(N, H, W, K) view of an (H, W, K, N) tensor: the layer above cuts its windows from them
+without transposing its whole input (3 ms of that step, one thread). The filters, bias and
+gradients of the per-position parameters come from :mod:`dcgmm.stages.position_parameters`.
 """
 
 from collections.abc import Iterator
@@ -35,12 +41,18 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from dcgmm._numerics import LOG_2PI
 from dcgmm.layers import GMM, Folding, GMMScores
 from dcgmm.layers import gmm_gradients as grads
+from dcgmm.stages import position_parameters
 from dcgmm.stages.gmm import GMMStage
 
-__all__ = ["WINDOW_CHUNK_BYTES", "IndependentGMMStage", "grouped_products", "grouped_statistics"]
+__all__ = [
+    "WINDOW_CHUNK_BYTES",
+    "IndependentGMMStage",
+    "grouped_products",
+    "grouped_products_batch_last",
+    "grouped_statistics",
+]
 
 # About the windows cut at a time: a few MB stay in the last-level cache between the products
 # that read them. One output row of preset E's second layer is 3.8 MB (12 positions, 800
@@ -82,11 +94,28 @@ def grouped_products(
     Tensor, shape (N, L, K)
         The layout of the next layer's input; contiguous unless ``out`` is not.
 
-    On the CPU in float32, for wide windows, this is oneDNN's grouped 1x1 convolution, called
-    directly: ``F.conv2d`` sends a single-threaded 1x1 convolution of a batch of one to its
-    own slower kernel instead. Otherwise one batched product in the (L, N, K) orientation,
-    whose copy to (N, L, K) moves runs of K values (0.2 ms for preset E's first layer, where
-    the (L, K, N) orientation's took 1.8 ms).
+    On the CPU in float32, for wide windows, this is :func:`grouped_products_batch_last`'s
+    oneDNN convolution, transposed. Otherwise one batched product in the (L, N, K)
+    orientation, whose copy to (N, L, K) moves runs of K values (0.2 ms for preset E's first
+    layer, where the (L, K, N) orientation's took 1.8 ms).
+    """
+    if _onednn_applies(features):
+        batch_first = grouped_products_batch_last(weight, bias, features).permute(2, 0, 1)
+    else:
+        per_position = torch.baddbmm(
+            bias.unsqueeze(1), features.transpose(1, 2), weight.transpose(1, 2)
+        )
+        batch_first = per_position.transpose(0, 1)
+    return batch_first.contiguous() if out is None else out.copy_(batch_first)
+
+
+def grouped_products_batch_last(weight: Tensor, bias: Tensor, features: Tensor) -> Tensor:
+    """Return ``weight[l] @ features[l] + bias[l, :, None]`` as (L, K, N), contiguous.
+
+    Shapes as :func:`grouped_products`. On the CPU in float32, for wide windows, this is
+    oneDNN's grouped 1x1 convolution, called directly: ``F.conv2d`` sends a single-threaded
+    1x1 convolution of a batch of one to its own slower kernel instead. Otherwise one batched
+    product.
     """
     positions, k, channels = weight.shape
     n = features.shape[-1]
@@ -97,13 +126,8 @@ def grouped_products(
             bias.reshape(-1).contiguous(),
             [0, 0], [1, 1], [1, 1], positions,
         )  # fmt: skip
-        batch_first = product.view(positions, k, n).permute(2, 0, 1)
-    else:
-        per_position = torch.baddbmm(
-            bias.unsqueeze(1), features.transpose(1, 2), weight.transpose(1, 2)
-        )
-        batch_first = per_position.transpose(0, 1)
-    return batch_first.contiguous() if out is None else out.copy_(batch_first)
+        return product.view(positions, k, n)
+    return torch.baddbmm(bias.unsqueeze(-1), weight, features)
 
 
 def grouped_statistics(d_out: Tensor, features: Tensor, out: Tensor | None = None) -> Tensor:
@@ -128,6 +152,11 @@ class IndependentGMMStage(GMMStage):
             raise ValueError("IndependentGMMStage runs an independent GMM layer")
         super().__init__(gmm, index)
         self.folding = folding
+        # Set by :func:`dcgmm.stages.build_stages` where the next stage is also independent:
+        # a training pass then computes batch last and returns its responsibilities as a
+        # (N, H, W, K) view of an (H, W, K, N) tensor, which the next stage's windows are
+        # cut from without a transposition (3 ms of preset E-indep's step, one thread).
+        self.hands_over_batch_last = False
 
     def _windows(self) -> tuple[tuple[int, int], tuple[int, int]]:
         folding = self.folding  # without one, the windows are single positions
@@ -187,18 +216,9 @@ class IndependentGMMStage(GMMStage):
         """Return ``W = [-P/2, mu P]`` as (L, K, 2D) and the bias (L, K)."""
         gmm = self.layer
         ho, wo, k, dim = gmm.means.shape
-        means, sqrt_prec = gmm.means.detach(), gmm.sqrt_precisions.detach()
-        weight = means.new_empty(ho, wo, k, 2 * dim)
-        square, linear = weight[..., :dim], weight[..., dim:]
-        torch.mul(sqrt_prec, sqrt_prec, out=linear)  # P, then mu P in place
-        torch.mul(linear, -0.5, out=square)
-        linear.mul_(means)
-        bias = (
-            sqrt_prec.log().sum(-1)
-            - 0.5 * (means * linear).sum(-1)
-            - 0.5 * dim * LOG_2PI
-            + torch.log_softmax(gmm.logits.detach(), dim=-1)
-        )  # (Ho, Wo, K)
+        weight, bias = position_parameters.filters(
+            gmm.means.detach(), gmm.sqrt_precisions.detach(), gmm.logits.detach()
+        )
         return weight.view(ho * wo, k, 2 * dim), bias.reshape(ho * wo, k)
 
     def _log_joint(self, maps: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
@@ -248,35 +268,66 @@ class IndependentGMMStage(GMMStage):
         return torch.softmax(log_joint, dim=-1), self.layer.scores_from_log_joint(log_joint)
 
     def objective_and_statistics(self, h: Tensor) -> tuple[Tensor, Tensor, grads.Statistics]:
-        """Return (responsibilities, mean objective, the batch's sufficient statistics).
+        """Return (responsibilities, mean objective, the batch's sufficient statistics)."""
+        resp, value, stats = self._pass(h)
+        return resp, value, grads.Statistics(*(t.contiguous() for t in stats))
+
+    def train_step(self, h: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Return (responsibilities, mean objective) and set the GMM parameters' grads.
+
+        The gradients come from :func:`dcgmm.stages.position_parameters.descent_gradients`
+        (fused on the CPU for big layers), reading the statistics as they lie.
+        """
+        resp, value, stats = self._pass(h)
+        gmm = self.layer
+        params = (gmm.means, gmm.sqrt_precisions, gmm.logits)
+        means, sqrt_prec, logits = (p.detach() for p in params)
+        descent = position_parameters.descent_gradients(means, sqrt_prec, logits, stats)
+        for param, grad in zip(params, descent, strict=True):
+            param.grad = grad
+        return resp, value
+
+    def _pass(self, h: Tensor) -> tuple[Tensor, Tensor, grads.Statistics]:
+        """Return (responsibilities, mean objective, statistics as strided views).
 
         Chunk by chunk of positions (:meth:`_chunks`): the log-joints, responsibilities and
-        objective gradient of the chunk, then its statistics from the same windows.
+        objective gradient of the chunk, then its statistics from the same windows. With
+        :attr:`hands_over_batch_last`, all of it in the (L, K, N) layout.
         """
         with torch.no_grad():
             gmm = self.layer
             ho, wo, k, dim = gmm.means.shape
             n = h.shape[0]
+            batch_last = self.hands_over_batch_last
             weight, bias = self._weight_and_bias()
             kernel = gmm.annealing_kernel(h.dtype, h.device)
-            resp = h.new_empty(n, ho * wo, k)
+            resp = h.new_empty((ho * wo, k, n) if batch_last else (n, ho * wo, k))
             weight_sums = h.new_empty(ho * wo, k)  # r per position: a sum over the batch
             per_component = h.new_empty(ho * wo, k, 2 * dim)  # [B, A] = R^T [x^2, x]
             total = h.new_zeros(())
             for positions, windows in self._chunks(self._maps(h)):
-                log_joint = grouped_products(weight[positions], bias[positions], windows)
-                chunk_resp = torch.softmax(log_joint, dim=-1)  # (N, L_chunk, K)
-                resp[:, positions] = chunk_resp
+                if batch_last:  # (L_chunk, K, N)
+                    log_joint = grouped_products_batch_last(
+                        weight[positions], bias[positions], windows
+                    )
+                    chunk_resp = torch.softmax(log_joint, dim=1)
+                    resp[positions] = chunk_resp
+                else:  # (N, L_chunk, K)
+                    log_joint = grouped_products(weight[positions], bias[positions], windows)
+                    chunk_resp = torch.softmax(log_joint, dim=-1)
+                    resp[:, positions] = chunk_resp
                 objective = grads.objective_gradient(
-                    log_joint, gmm.objective, kernel, chunk_resp, rows=n * ho * wo
-                )
-                d_log_joint = objective.d_log_joint.permute(1, 2, 0)  # (L_chunk, K, N)
+                    log_joint, gmm.objective, kernel, chunk_resp, rows=n * ho * wo,
+                    components_dim=-2 if batch_last else -1,
+                )  # fmt: skip
+                d_log_joint = objective.d_log_joint  # to (L_chunk, K, N):
+                d_log_joint = d_log_joint if batch_last else d_log_joint.permute(1, 2, 0)
                 torch.sum(d_log_joint, 2, out=weight_sums[positions])
                 grouped_statistics(d_log_joint, windows, out=per_component[positions])
                 total += objective.values.sum()
+            both = per_component.view(ho, wo, k, 2 * dim)
             stats = grads.Statistics(
-                weight_sums.view(ho, wo, k),
-                per_component[..., dim:].reshape(ho, wo, k, dim),  # A = R^T x
-                per_component[..., :dim].reshape(ho, wo, k, dim),  # B = R^T x^2
-            )
-            return resp.view(n, ho, wo, k), total / (n * ho * wo), stats
+                weight_sums.view(ho, wo, k), both[..., dim:], both[..., :dim]
+            )  # r, A = R^T x, B = R^T x^2
+            out = resp.view(ho, wo, k, n).permute(3, 0, 1, 2) if batch_last else resp
+            return out.view(n, ho, wo, k), total / (n * ho * wo), stats
