@@ -19,6 +19,7 @@ that against autograd in float64).
 import argparse
 import copy
 import datetime
+import math
 import platform
 import statistics
 import time
@@ -32,7 +33,7 @@ from benchmarks.bench import cpu_model
 from dcgmm import DCGMM, TrainConfig, Trainer, load_dataset
 from dcgmm.layers import gmm_gradients as grads
 from dcgmm.stages import independent as independent_stage
-from dcgmm.stages.independent import IndependentGMMStage, grouped_statistics
+from dcgmm.stages.independent import IndependentGMMStage, chunk_rows, grouped_statistics
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["layer 2: F(3,1) on 28x28x1, G(25,indep)", "layer 4: F(4,2) on 26x26x25, G(25,indep)"]
@@ -166,6 +167,15 @@ def all_windows_ms(stage: IndependentGMMStage, h: Tensor, repeats: int) -> float
         independent_stage.WINDOW_CHUNK_BYTES = chunk_bytes
 
 
+def chunking(height: int, width: int, dim: int, batch: int = 100) -> str:
+    """Describe the chunks of a layer of (height, width) positions of D values, float32."""
+    row_bytes = width * 2 * dim * batch * 4  # [x^2, x] of one output row's windows
+    rows = chunk_rows(height, row_bytes)
+    return (
+        f"{math.ceil(height / rows)} chunk(s) of up to {rows} rows, {rows * row_bytes / 1e6:.1f} MB"
+    )
+
+
 def table_row(label: str, cells: list[float | str]) -> str:
     """Return (and print) a markdown row: ms with 2 decimals, errors below 0.01 as 1.2e-03."""
     text = [c if isinstance(c, str) else f"{c:.2f}" if c >= 0.01 else f"{c:.1e}" for c in cells]
@@ -212,9 +222,9 @@ def main(argv: list[str] | None = None) -> None:
         "batched products on the (L, 2D, N) layout, its layer 4 (2D = 800) oneDNN's grouped "
         "convolution for the log-joints; both take the statistics by one MKL batched product "
         f"(`dcgmm.stages.independent`). Chunks: whole output rows, about {chunk_mib:g} MiB of "
-        "windows each (layer 2: 2 chunks of 22 and 4 rows; layer 4: 12 chunks of one row, "
-        "3.8 MB), cut into one reused buffer, each multiplied and reduced to its statistics "
-        "before the next is cut; all at once, layer 4's windows are 46 MB.",
+        f"windows each (layer 2: {chunking(26, 26, 9)}; layer 4: {chunking(12, 12, 400)}), cut "
+        "into one reused buffer, each multiplied and reduced to its statistics before the next "
+        "is cut; all at once, layer 4's windows are 46 MB.",
         "",
         "## The statistics product alone: oneDNN's grouped weight gradient or MKL's bmm",
         "",

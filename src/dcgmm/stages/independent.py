@@ -23,11 +23,13 @@ reused buffer of about :data:`WINDOW_CHUNK_BYTES`, and each chunk is multiplied 
 training, turned into its statistics while it is still in the cache (every position's
 mixture is its own, so nothing but the mean objective crosses chunks). The windows are then
 written to memory once, not written and read back twice, and the peak memory no longer grows
-with the batch's windows: scoring 1,000 images with ``E-indep`` peaked at 586 instead of 1,173
-MB. The speed gain depends on the neighbours: alone on this project's 2-core machine the
-second layer's training pass was 0.97-1.12x as fast (three runs of ``python -m
+with the batch's windows: scoring 1,000 images with ``E-indep`` peaked at 689 instead of 1,194
+MB (one process each, 2026-12-07). The speed gain depends on the neighbours and the threads:
+with chunks of one row, alone on this project's 2-core machine, the second layer's training
+pass was 0.97-1.12x as fast as with all rows at once (three runs of ``python -m
 benchmarks.bench_independent``), beside another one-thread job (how the reproduction harness
-runs) the whole ``E-indep`` training step 1.07-1.08x (2026-12-07).
+runs) the whole ``E-indep`` training step 1.07-1.08x; with two rows (8 MiB) at 2 threads,
+34.3 / 32.1 ms = 1.07x (2026-12-07).
 
 Where an independent layer lies under another (``E-indep``'s two lower layers), its training
 pass computes batch last, (L, K, N) per chunk, and hands its responsibilities over as a
@@ -36,7 +38,8 @@ without transposing its whole input (3 ms of that step, one thread). The filters
 gradients of the per-position parameters come from :mod:`dcgmm.stages.position_parameters`.
 """
 
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -49,16 +52,28 @@ from dcgmm.stages.gmm import GMMStage
 __all__ = [
     "WINDOW_CHUNK_BYTES",
     "IndependentGMMStage",
+    "chunk_rows",
     "grouped_products",
     "grouped_products_batch_last",
     "grouped_statistics",
 ]
 
-# About the windows cut at a time: a few MB stay in the last-level cache between the products
-# that read them. One output row of preset E's second layer is 3.8 MB (12 positions, 800
-# values, batch 100); beside another job, chunks of one and two rows ran equally fast, all 12
-# rows at once 15-18% slower (the stage's training pass, one thread, 2026-12-07).
-WINDOW_CHUNK_BYTES = 4 * 2**20
+# About the windows cut at a time: a few MB stay in the last-level cache (32 MB here) between
+# the products that read them. One output row of preset E's second layer is 3.8 MB (12
+# positions, 800 values, batch 100). Beside another job, chunks of one and two rows ran
+# equally fast, all 12 rows at once 15-18% slower (the stage's training pass, one thread);
+# alone, the whole E-indep step took 52.4 / 53.4 / 55.0 ms at 1 thread and 32.1 / 34.3 /
+# 31.5 ms at 2 threads with chunks of 8 / 4 / 12 MiB, 34.3 with all rows at once (medians of
+# 8 interleaved rounds, 2026-12-07): more rows per product keep 2 threads busier.
+WINDOW_CHUNK_BYTES = 8 * 2**20
+
+
+def chunk_rows(rows: int, row_bytes: int) -> int:
+    """Return how many output rows, of ``row_bytes`` of windows each, one chunk cuts.
+
+    About :data:`WINDOW_CHUNK_BYTES` of windows, at least one row, at most ``rows``.
+    """
+    return max(1, min(rows, WINDOW_CHUNK_BYTES // row_bytes))
 
 
 # The log-joints of windows of fewer values per position than this run faster through MKL's
@@ -67,10 +82,15 @@ _ONEDNN_MIN_CHANNELS = 64
 
 
 def _onednn_applies(features: Tensor) -> bool:
+    return _onednn_applies_to(features, features.shape[1])
+
+
+def _onednn_applies_to(tensor: Tensor, channels: int) -> bool:
+    """Return whether windows of ``channels`` values, like ``tensor``, go through oneDNN."""
     return bool(
-        features.shape[1] >= _ONEDNN_MIN_CHANNELS
-        and features.device.type == "cpu"
-        and features.dtype == torch.float32
+        channels >= _ONEDNN_MIN_CHANNELS
+        and tensor.device.type == "cpu"
+        and tensor.dtype == torch.float32
         and torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
         and torch.backends.mkldnn.enabled
     )
@@ -162,39 +182,42 @@ class IndependentGMMStage(GMMStage):
         folding = self.folding  # without one, the windows are single positions
         return ((1, 1), (1, 1)) if folding is None else (folding.patch_size, folding.stride)
 
-    def _maps(self, h: Tensor) -> Tensor:
-        """Return ``[h^2, h]`` batch last: shape (2, H, W, C, N).
+    def _maps(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        """Return ``(h^2, h)`` batch last: two (H, W, C, N) tensors.
 
-        The (N, H, W, C) input is made batch-last once, its square beside it, so that the
-        copies that cut the windows move runs of N contiguous values.
+        The (N, H, W, C) input is made batch-last once (unless it came so, from an
+        independent stage's hand-over), its square beside it, so that the copies that cut
+        the windows move runs of N contiguous values.
         """
-        n, height, width, c = h.shape
-        maps = h.new_empty(2, height, width, c, n)
-        maps[1].copy_(h.permute(1, 2, 3, 0))
-        torch.mul(maps[1], maps[1], out=maps[0])
-        return maps
+        batch_last = h.permute(1, 2, 3, 0).contiguous()  # no copy after a hand-over
+        return batch_last * batch_last, batch_last
 
     def _features(self, h: Tensor) -> Tensor:
         """Return ``[x^2, x]`` of every position's window, batch last: shape (L, 2D, N)."""
         return self._cut(self._maps(h), 0, self.layer.input_shape[0])
 
-    def _cut(self, maps: Tensor, first: int, stop: int, out: Tensor | None = None) -> Tensor:
-        """Cut the windows of output rows ``first:stop`` of M batch-last maps (M, H, W, C, N).
+    def _cut(
+        self, maps: Sequence[Tensor], first: int, stop: int, out: Tensor | None = None
+    ) -> Tensor:
+        """Cut the windows of output rows ``first:stop`` of M batch-last maps (H, W, C, N).
 
         Returns (L, M * D, N) with L the rows' positions, written into the start of the flat
         buffer ``out`` if given.
         """
         (fy, fx), (sy, sx) = self._windows()
-        m, _, _, c, n = maps.shape
-        windows = maps.unfold(1, fy, sy).unfold(2, fx, sx)  # (M, Ho, Wo, C, N, fy, fx), a view
-        windows = windows[:, first:stop]
-        ho, wo = windows.shape[1], windows.shape[2]
-        shape = (ho, wo, m, fy, fx, c, n)
-        features = maps.new_empty(shape) if out is None else out[: windows.numel()].view(shape)
-        features.copy_(windows.permute(1, 2, 0, 5, 6, 3, 4))  # the folding's (dy, dx, c) order
-        return features.view(ho * wo, m * fy * fx * c, n)
+        ho = min(stop, self.layer.input_shape[0]) - first
+        wo = self.layer.input_shape[1]
+        c, n = maps[0].shape[2:]
+        shape = (ho, wo, len(maps), fy, fx, c, n)
+        size = math.prod(shape)
+        features = maps[0].new_empty(shape) if out is None else out[:size].view(shape)
+        for index, one_map in enumerate(maps):
+            windows = one_map.unfold(0, fy, sy).unfold(1, fx, sx)  # (Ho, Wo, C, N, fy, fx)
+            # into the folding's (dy, dx, c) order
+            features[:, :, index].copy_(windows[first:stop].permute(0, 1, 4, 5, 2, 3))
+        return features.view(ho * wo, len(maps) * fy * fx * c, n)
 
-    def _chunks(self, maps: Tensor) -> Iterator[tuple[slice, Tensor]]:
+    def _chunks(self, maps: Sequence[Tensor]) -> Iterator[tuple[slice, Tensor]]:
         """Yield (positions, their windows (L_chunk, M * D, N)) for chunks of output rows.
 
         Each chunk's windows are about :data:`WINDOW_CHUNK_BYTES` (at least one row) and
@@ -203,11 +226,12 @@ class IndependentGMMStage(GMMStage):
         launches would cost more than they save.
         """
         ho, wo, dim = self.layer.input_shape
-        per_row = wo * maps.shape[0] * dim * maps.shape[-1]  # values of one row's windows
-        rows = max(1, min(ho, WINDOW_CHUNK_BYTES // (per_row * maps.element_size())))
-        if maps.device.type != "cpu":
+        first_map = maps[0]
+        per_row = wo * len(maps) * dim * first_map.shape[-1]  # values of one row's windows
+        rows = chunk_rows(ho, per_row * first_map.element_size())
+        if first_map.device.type != "cpu":
             rows = ho
-        buffer = maps.new_empty(rows * per_row)
+        buffer = first_map.new_empty(rows * per_row)
         for first in range(0, ho, rows):
             stop = min(ho, first + rows)
             yield slice(first * wo, stop * wo), self._cut(maps, first, stop, out=buffer)
@@ -221,14 +245,14 @@ class IndependentGMMStage(GMMStage):
         )
         return weight.view(ho * wo, k, 2 * dim), bias.reshape(ho * wo, k)
 
-    def _log_joint(self, maps: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    def _log_joint(self, maps: Sequence[Tensor], weight: Tensor, bias: Tensor) -> Tensor:
         """Return the log-joints (N, Ho, Wo, K), contiguous, of the windows of ``maps``.
 
         ``weight`` (L, K, M * D) and ``bias`` (L, K) weigh the M maps' windows.
         """
         ho, wo, _ = self.layer.input_shape
-        n, k = maps.shape[-1], weight.shape[1]
-        out = maps.new_empty(n, ho * wo, k)
+        n, k = maps[0].shape[-1], weight.shape[1]
+        out = maps[0].new_empty(n, ho * wo, k)
         for positions, windows in self._chunks(maps):
             grouped_products(weight[positions], bias[positions], windows, out=out[:, positions])
         return out.view(n, ho, wo, k)
@@ -251,7 +275,7 @@ class IndependentGMMStage(GMMStage):
             torch.mul(maps[1], h.permute(1, 2, 3, 0), out=maps[0])
             parts, bias = self._observed_filters()
             weight = torch.cat(parts, dim=-1).reshape(ho * wo, k, 3 * dim)
-            return self._log_joint(maps, weight, bias.reshape(ho * wo, k))
+            return self._log_joint(maps.unbind(0), weight, bias.reshape(ho * wo, k))
 
     def log_joint(self, h: Tensor) -> Tensor:
         """Return the GMM layer's log-joints (N, Ho, Wo, K) for the stage's input ``h``."""
@@ -298,7 +322,9 @@ class IndependentGMMStage(GMMStage):
             gmm = self.layer
             ho, wo, k, dim = gmm.means.shape
             n = h.shape[0]
-            batch_last = self.hands_over_batch_last
+            # Batch last where the next stage takes it, or where oneDNN's product gives it
+            # (its transposition to batch first then moves the output, not every chunk).
+            batch_last = self.hands_over_batch_last or _onednn_applies_to(h, 2 * dim)
             weight, bias = self._weight_and_bias()
             kernel = gmm.annealing_kernel(h.dtype, h.device)
             resp = h.new_empty((ho * wo, k, n) if batch_last else (n, ho * wo, k))
@@ -330,4 +356,6 @@ class IndependentGMMStage(GMMStage):
                 weight_sums.view(ho, wo, k), both[..., dim:], both[..., :dim]
             )  # r, A = R^T x, B = R^T x^2
             out = resp.view(ho, wo, k, n).permute(3, 0, 1, 2) if batch_last else resp
+            if not self.hands_over_batch_last:
+                out = out.contiguous()
             return out.view(n, ho, wo, k), total / (n * ho * wo), stats
