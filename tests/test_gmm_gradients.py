@@ -9,6 +9,7 @@ from dcgmm import DCGMM
 from dcgmm._numerics import SIGMA_SOM_FLOOR
 from dcgmm.generation.sharpening import Sharpening, _objective_and_grad, sharpening_chain
 from dcgmm.layers import GMM, Folding
+from dcgmm.layers import gmm_gradients as grads
 from dcgmm.stages import FoldedGMMStage, IndependentGMMStage, build_stages
 from dcgmm.stages import independent as independent_stage
 
@@ -309,3 +310,26 @@ def test_sharpening_gradient_matches_autograd(generator, spec, target):
         (expected_grad,) = torch.autograd.grad(expected.sum(), xg)
         torch.testing.assert_close(value, expected.detach(), rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(grad, expected_grad, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("objective", "sigma"), [("annealed", 0.9), ("annealed", 0.01), ("max_component", 0.9),
+                             ("loglik", 0.9)],
+)  # fmt: skip
+def test_objective_gradient_with_components_second_to_last(generator, objective, sigma):
+    """The (..., K, N) layout gives the (..., N, K) layout's values and gradient, transposed."""
+    gmm = random_gmm((1, 1, 3), 9, generator)
+    gmm.set_sigma_som(sigma)
+    kernel = gmm.annealing_kernel(torch.float64, torch.device("cpu"))
+    rows_last = torch.randn(4, 7, 9, generator=generator, dtype=torch.float64)  # (L, N, K)
+    resp = torch.softmax(rows_last, -1)
+    ref = grads.objective_gradient(rows_last, objective, kernel, resp, rows=50)
+    got = grads.objective_gradient(
+        rows_last.transpose(1, 2).contiguous(), objective, kernel,
+        resp.transpose(1, 2).contiguous(), rows=50, components_dim=-2,
+    )  # fmt: skip
+    torch.testing.assert_close(got.values, ref.values)
+    torch.testing.assert_close(got.d_log_joint, ref.d_log_joint.transpose(1, 2))
+    torch.testing.assert_close(got.weight, ref.weight)
+    with pytest.raises(ValueError, match="components_dim must be -1 or -2"):
+        grads.objective_gradient(rows_last, objective, kernel, resp, components_dim=0)

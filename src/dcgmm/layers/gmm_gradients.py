@@ -237,8 +237,8 @@ def descent_gradients(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Return the gradients of the loss ``-objective`` w.r.t. (means, sqrt_precisions, logits).
 
-    Any leading shape: one layer's parameters, or a slice of an independent layer's positions
-    with the statistics of those positions.
+    Shapes as the layer's parameters and :class:`Statistics`: (K, D) for a shared layer,
+    (H, W, K, D) for an independent one (:mod:`dcgmm.stages.position_parameters` fuses them).
     """
     mu, s = means, sqrt_precisions
     weight = stats.weight.unsqueeze(-1)

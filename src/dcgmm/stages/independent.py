@@ -173,9 +173,9 @@ class IndependentGMMStage(GMMStage):
         super().__init__(gmm, index)
         self.folding = folding
         # Set by :func:`dcgmm.stages.build_stages` where the next stage is also independent:
-        # a training pass then computes batch last and returns its responsibilities as a
-        # (N, H, W, K) view of an (H, W, K, N) tensor, which the next stage's windows are
-        # cut from without a transposition (3 ms of preset E-indep's step, one thread).
+        # a training pass then returns its responsibilities as a (N, H, W, K) view of an
+        # (H, W, K, N) tensor, which the next stage's windows are cut from without a
+        # transposition (3 ms of preset E-indep's step, one thread).
         self.hands_over_batch_last = False
 
     def _windows(self) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -315,8 +315,9 @@ class IndependentGMMStage(GMMStage):
         """Return (responsibilities, mean objective, statistics as strided views).
 
         Chunk by chunk of positions (:meth:`_chunks`): the log-joints, responsibilities and
-        objective gradient of the chunk, then its statistics from the same windows. With
-        :attr:`hands_over_batch_last`, all of it in the (L, K, N) layout.
+        objective gradient of the chunk, then its statistics from the same windows. All of
+        it batch last, (L, K, N), where the next stage takes it so
+        (:attr:`hands_over_batch_last`) or where oneDNN's product comes so; else batch first.
         """
         with torch.no_grad():
             gmm = self.layer
