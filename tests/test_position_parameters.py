@@ -7,6 +7,7 @@ import warnings
 import pytest
 import torch
 
+from dcgmm import _compiling
 from dcgmm._numerics import LOG_2PI
 from dcgmm.layers import gmm_gradients as grads
 from dcgmm.stages import position_parameters as pp
@@ -57,8 +58,9 @@ def no_runtime_warning():
 
 def compiled_everywhere(monkeypatch):
     monkeypatch.setattr(pp, "COMPILE_MIN_VALUES", 1)
-    monkeypatch.setattr(pp, "_compiled", {})
-    monkeypatch.setattr(pp, "_compile_failed", False)
+    monkeypatch.setattr(_compiling, "_compiled", {})
+    monkeypatch.setattr(_compiling, "_failed", False)
+    monkeypatch.setattr(_compiling, "_shapes", {})
     monkeypatch.delenv("DCGMM_COMPILE", raising=False)
 
 
@@ -73,7 +75,7 @@ def test_compiled_passes_match_the_op_by_op_ones(generator, monkeypatch):
     with no_runtime_warning():
         weight, bias = pp.filters(means, sqrt_prec, logits)
         descent = pp.descent_gradients(means, sqrt_prec, logits, stats)
-    assert pp._compiled, "the compiled form did not run"
+    assert _compiling._compiled, "the compiled form did not run"
     ref_weight, ref_bias = pp._filters_op_by_op(means, sqrt_prec, logits)
     torch.testing.assert_close(weight, ref_weight, rtol=1e-6, atol=0)
     torch.testing.assert_close(bias, ref_bias, rtol=1e-5, atol=1e-5)
@@ -106,4 +108,4 @@ def test_dcgmm_compile_0_runs_op_by_op(generator, monkeypatch):
     monkeypatch.setenv("DCGMM_COMPILE", "0")
     means, sqrt_prec, logits, _ = parameters((2, 3, 4, 8), generator, torch.float32)
     pp.filters(means, sqrt_prec, logits)
-    assert not pp._compiled
+    assert not _compiling._compiled

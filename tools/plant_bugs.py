@@ -156,6 +156,13 @@ BUGS = [
         "torch.cat([-0.5 * precisions, linear], dim=-1)",
         "torch.cat([0.5 * precisions, linear], dim=-1)",
         "tests/test_position_parameters.py::test_compiled_passes_match_the_op_by_op_ones"),
+    Bug("window-sums-strides", "stages/window_sums.py",
+        "features.unfold(1, fy, sy).unfold(2, fx, sx)",
+        "features.unfold(1, fy, sx).unfold(2, fx, sy)",
+        "tests/test_window_sums.py::test_window_sums_give_the_autograd_gradients"),
+    Bug("window-sums-one-hot-scale", "stages/window_sums.py",
+        "return sums * table", "return sums",
+        "tests/test_window_sums.py::test_window_sums_give_the_autograd_gradients"),
 ]  # fmt: skip
 
 

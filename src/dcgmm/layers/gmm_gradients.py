@@ -28,15 +28,18 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "HardObjectiveGradient",
     "ObjectiveGradient",
     "Statistics",
     "WinnerRows",
     "descent_gradients",
+    "hard_objective_gradient",
     "input_gradient",
     "objective_gradient",
     "set_descent_gradients",
     "statistics",
     "winners",
+    "with_dense_rows",
 ]
 
 if TYPE_CHECKING:  # gmm.py imports this module
@@ -139,20 +142,69 @@ def objective_gradient(
         grad = responsibilities / rows
         per_component = grad if dim == -1 else grad.sum(-1)
         return ObjectiveGradient(values, grad, per_component.reshape(-1, k).sum(0))
-    values, best = winners(log_joint, objective, kernel, components_dim=dim)
+    hard = hard_objective_gradient(log_joint, objective, kernel, rows=rows, components_dim=dim)
+    return with_dense_rows(hard, log_joint, rows=rows, components_dim=dim)
+
+
+class HardObjectiveGradient(NamedTuple):
+    """A hard objective's values, ``r = sum R`` and R as a table lookup, without R itself."""
+
+    values: Tensor
+    weight: Tensor
+    winner_rows: WinnerRows
+
+
+def hard_objective_gradient(
+    log_joint: Tensor,
+    objective: "Objective",
+    kernel: Tensor | None,
+    *,
+    rows: int | None = None,
+    components_dim: int = -1,
+) -> HardObjectiveGradient:
+    """Return :func:`objective_gradient` of a hard objective with R left as a table lookup.
+
+    For callers that only need products with R, which the lookup gives more cheaply
+    (:mod:`dcgmm.stages.window_sums`); the arguments as in :func:`objective_gradient`.
+    """
+    if objective == "loglik":
+        raise ValueError("the log-likelihood's gradient is no table lookup; it is dense")
+    k = log_joint.shape[components_dim]
+    rows = log_joint.numel() // k if rows is None else rows
+    values, best = winners(log_joint, objective, kernel, components_dim=components_dim)
+    wins = torch.bincount(best.reshape(-1), minlength=k).to(log_joint.dtype)
     if objective == "annealed" and kernel is not None:
         # The max picks row k* of g as the gradient. Scaling the (K, K) kernel instead of the
         # (..., K) result saves a pass over the rows.
         scaled = kernel / rows
-        grad = scaled.index_select(0, best.reshape(-1)).view(*best.shape, k)
+        return HardObjectiveGradient(values, wins @ scaled, WinnerRows(best, scaled))
+    scale = torch.tensor(1.0 / rows, dtype=log_joint.dtype, device=log_joint.device)
+    return HardObjectiveGradient(values, wins / rows, WinnerRows(best, scale))
+
+
+def with_dense_rows(
+    hard: "HardObjectiveGradient",
+    log_joint: Tensor,
+    *,
+    rows: int | None = None,
+    components_dim: int = -1,
+) -> ObjectiveGradient:
+    """Return ``hard`` as an :class:`ObjectiveGradient`: R built, in the layout of ``log_joint``.
+
+    The arguments as in :func:`objective_gradient`, which is this after
+    :func:`hard_objective_gradient` for the hard objectives.
+    """
+    dim = components_dim
+    k = log_joint.shape[dim]
+    rows = log_joint.numel() // k if rows is None else rows
+    best, table = hard.winner_rows
+    if table.dim():
+        grad = table.index_select(0, best.reshape(-1)).view(*best.shape, k)
         if dim == -2:
             grad = grad.transpose(-1, -2)  # a view in the layout of log_joint
-        wins = torch.bincount(best.reshape(-1), minlength=k).to(scaled.dtype)
-        return ObjectiveGradient(values, grad, wins @ scaled, WinnerRows(best, scaled))
-    grad = torch.zeros_like(log_joint).scatter_(dim, best.unsqueeze(dim), 1.0 / rows)
-    wins = torch.bincount(best.reshape(-1), minlength=k).to(log_joint.dtype)
-    scale = torch.tensor(1.0 / rows, dtype=log_joint.dtype, device=log_joint.device)
-    return ObjectiveGradient(values, grad, wins / rows, WinnerRows(best, scale))
+    else:
+        grad = torch.zeros_like(log_joint).scatter_(dim, best.unsqueeze(dim), 1.0 / rows)
+    return ObjectiveGradient(hard.values, grad, hard.weight, hard.winner_rows)
 
 
 def winners(

@@ -19,6 +19,7 @@ from torch import Tensor
 from dcgmm._numerics import LOG_2PI, full_float32_convolutions
 from dcgmm.layers import GMM, Folding, GMMScores
 from dcgmm.layers import gmm_gradients as grads
+from dcgmm.stages import window_sums
 from dcgmm.stages.gmm import GMMStage
 
 __all__ = ["FoldedGMMStage"]
@@ -143,21 +144,46 @@ class FoldedGMMStage(GMMStage):
         return torch.softmax(log_joint, -1), self.layer.scores_from_log_joint(log_joint)
 
     def objective_and_statistics(self, h: Tensor) -> tuple[Tensor, Tensor, grads.Statistics]:
-        """Return (responsibilities, mean objective, the batch's sufficient statistics)."""
+        """Return (responsibilities, mean objective, the batch's sufficient statistics).
+
+        The statistics are the convolution's weight gradient, sum_m R_mk [x^2, x]_m: as sums
+        of the windows each component wins where R's rows are rows of a table and those sums
+        are compiled (:mod:`dcgmm.stages.window_sums`; R is then never built), else oneDNN's.
+        """
         with torch.no_grad():
             gmm = self.layer
-            features, weight, resp, objective = self._objective(h, responsibilities=True)
-            assert resp is not None
-            # The weight gradient of the convolution is sum_m R_mk [x^2, x]_m: both statistics.
+            k = gmm.n_components
+            features = self._features(h)
+            weight, bias = self._weight_and_bias()
+            log_joint = self._log_joint(features, weight, bias)
+            resp = torch.softmax(log_joint, dim=-1)
+            kernel = gmm.annealing_kernel(log_joint.dtype, log_joint.device)
+            by_channel = features.permute(0, 2, 3, 1)  # the (N, H, W, 2C) storage
+            patch, stride = self.folding.patch_size, self.folding.stride
+            if gmm.objective == "loglik":
+                objective = grads.objective_gradient(log_joint, gmm.objective, kernel, resp)
+            else:
+                hard = grads.hard_objective_gradient(log_joint, gmm.objective, kernel)
+                best = hard.winner_rows.best
+                if window_sums.pays(by_channel, best, k, patch, stride):
+                    sums = window_sums.weight_gradient(
+                        by_channel, hard.winner_rows, k, patch, stride
+                    )
+                    return resp, hard.values.mean(), self._statistics(hard.weight, sums)
+                objective = grads.with_dense_rows(hard, log_joint)
             d_weight = self._convolution_backward(
                 objective.d_log_joint.permute(0, 3, 1, 2), features, weight, want_input=False
-            )
-            k, dim = gmm.means.shape
-            halves = d_weight.permute(0, 2, 3, 1)  # (K, fy, fx, 2C)
-            c = halves.shape[-1] // 2
-            second = halves[..., :c].reshape(k, dim)
-            first = halves[..., c:].reshape(k, dim)
-            return resp, objective.values.mean(), grads.Statistics(objective.weight, first, second)
+            )  # (K, 2C, fy, fx)
+            return resp, objective.values.mean(), self._statistics(objective.weight, d_weight)
+
+    def _statistics(self, weight: Tensor, d_weight: Tensor) -> grads.Statistics:
+        """Return the statistics from the (K, 2C, fy, fx) weight gradient of the convolution."""
+        k, dim = self.layer.means.shape
+        halves = d_weight.permute(0, 2, 3, 1)  # (K, fy, fx, 2C), the folded order
+        c = halves.shape[-1] // 2
+        second = halves[..., :c].reshape(k, dim)
+        first = halves[..., c:].reshape(k, dim)
+        return grads.Statistics(weight, first, second)
 
     def objective_and_input_gradient(self, h: Tensor) -> tuple[Tensor, Tensor]:
         r"""Return each sample's mean objective over positions and its gradient w.r.t. ``h``.

@@ -15,7 +15,9 @@ float64) it is one batched product. The statistics :math:`R_l^\top [x^2, x]` are
 batched product reading the windows as they lie (:func:`grouped_statistics`). Segment sums by
 winner (the hard objectives' gradient rows are kernel rows) were slower here: torch's CPU
 scatter along the batch axis serialises on the repeated winners (26 ms against 13 ms for the
-product, preset E's second layer, one thread).
+product, preset E's second layer, one thread), and compiled they still took 33 against 14 ms
+(2026-12-07: per position only the batch's windows are summed, and each addition lands apart
+from the last); a shared layer's sums pay (:mod:`dcgmm.stages.window_sums`).
 
 The windows are 4 (D / C) times the input and the biggest tensor of a step (46 MB for preset
 E's second layer at batch 100), so they are cut a chunk of output rows at a time into one

@@ -16,18 +16,14 @@ loop per output): on that layer's shape, one thread, filters 3.0 -> 1.5 ms and g
 op, they had taken 4.7 and 4.3 ms). The first call of a shape compiles it (about 14 s in a
 fresh process, a few seconds once inductor's on-disk cache holds it). Set
 ``DCGMM_COMPILE=0`` to run op by op; where compiling fails (no C++ compiler), a warning says
-so once and the op-by-op form runs from then on.
+so once and the op-by-op form runs from then on (:mod:`dcgmm._compiling`).
 Elsewhere (float64, GPUs, small layers) the functions run op by op: the same formulas.
 """
-
-import os
-import warnings
-from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch import Tensor
 
+from dcgmm import _compiling
 from dcgmm._numerics import LOG_2PI
 from dcgmm.layers import gmm_gradients as grads
 
@@ -85,41 +81,13 @@ def _bias(means: Tensor, sqrt_precisions: Tensor, linear: Tensor, logits: Tensor
     )
 
 
-_compiled: dict[Callable[..., Any], Callable[..., Any]] = {}
-_compile_failed = False
-
-
 def _compiles(means: Tensor) -> bool:
     """Return whether the passes over these parameters run compiled (module docstring)."""
     return (
-        not _compile_failed
-        and means.device.type == "cpu"
+        means.device.type == "cpu"
         and means.dtype == torch.float32
         and means.numel() >= COMPILE_MIN_VALUES
-        and os.environ.get("DCGMM_COMPILE", "1") != "0"
     )
-
-
-def _call(fused: Callable[..., Any], op_by_op: Callable[..., Any], *args: Any) -> Any:
-    """Return ``fused(*args)`` compiled where it applies, else ``op_by_op(*args)``."""
-    global _compile_failed
-    if not _compiles(args[0]):
-        return op_by_op(*args)
-    try:
-        if fused not in _compiled:
-            # dynamic=False: one kernel per layer shape; a model has a few such layers.
-            _compiled[fused] = torch.compile(fused, dynamic=False)
-        return _compiled[fused](*args)
-    except Exception as error:  # any compiler failure: fall back, say so once
-        _compile_failed = True
-        warnings.warn(
-            f"torch.compile failed ({type(error).__name__}: {str(error)[:200]}); the "
-            "independent layers' parameter passes run op by op from now on (slower, same "
-            "results). Set DCGMM_COMPILE=0 to skip the attempt.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return op_by_op(*args)
 
 
 def filters(means: Tensor, sqrt_precisions: Tensor, logits: Tensor) -> tuple[Tensor, Tensor]:
@@ -127,7 +95,10 @@ def filters(means: Tensor, sqrt_precisions: Tensor, logits: Tensor) -> tuple[Ten
 
     ``means`` and ``sqrt_precisions`` are (..., K, D), ``logits`` (..., K), detached.
     """
-    weight, bias = _call(_filters_fused, _filters_op_by_op, means, sqrt_precisions, logits)
+    weight, bias = _compiling.call(
+        _filters_fused, _filters_op_by_op, means, sqrt_precisions, logits,
+        applies=_compiles(means),
+    )  # fmt: skip
     return weight, bias
 
 
@@ -135,7 +106,8 @@ def descent_gradients(
     means: Tensor, sqrt_precisions: Tensor, logits: Tensor, stats: grads.Statistics
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Return :func:`dcgmm.layers.gmm_gradients.descent_gradients`, fused where it applies."""
-    loss_means, loss_sqrt_prec, loss_logits = _call(
-        grads.descent_gradients, grads.descent_gradients, means, sqrt_precisions, logits, stats
-    )
+    loss_means, loss_sqrt_prec, loss_logits = _compiling.call(
+        grads.descent_gradients, grads.descent_gradients, means, sqrt_precisions, logits, stats,
+        applies=_compiles(means),
+    )  # fmt: skip
     return loss_means, loss_sqrt_prec, loss_logits
