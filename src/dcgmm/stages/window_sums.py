@@ -15,10 +15,11 @@ against 288M multiply-adds.
 
 Eager PyTorch adds a scatter's rows one by one (22 ms there, one thread), so the sums are
 taken compiled (:mod:`dcgmm._compiling`: inductor reads the windows straight from the input,
-never cutting them out). One thread, against gathering R's rows and oneDNN's weight gradient
-(``python -m benchmarks.bench_window_sums``): E's second layer 12.7 -> 5.0 ms, its first
-(a grey image's [h^2, h]) 1.7 -> 0.7 ms. Where they are not compiled (float64, GPUs,
-``DCGMM_COMPILE=0``, small layers), the stage takes its convolution's weight gradient.
+never cutting them out), on one thread: a parallel scatter adds atomically. The stage's whole
+statistics pass, E's second layer, 28.0 -> 20.6 ms at one thread and 15.4 -> 12.9 ms at two
+(``python -m benchmarks.bench_window_sums``, ``docs/speed_window_sums.md``, 2026-12-07).
+Where they are not compiled (float64, GPUs, ``DCGMM_COMPILE=0``, small layers, many threads
+per component: :func:`pays`), the stage takes its convolution's weight gradient.
 """
 
 import torch
@@ -32,8 +33,9 @@ __all__ = ["MIN_ADDITIONS", "MIN_COMPONENTS_PER_THREAD", "pays", "weight_gradien
 # Below this many additions the compilation (about 1.3 s per layer shape) outweighs the gain.
 MIN_ADDITIONS = 2**20
 # The sums run on one thread (a parallel scatter adds atomically: 5x slower on 2 threads),
-# the weight gradient on all: one thread of sums beat it by 2.3-4.8x at K = 25-49 (one
-# thread each), so they pay while each thread of the product has this many components.
+# the weight gradient on all: one thread of sums beat it by 2.3-4.8x at K = 25-49, both on
+# one thread (the statistics alone, 2026-12-07), so they pay while each of the product's
+# threads has this many components.
 MIN_COMPONENTS_PER_THREAD = 12
 
 
