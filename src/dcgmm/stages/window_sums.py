@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from dcgmm import _compiling
+from dcgmm._numerics import full_float32_convolutions
 from dcgmm.layers.gmm_gradients import WinnerRows
 
 __all__ = ["MIN_ADDITIONS", "MIN_COMPONENTS_PER_THREAD", "pays", "weight_gradient", "window_sums"]
@@ -70,10 +71,11 @@ def _window_sums_by_product(
     """Return :func:`window_sums` as the weight gradient of a one-hot R (no scatter)."""
     one_hot = features.new_zeros(*best.shape, k).scatter_(-1, best.unsqueeze(-1), 1.0)
     weight = features.new_empty(k, *patch_size, features.shape[-1]).permute(0, 3, 1, 2)
-    _, sums, _ = torch.ops.aten.convolution_backward(
-        one_hot.permute(0, 3, 1, 2), features.permute(0, 3, 1, 2), weight, None,
-        list(stride), [0, 0], [1, 1], False, [0, 0], 1, [False, True, False],
-    )  # fmt: skip
+    with full_float32_convolutions(features.device):
+        _, sums, _ = torch.ops.aten.convolution_backward(
+            one_hot.permute(0, 3, 1, 2), features.permute(0, 3, 1, 2), weight, None,
+            list(stride), [0, 0], [1, 1], False, [0, 0], 1, [False, True, False],
+        )  # fmt: skip
     return sums
 
 
