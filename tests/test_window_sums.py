@@ -8,6 +8,7 @@ import torch
 from dcgmm import _compiling
 from dcgmm._numerics import SIGMA_SOM_FLOOR
 from dcgmm.layers import Folding
+from dcgmm.layers import gmm_gradients as grads
 from dcgmm.stages import FoldedGMMStage, window_sums
 
 from .test_gmm import random_gmm
@@ -131,3 +132,8 @@ def test_past_max_shapes_a_function_runs_op_by_op(monkeypatch):
     assert ran == [_compiling.MAX_SHAPES + 1, _compiling.MAX_SHAPES + 2]
     _compiling.call(fused, op_by_op, torch.zeros(1), applies=True)  # a shape it has compiled
     assert len(ran) == 2
+
+
+def test_the_log_likelihood_has_no_table_lookup():
+    with pytest.raises(ValueError, match="dense"):
+        grads.hard_objective_gradient(torch.zeros(2, 4), "loglik", None)
