@@ -45,10 +45,15 @@ def _key(value: Any) -> Hashable:
 
 def will_compile(fused: Callable[..., Any], *args: Any) -> bool:
     """Return whether :func:`call` runs ``fused`` compiled for ``args`` (given it applies)."""
+    return _has_room(fused, _key(args))
+
+
+def _has_room(fused: Callable[..., Any], key: Hashable) -> bool:
+    """Return whether ``fused`` may run compiled for arguments of this key."""
     if not enabled():
         return False
     known = _shapes.get(fused, set())
-    return _key(args) in known or len(known) < MAX_SHAPES
+    return key in known or len(known) < MAX_SHAPES
 
 
 def call(
@@ -65,7 +70,8 @@ def call(
     parallel with atomic additions (5x slower than one thread on 2 threads, preset E).
     """
     global _failed
-    if not (applies and will_compile(fused, *args)):
+    key = _key(args)
+    if not (applies and _has_room(fused, key)):
         return op_by_op(*args)
     try:
         if fused not in _compiled:
@@ -84,5 +90,5 @@ def call(
             stacklevel=3,
         )
         return op_by_op(*args)
-    _shapes.setdefault(fused, set()).add(_key(args))
+    _shapes.setdefault(fused, set()).add(key)
     return out

@@ -111,12 +111,12 @@ def weight_gradient(
     r"""Return :math:`G` (K, C, fy, fx) for ``features`` (N, H, W, C) and the rows of R.
 
     The weight gradient of the folded convolution of a layer of ``k`` components: the sums
-    of :func:`window_sums` (compiled where :func:`pays`, else by a one-hot product) times
-    the table of R's rows.
+    of :func:`window_sums`, compiled (the caller has asked :func:`pays`; by a one-hot product
+    where compiling failed or has run out of shapes), times the table of R's rows.
     """
     sums = _compiling.call(
         window_sums, _window_sums_by_product, features, winners.best, patch_size, stride, k,
-        applies=pays(features, winners.best, k, patch_size, stride), single_threaded=True,
+        applies=True, single_threaded=True,
     )  # fmt: skip
     table = winners.table
     if table.dim() == 0:  # the identity, scaled: R is one-hot
