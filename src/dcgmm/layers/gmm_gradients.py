@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from dcgmm.layers import batch_last
+
 __all__ = [
     "HardObjectiveGradient",
     "ObjectiveGradient",
@@ -216,10 +218,12 @@ def winners(
     at the radius floor, ``kernel=None``), the max-component one :math:`\max_k \ell_k`.
     The components lie along ``components_dim`` (-1 or -2, as in :func:`objective_gradient`).
     """
+    smoothed = log_joint
     if objective == "annealed" and kernel is not None:
         smoothed = log_joint @ kernel.T if components_dim == -1 else kernel @ log_joint
-        return smoothed.max(dim=components_dim)
-    return log_joint.max(dim=components_dim)
+    if components_dim == -2:  # K strided by the batch: a loop over K, vectorised over it
+        return batch_last.max_over_components(smoothed)
+    return smoothed.max(dim=components_dim)
 
 
 def statistics(x: Tensor, objective: ObjectiveGradient, *, independent: bool) -> Statistics:

@@ -48,6 +48,7 @@ from torch import Tensor
 
 from dcgmm.layers import GMM, Folding, GMMScores
 from dcgmm.layers import gmm_gradients as grads
+from dcgmm.layers.batch_last import softmax_over_components
 from dcgmm.stages import position_parameters
 from dcgmm.stages.gmm import GMMStage
 
@@ -330,7 +331,7 @@ class IndependentGMMStage(GMMStage):
             batch_last = self.hands_over_batch_last or _onednn_applies_to(h, 2 * dim)
             weight, bias = self._weight_and_bias()
             kernel = gmm.annealing_kernel(h.dtype, h.device)
-            resp = h.new_empty((ho * wo, k, n) if batch_last else (n, ho * wo, k))
+            resp_chunks = []  # one chunk (E-indep's first layer): its softmax, not a copy
             weight_sums = h.new_empty(ho * wo, k)  # r per position: a sum over the batch
             per_component = h.new_empty(ho * wo, k, 2 * dim)  # [B, A] = R^T [x^2, x]
             total = h.new_zeros(())
@@ -339,12 +340,11 @@ class IndependentGMMStage(GMMStage):
                     log_joint = grouped_products_batch_last(
                         weight[positions], bias[positions], windows
                     )
-                    chunk_resp = torch.softmax(log_joint, dim=1)
-                    resp[positions] = chunk_resp
+                    chunk_resp = softmax_over_components(log_joint)
                 else:  # (N, L_chunk, K)
                     log_joint = grouped_products(weight[positions], bias[positions], windows)
                     chunk_resp = torch.softmax(log_joint, dim=-1)
-                    resp[:, positions] = chunk_resp
+                resp_chunks.append(chunk_resp)
                 objective = grads.objective_gradient(
                     log_joint, gmm.objective, kernel, chunk_resp, rows=n * ho * wo,
                     components_dim=-2 if batch_last else -1,
@@ -358,6 +358,10 @@ class IndependentGMMStage(GMMStage):
             stats = grads.Statistics(
                 weight_sums.view(ho, wo, k), both[..., dim:], both[..., :dim]
             )  # r, A = R^T x, B = R^T x^2
+            positions_dim = 0 if batch_last else 1
+            resp = (
+                resp_chunks[0] if len(resp_chunks) == 1 else torch.cat(resp_chunks, positions_dim)
+            )
             out = resp.view(ho, wo, k, n).permute(3, 0, 1, 2) if batch_last else resp
             if not self.hands_over_batch_last:
                 out = out.contiguous()
