@@ -49,6 +49,19 @@ def test_filters_are_the_log_density_coefficients(generator):
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-10)
 
 
+def test_observed_filters_are_the_marginal_log_density_coefficients(generator):
+    """W [o x^2, o x, o] + bias is log pi_k + the observed entries' log N (float64 oracle)."""
+    means, sqrt_prec, logits, _ = parameters((2, 3, 4, 7), generator)
+    weight, bias = pp.observed_filters(means, sqrt_prec, logits)
+    x = torch.randn(2, 3, 1, 7, generator=generator, dtype=torch.float64)
+    seen = (torch.rand(2, 3, 1, 7, generator=generator) < 0.6).double()
+    got = (weight * torch.cat([seen * x * x, seen * x, seen], -1)).sum(-1) + bias
+    var = 1.0 / sqrt_prec**2
+    per_entry = -0.5 * ((x - means) ** 2 / var + var.log() + LOG_2PI)
+    expected = torch.log_softmax(logits, -1) + (seen * per_entry).sum(-1)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-10)
+
+
 @contextlib.contextmanager
 def no_runtime_warning():
     with warnings.catch_warnings():
@@ -81,6 +94,11 @@ def test_compiled_passes_match_the_op_by_op_ones(generator, monkeypatch):
     torch.testing.assert_close(bias, ref_bias, rtol=1e-5, atol=1e-5)
     for got, ref in zip(descent, grads.descent_gradients(*args), strict=True):
         torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    with no_runtime_warning():
+        observed_weight, observed_bias = pp.observed_filters(means, sqrt_prec, logits)
+    ref_weight, ref_bias = pp._observed_filters_fused(means, sqrt_prec, logits)  # eagerly
+    torch.testing.assert_close(observed_weight, ref_weight, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(observed_bias, ref_bias, rtol=1e-6, atol=1e-6)
 
 
 def test_a_failed_compilation_falls_back_with_one_warning(generator, monkeypatch):

@@ -90,7 +90,8 @@ class FoldedGMMStage(GMMStage):
             seen = torch.mul(observed, h, out=features[..., c : 2 * c])
             torch.mul(seen, h, out=features[..., :c])
             features[..., 2 * c :] = observed
-            parts, bias = self._observed_filters()
+            weight, bias = self._observed_filters()
+            parts = weight.chunk(3, dim=-1)
             return self._log_joint(features.permute(0, 3, 1, 2), self._filters(*parts), bias)
 
     def _log_joint(self, features: Tensor, weight: Tensor, bias: Tensor) -> Tensor:

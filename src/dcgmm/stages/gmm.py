@@ -4,9 +4,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dcgmm._numerics import LOG_2PI
 from dcgmm.layers import GMM, Layer
 from dcgmm.layers import gmm_gradients as grads
+from dcgmm.stages import position_parameters
 
 __all__ = ["GMMStage"]
 
@@ -67,19 +67,19 @@ class GMMStage:
         observed = (~missing).to(h.dtype)
         return torch.softmax(self.log_joint_observed(h.masked_fill(missing, 0.0), observed), -1)
 
-    def _observed_filters(self) -> tuple[tuple[Tensor, Tensor, Tensor], Tensor]:
-        r"""Return the filter parts and bias of the log-joints with entries marginalised.
+    def _observed_filters(self) -> tuple[Tensor, Tensor]:
+        r"""Return the weight (..., K, 3D) and bias of the log-joints with entries marginalised.
 
         Per entry :math:`[-\tfrac12 P, \mu P, \log s - \tfrac12 \mu^2 P - \tfrac12 \log 2\pi]`
-        (the weights of :math:`[o x^2, o x, o]`, shaped as the means) and :math:`\log \pi`:
-        what both fused stages' ``log_joint_observed`` lay out as their product's weight.
+        side by side (the weights of :math:`[o x^2, o x, o]`) and :math:`\log \pi`
+        (:func:`dcgmm.stages.position_parameters.observed_filters`): what both fused stages'
+        ``log_joint_observed`` lay out as their product's weight.
         """
         gmm = self.layer
-        means, sqrt_prec = gmm.means.detach(), gmm.sqrt_precisions.detach()
-        precisions = sqrt_prec * sqrt_prec
-        per_entry = sqrt_prec.log() - 0.5 * means * means * precisions - 0.5 * LOG_2PI
-        parts = (-0.5 * precisions, means * precisions, per_entry)
-        return parts, torch.log_softmax(gmm.logits.detach(), dim=-1)
+        weight, bias = position_parameters.observed_filters(
+            gmm.means.detach(), gmm.sqrt_precisions.detach(), gmm.logits.detach()
+        )
+        return weight, bias
 
     def objective_and_statistics(self, h: Tensor) -> tuple[Tensor, Tensor, grads.Statistics]:
         """Return (responsibilities, mean objective, the batch's sufficient statistics)."""

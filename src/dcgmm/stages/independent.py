@@ -293,14 +293,19 @@ class IndependentGMMStage(GMMStage):
             gmm = self.layer
             ho, wo, k, dim = gmm.means.shape
             _, height, width, c = h.shape
+            # Batch last once: the products below then read runs of N contiguous values
+            # (on transposed views they took 8 of E-indep's 58 ms of in-painting, 2 threads).
+            h_last = h.permute(1, 2, 3, 0).contiguous()
             maps = h.new_empty(3, height, width, c, h.shape[0])  # [o h^2, o h, o], batch last
             maps[2].copy_(observed.permute(1, 2, 3, 0))
-            torch.mul(maps[2], h.permute(1, 2, 3, 0), out=maps[1])
-            torch.mul(maps[1], h.permute(1, 2, 3, 0), out=maps[0])
-            parts, bias = self._observed_filters()
-            weight = torch.cat(parts, dim=-1).reshape(ho * wo, k, 3 * dim)
+            torch.mul(maps[2], h_last, out=maps[1])
+            torch.mul(maps[1], h_last, out=maps[0])
+            weight, bias = self._observed_filters()
             return self._log_joint(
-                maps.unbind(0), weight, bias.reshape(ho * wo, k), with_squares=False
+                maps.unbind(0),
+                weight.view(ho * wo, k, 3 * dim),
+                bias.reshape(ho * wo, k),
+                with_squares=False,
             )
 
     def log_joint(self, h: Tensor) -> Tensor:
