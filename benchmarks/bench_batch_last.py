@@ -30,7 +30,7 @@ from dcgmm import DCGMM, TrainConfig, Trainer, load_dataset
 from dcgmm.layers import batch_last
 from dcgmm.spec import INDEPENDENT_PRESETS
 from dcgmm.stages import IndependentGMMStage
-from dcgmm.stages.independent import grouped_products_batch_last
+from dcgmm.stages.grouped_products import grouped_products_batch_last
 
 ROOT = Path(__file__).resolve().parents[1]
 THREADS = [1, 2]

@@ -33,7 +33,8 @@ from benchmarks.bench import cpu_model
 from dcgmm import DCGMM, TrainConfig, Trainer, load_dataset
 from dcgmm.layers import gmm_gradients as grads
 from dcgmm.stages import independent as independent_stage
-from dcgmm.stages.independent import IndependentGMMStage, chunk_rows, grouped_statistics
+from dcgmm.stages.grouped_products import grouped_statistics
+from dcgmm.stages.independent import IndependentGMMStage, chunk_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["layer 2: F(3,1) on 28x28x1, G(25,indep)", "layer 4: F(4,2) on 26x26x25, G(25,indep)"]

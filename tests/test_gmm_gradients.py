@@ -10,7 +10,7 @@ from dcgmm._numerics import SIGMA_SOM_FLOOR
 from dcgmm.generation.sharpening import Sharpening, _objective_and_grad, sharpening_chain
 from dcgmm.layers import GMM, Folding
 from dcgmm.layers import gmm_gradients as grads
-from dcgmm.stages import FoldedGMMStage, IndependentGMMStage, build_stages
+from dcgmm.stages import FoldedGMMStage, IndependentGMMStage, build_stages, grouped_products
 from dcgmm.stages import independent as independent_stage
 
 from .test_gmm import random_gmm
@@ -142,7 +142,7 @@ def test_independent_stage_grouped_convolution_float32_matches_float64(generator
         IndependentGMMStage(folding, gmm32, 1),
     )
     h = torch.rand(6, 10, 10, 6, generator=generator, dtype=torch.float64)
-    assert independent_stage._onednn_applies(stage32._features(h.float()))
+    assert grouped_products.onednn_applies(stage32._features(h.float()))
     expected = stage64.log_joint(h)
     got = stage32.log_joint(h.float()).double()
     assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()

@@ -12,12 +12,13 @@ The windows are cut once, squared beside themselves, into a channel-major, batch
 second layer 2-3x faster than MKL's batched products of the (L, N, 2D) layout did
 (``python -m benchmarks.bench_independent``, ``docs/speed_independent.md``); elsewhere (GPUs,
 float64) it is one batched product. The statistics :math:`R_l^\top [x^2, x]` are one MKL
-batched product reading the windows as they lie (:func:`grouped_statistics`). Segment sums by
-winner (the hard objectives' gradient rows are kernel rows) were slower here: torch's CPU
-scatter along the batch axis serialises on the repeated winners (26 ms against 13 ms for the
-product, preset E's second layer, one thread), and compiled they still took 33 against 14 ms
-(2026-12-07: per position only the batch's windows are summed, and each addition lands apart
-from the last); a shared layer's sums pay (:mod:`dcgmm.stages.window_sums`).
+batched product reading the windows as they lie (both: :mod:`dcgmm.stages.grouped_products`).
+Segment sums by winner (the hard objectives' gradient rows are kernel rows) were slower
+here: torch's CPU scatter along the batch axis serialises on the repeated winners (26 ms
+against 13 ms for the product, preset E's second layer, one thread), and compiled they still
+took 33 against 14 ms (2026-12-07: per position only the batch's windows are summed, and each
+addition lands apart from the last); a shared layer's sums pay
+(:mod:`dcgmm.stages.window_sums`).
 
 The windows are 4 (D / C) times the input and the biggest tensor of a step (46 MB for preset
 E's second layer at batch 100), so they are cut a chunk of output rows at a time into one
@@ -51,15 +52,14 @@ from dcgmm.layers import gmm_gradients as grads
 from dcgmm.layers.batch_last import softmax_over_components
 from dcgmm.stages import position_parameters
 from dcgmm.stages.gmm import GMMStage
+from dcgmm.stages.grouped_products import (
+    grouped_products,
+    grouped_products_batch_last,
+    grouped_statistics,
+    onednn_applies_to,
+)
 
-__all__ = [
-    "WINDOW_CHUNK_BYTES",
-    "IndependentGMMStage",
-    "chunk_rows",
-    "grouped_products",
-    "grouped_products_batch_last",
-    "grouped_statistics",
-]
+__all__ = ["WINDOW_CHUNK_BYTES", "IndependentGMMStage", "chunk_rows"]
 
 # About the windows cut at a time: a few MB stay in the last-level cache (32 MB here) between
 # the products that read them. One output row of preset E's second layer is 3.8 MB (12
@@ -77,94 +77,6 @@ def chunk_rows(rows: int, row_bytes: int) -> int:
     About :data:`WINDOW_CHUNK_BYTES` of windows, at least one row, at most ``rows``.
     """
     return max(1, min(rows, WINDOW_CHUNK_BYTES // row_bytes))
-
-
-# The log-joints of windows of fewer values per position than this run faster through MKL's
-# batched products (measured for 2D = 18: 1.3 vs 1.7 ms, one thread).
-_ONEDNN_MIN_CHANNELS = 64
-
-
-def _onednn_applies(features: Tensor) -> bool:
-    return _onednn_applies_to(features, features.shape[1])
-
-
-def _onednn_applies_to(tensor: Tensor, channels: int) -> bool:
-    """Return whether windows of ``channels`` values, like ``tensor``, go through oneDNN."""
-    return bool(
-        channels >= _ONEDNN_MIN_CHANNELS
-        and tensor.device.type == "cpu"
-        and tensor.dtype == torch.float32
-        and torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
-        and torch.backends.mkldnn.enabled
-    )
-
-
-def grouped_products(
-    weight: Tensor, bias: Tensor, features: Tensor, out: Tensor | None = None
-) -> Tensor:
-    """Return ``weight[l] @ features[l] + bias[l, :, None]`` for every position l, batch first.
-
-    Parameters
-    ----------
-    weight : Tensor, shape (L, K, C), contiguous
-    bias : Tensor, shape (L, K)
-    features : Tensor, shape (L, C, N), contiguous
-    out : Tensor, shape (N, L, K), optional
-        Where to write the result (e.g. a slice of positions of a bigger output).
-
-    Returns
-    -------
-    Tensor, shape (N, L, K)
-        The layout of the next layer's input; contiguous unless ``out`` is not.
-
-    On the CPU in float32, for wide windows, this is :func:`grouped_products_batch_last`'s
-    oneDNN convolution, transposed. Otherwise one batched product in the (L, N, K)
-    orientation, whose copy to (N, L, K) moves runs of K values (0.2 ms for preset E's first
-    layer, where the (L, K, N) orientation's took 1.8 ms).
-    """
-    if _onednn_applies(features):
-        batch_first = grouped_products_batch_last(weight, bias, features).permute(2, 0, 1)
-    else:
-        per_position = torch.baddbmm(
-            bias.unsqueeze(1), features.transpose(1, 2), weight.transpose(1, 2)
-        )
-        batch_first = per_position.transpose(0, 1)
-    return batch_first.contiguous() if out is None else out.copy_(batch_first)
-
-
-def grouped_products_batch_last(weight: Tensor, bias: Tensor, features: Tensor) -> Tensor:
-    """Return ``weight[l] @ features[l] + bias[l, :, None]`` as (L, K, N), contiguous.
-
-    Shapes as :func:`grouped_products`. On the CPU in float32, for wide windows, this is
-    oneDNN's grouped 1x1 convolution, called directly: ``F.conv2d`` sends a single-threaded
-    1x1 convolution of a batch of one to its own slower kernel instead. Otherwise one batched
-    product.
-    """
-    positions, k, channels = weight.shape
-    n = features.shape[-1]
-    if _onednn_applies(features):
-        product = torch.mkldnn_convolution(
-            features.view(1, positions * channels, 1, n),
-            weight.view(positions * k, channels, 1, 1),
-            bias.reshape(-1).contiguous(),
-            [0, 0], [1, 1], [1, 1], positions,
-        )  # fmt: skip
-        return product.view(positions, k, n)
-    return torch.baddbmm(bias.unsqueeze(-1), weight, features)
-
-
-def grouped_statistics(d_out: Tensor, features: Tensor, out: Tensor | None = None) -> Tensor:
-    """Return ``d_out[l] @ features[l].T`` for every position l: (L, K, C), into ``out`` if given.
-
-    The weight gradient of :func:`grouped_products`, given its output gradient ``d_out``
-    (L, K, N) and its ``features`` (L, C, N): one MKL batched product, which reads the
-    transposed features and a strided ``d_out`` as they lie. Until 2026-12-06 wide windows
-    took oneDNN's grouped weight gradient instead; on that day's AMD EPYC it ran a gemm-based
-    implementation and was no faster: 14.9 against 14.0 ms on preset E's second independent
-    layer, one thread (``python -m benchmarks.bench_independent``,
-    ``docs/speed_independent.md``), so the simpler product stays.
-    """
-    return torch.bmm(d_out, features.transpose(1, 2), out=out)
 
 
 class IndependentGMMStage(GMMStage):
@@ -356,10 +268,10 @@ class IndependentGMMStage(GMMStage):
             n = h.shape[0]
             # Batch last where the next stage takes it, or where oneDNN's product gives it
             # (its transposition to batch first then moves the output, not every chunk).
-            batch_last = self.hands_over_batch_last or _onednn_applies_to(h, 2 * dim)
+            batch_last = self.hands_over_batch_last or onednn_applies_to(h, 2 * dim)
             weight, bias = self._weight_and_bias()
             kernel = gmm.annealing_kernel(h.dtype, h.device)
-            resp_chunks = []  # one chunk (E-indep's first layer): its softmax, not a copy
+            resp_chunks = []
             weight_sums = h.new_empty(ho * wo, k)  # r per position: a sum over the batch
             per_component = h.new_empty(ho * wo, k, 2 * dim)  # [B, A] = R^T [x^2, x]
             total = h.new_zeros(())
@@ -386,11 +298,27 @@ class IndependentGMMStage(GMMStage):
             stats = grads.Statistics(
                 weight_sums.view(ho, wo, k), both[..., dim:], both[..., :dim]
             )  # r, A = R^T x, B = R^T x^2
-            positions_dim = 0 if batch_last else 1
-            resp = (
-                resp_chunks[0] if len(resp_chunks) == 1 else torch.cat(resp_chunks, positions_dim)
-            )
-            out = resp.view(ho, wo, k, n).permute(3, 0, 1, 2) if batch_last else resp
-            if not self.hands_over_batch_last:
-                out = out.contiguous()
-            return out.view(n, ho, wo, k), total / (n * ho * wo), stats
+            return self._joined(resp_chunks, batch_last), total / (n * ho * wo), stats
+
+    def _joined(self, chunks: list[Tensor], batch_last: bool) -> Tensor:
+        """Return the chunks' responsibilities as the stage's output, (N, Ho, Wo, K).
+
+        Handed over batch last as computed (one chunk: its softmax itself); else batch first,
+        contiguous, each batch-last chunk transposed into place: one copy, where joining the
+        chunks and then transposing them took two (C-indep's first layer, 3 chunks of (147,
+        49, 100): 2.87 -> 1.26 ms at 2 threads, 5.49 -> 2.89 at 1; scratch microbenchmark).
+        """
+        ho, wo, k, _ = self.layer.means.shape
+        if not batch_last:  # (N, L_chunk, K) each
+            resp = chunks[0] if len(chunks) == 1 else torch.cat(chunks, 1)
+            return resp.view(-1, ho, wo, k)
+        n = chunks[0].shape[-1]
+        if self.hands_over_batch_last:  # (L_chunk, K, N) each
+            resp = chunks[0] if len(chunks) == 1 else torch.cat(chunks)
+            return resp.view(ho, wo, k, n).permute(3, 0, 1, 2)
+        out = chunks[0].new_empty(n, ho * wo, k)
+        first = 0
+        for chunk in chunks:
+            out[:, first : first + chunk.shape[0]].copy_(chunk.permute(2, 0, 1))
+            first += chunk.shape[0]
+        return out.view(n, ho, wo, k)

@@ -35,9 +35,13 @@ __all__ = [
     "sum_of_logs",
 ]
 
-# Below this many values per parameter tensor compiling saves too little to pay for itself:
-# 0.25 ms a step on E-indep's first layer (152,100 values: 1.18 -> 0.93 ms, one thread).
-COMPILE_MIN_VALUES = 2**20
+# Below this many values per parameter tensor compiling saves too little to pay for its
+# compilation (a second or more per shape). Lowered from 2^20 on 2026-12-07, which left
+# G-indep's second layer (680,000 values) and the first layers of the recipes' presets
+# (152,100) op by op: whole training steps, same process, 9 interleaved rounds, 2^20 -> 2^17:
+# G-indep 30.47 -> 29.30 ms, D-indep 32.35 -> 32.03, E-indep 36.02 -> 35.48 at 2 threads,
+# G-indep 50.47 -> 49.93 at 1.
+COMPILE_MIN_VALUES = 2**17
 
 
 def sum_of_logs(values: Tensor) -> Tensor:
