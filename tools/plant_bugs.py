@@ -146,7 +146,7 @@ BUGS = [
         "chunk_resp, rows=n * ho * wo", "chunk_resp",
         "tests/test_gmm_gradients.py::test_independent_stage_equals_folding_then_gmm"),
     Bug("batch-last-components-dim", "stages/independent.py",
-        "components_dim=-2 if batch_last else -1", "components_dim=-1",
+        "                    components_dim=-2,", "                    components_dim=-1,",
         "tests/test_gmm_gradients.py::test_independent_stages_train_through_the_batch_last_hand_over"),
     Bug("sum-of-logs-halves", "stages/position_parameters.py",
         "values[..., : dim // 2] * values[..., dim // 2 :]",

@@ -16,7 +16,6 @@ __all__ = [
     "grouped_products_batch_last",
     "grouped_statistics",
     "onednn_applies",
-    "onednn_applies_to",
 ]
 
 # The log-joints of windows of fewer values per position than this run faster through MKL's
@@ -26,10 +25,10 @@ _ONEDNN_MIN_CHANNELS = 64
 
 def onednn_applies(features: Tensor) -> bool:
     """Return whether windows ``features`` (L, C, N) go through oneDNN's grouped product."""
-    return onednn_applies_to(features, features.shape[1])
+    return _onednn_applies_to(features, features.shape[1])
 
 
-def onednn_applies_to(tensor: Tensor, channels: int) -> bool:
+def _onednn_applies_to(tensor: Tensor, channels: int) -> bool:
     """Return whether windows of ``channels`` values, like ``tensor``, go through oneDNN."""
     return bool(
         channels >= _ONEDNN_MIN_CHANNELS

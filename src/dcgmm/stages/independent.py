@@ -34,8 +34,8 @@ benchmarks.bench_independent``), beside another one-thread job (how the reproduc
 runs) the whole ``E-indep`` training step 1.07-1.08x; with two rows (8 MiB) at 2 threads,
 34.3 / 32.1 ms = 1.07x (2026-12-07).
 
-Where an independent layer lies under another (``E-indep``'s two lower layers), its training
-pass computes batch last, (L, K, N) per chunk, and hands its responsibilities over as a
+A training pass computes batch last, (L, K, N) per chunk. Where an independent layer lies
+under another (``E-indep``'s two lower layers), it hands its responsibilities over as a
 (N, H, W, K) view of an (H, W, K, N) tensor: the layer above cuts its windows from them
 without transposing its whole input (3 ms of that step, one thread). The filters, bias and
 gradients of the per-position parameters come from :mod:`dcgmm.stages.position_parameters`.
@@ -56,7 +56,6 @@ from dcgmm.stages.grouped_products import (
     grouped_products,
     grouped_products_batch_last,
     grouped_statistics,
-    onednn_applies_to,
 )
 
 __all__ = ["WINDOW_CHUNK_BYTES", "IndependentGMMStage", "chunk_rows"]
@@ -258,60 +257,50 @@ class IndependentGMMStage(GMMStage):
         """Return (responsibilities, mean objective, statistics as strided views).
 
         Chunk by chunk of positions (:meth:`_chunks`): the log-joints, responsibilities and
-        objective gradient of the chunk, then its statistics from the same windows. All of
-        it batch last, (L, K, N), where the next stage takes it so
-        (:attr:`hands_over_batch_last`) or where oneDNN's product comes so; else batch first.
+        objective gradient of the chunk, then its statistics from the same windows, all of
+        it batch last, (L, K, N): the reductions over K then run along rows of N contiguous
+        values (:mod:`dcgmm.layers.batch_last`), and the statistics' product reads R as it
+        lies. Until 2026-12-07 a layer of narrow windows that hands over batch first (the
+        recipes' D and G first layers) computed batch first instead: same-process A/B, 9
+        rounds, batch first -> batch last, G-indep 29.62 -> 28.32 ms per step at 2 threads
+        and 45.68 -> 44.81 at 1, D-indep 30.37 -> 29.83 and 50.09 -> 49.50.
         """
         with torch.no_grad():
             gmm = self.layer
             ho, wo, k, dim = gmm.means.shape
             n = h.shape[0]
-            # Batch last where the next stage takes it, or where oneDNN's product gives it
-            # (its transposition to batch first then moves the output, not every chunk).
-            batch_last = self.hands_over_batch_last or onednn_applies_to(h, 2 * dim)
             weight, bias = self._weight_and_bias()
             kernel = gmm.annealing_kernel(h.dtype, h.device)
-            resp_chunks = []
+            resp_chunks = []  # (L_chunk, K, N) each
             weight_sums = h.new_empty(ho * wo, k)  # r per position: a sum over the batch
             per_component = h.new_empty(ho * wo, k, 2 * dim)  # [B, A] = R^T [x^2, x]
             total = h.new_zeros(())
             for positions, windows in self._chunks(self._maps(h), with_squares=True):
-                if batch_last:  # (L_chunk, K, N)
-                    log_joint = grouped_products_batch_last(
-                        weight[positions], bias[positions], windows
-                    )
-                    chunk_resp = softmax_over_components(log_joint)
-                else:  # (N, L_chunk, K)
-                    log_joint = grouped_products(weight[positions], bias[positions], windows)
-                    chunk_resp = torch.softmax(log_joint, dim=-1)
+                log_joint = grouped_products_batch_last(weight[positions], bias[positions], windows)
+                chunk_resp = softmax_over_components(log_joint)
                 resp_chunks.append(chunk_resp)
                 objective = grads.objective_gradient(
                     log_joint, gmm.objective, kernel, chunk_resp, rows=n * ho * wo,
-                    components_dim=-2 if batch_last else -1,
+                    components_dim=-2,
                 )  # fmt: skip
-                d_log_joint = objective.d_log_joint  # to (L_chunk, K, N):
-                d_log_joint = d_log_joint if batch_last else d_log_joint.permute(1, 2, 0)
-                torch.sum(d_log_joint, 2, out=weight_sums[positions])
-                grouped_statistics(d_log_joint, windows, out=per_component[positions])
+                torch.sum(objective.d_log_joint, 2, out=weight_sums[positions])
+                grouped_statistics(objective.d_log_joint, windows, out=per_component[positions])
                 total += objective.values.sum()
             both = per_component.view(ho, wo, k, 2 * dim)
             stats = grads.Statistics(
                 weight_sums.view(ho, wo, k), both[..., dim:], both[..., :dim]
             )  # r, A = R^T x, B = R^T x^2
-            return self._joined(resp_chunks, batch_last), total / (n * ho * wo), stats
+            return self._joined(resp_chunks), total / (n * ho * wo), stats
 
-    def _joined(self, chunks: list[Tensor], batch_last: bool) -> Tensor:
-        """Return the chunks' responsibilities as the stage's output, (N, Ho, Wo, K).
+    def _joined(self, chunks: list[Tensor]) -> Tensor:
+        """Return the chunks' responsibilities (L_chunk, K, N) as the stage's output (N, Ho, Wo, K).
 
         Handed over batch last as computed (one chunk: its softmax itself); else batch first,
-        contiguous, each batch-last chunk transposed into place: one copy, where joining the
-        chunks and then transposing them took two (C-indep's first layer, 3 chunks of (147,
-        49, 100): 2.87 -> 1.26 ms at 2 threads, 5.49 -> 2.89 at 1; scratch microbenchmark).
+        contiguous, each chunk transposed into place: one copy, where joining the chunks and
+        then transposing them took two (C-indep's first layer, 3 chunks of (147, 49, 100):
+        2.87 -> 1.26 ms at 2 threads, 5.49 -> 2.89 at 1; scratch microbenchmark).
         """
         ho, wo, k, _ = self.layer.means.shape
-        if not batch_last:  # (N, L_chunk, K) each
-            resp = chunks[0] if len(chunks) == 1 else torch.cat(chunks, 1)
-            return resp.view(-1, ho, wo, k)
         n = chunks[0].shape[-1]
         if self.hands_over_batch_last:  # (L_chunk, K, N) each
             resp = chunks[0] if len(chunks) == 1 else torch.cat(chunks)
