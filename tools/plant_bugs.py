@@ -75,10 +75,9 @@ BUGS = [
         "f1 = torch.where(touched, rebuilt_f1, maps[0])",
         "f1 = torch.where(touched, maps[0], rebuilt_f1)",
         "tests/test_inpainting_oracles.py::test_nsn_occlusion_filling_matches_a_naive_loop"),
-    Bug("annealed-is-max", "layers/gmm.py",
-        "return GMMScores(annealed, log_joint.amax(dim=-1), torch.logsumexp(log_joint, dim=-1))",
-        "return GMMScores(log_joint.amax(dim=-1), log_joint.amax(dim=-1), "
-        "torch.logsumexp(log_joint, dim=-1))",
+    Bug("annealed-is-max", "layers/gmm_head.py",
+        "return resp, (log_joint @ kernel.T).amax(dim=-1), top, loglik",
+        "return resp, top, top, loglik",
         "tests/test_scores_oracles.py::test_position_scores_of_every_kind_and_layer_match_the_brute_force"),
     Bug("logits-not-loaded", "training/checkpoint.py",
         "    model.load_state_dict(tensors)\n    return model.to(device)",
@@ -174,6 +173,9 @@ BUGS = [
         "per_entry = sqrt_precisions.log() - 0.5 * means * means * precisions - 0.5 * LOG_2PI",
         "per_entry = sqrt_precisions.log() - 0.5 * means * means * precisions - LOG_2PI",
         "tests/test_position_parameters.py::test_observed_filters_are_the_marginal_log_density_coefficients"),
+    Bug("gmm-head-infinite-shift", "layers/gmm_head.py",
+        "shift = torch.where(top.isinf(), torch.zeros_like(top), top)", "shift = top",
+        "tests/test_gmm_head.py::test_infinite_and_nan_rows_score_as_pytorch_does"),
 ]  # fmt: skip
 
 

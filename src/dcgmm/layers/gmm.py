@@ -24,6 +24,7 @@ from dcgmm._numerics import (
 )
 from dcgmm.exceptions import NumericalWarning
 from dcgmm.layers import gmm_gradients as grads
+from dcgmm.layers import gmm_head
 from dcgmm.layers.base import Shape, TrainableLayer
 from dcgmm.layers.draws import draw_best, draw_categorical, expectation_weights, keep_top_s
 from dcgmm.layers.gaussian import (
@@ -293,8 +294,13 @@ class GMM(TrainableLayer):
 
     def scores_from_log_joint(self, log_joint: Float[Tensor, "*B K"]) -> GMMScores:
         """Return :meth:`scores` given the log-joints, any leading shape (for fused stages)."""
-        annealed = self._annealed_map(log_joint)
-        return GMMScores(annealed, log_joint.amax(dim=-1), torch.logsumexp(log_joint, dim=-1))
+        return self.responsibilities_and_scores(log_joint)[1]
+
+    def responsibilities_and_scores(self, log_joint: Tensor) -> tuple[Tensor, GMMScores]:
+        """Return the softmax of (..., K) log-joints and their scores, in one pass (gmm_head)."""
+        kernel = self.annealing_kernel(log_joint.dtype, log_joint.device)
+        resp, *scores = gmm_head.responsibilities_and_scores(log_joint, kernel)
+        return resp, GMMScores(*scores)
 
     def sample(
         self,

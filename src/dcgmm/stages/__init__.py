@@ -65,7 +65,7 @@ class LayerStage:
         """Return the output and, for a GMM layer, its density scores (one pass)."""
         if isinstance(self.layer, GMM):
             log_joint = self.layer.log_joint(h)
-            return torch.softmax(log_joint, -1), self.layer.scores_from_log_joint(log_joint)
+            return self.layer.responsibilities_and_scores(log_joint)
         return self.layer(h), None
 
     def objective_and_statistics(self, h: Tensor) -> tuple[Tensor, Tensor, grads.Statistics]:

@@ -231,7 +231,7 @@ class IndependentGMMStage(GMMStage):
     def scores(self, h: Tensor) -> tuple[Tensor, GMMScores]:
         """Return the responsibilities and the GMM layer's density scores (one pass)."""
         log_joint = self.log_joint(h)
-        return torch.softmax(log_joint, dim=-1), self.layer.scores_from_log_joint(log_joint)
+        return self.layer.responsibilities_and_scores(log_joint)
 
     def objective_and_statistics(self, h: Tensor) -> tuple[Tensor, Tensor, grads.Statistics]:
         """Return (responsibilities, mean objective, the batch's sufficient statistics)."""
