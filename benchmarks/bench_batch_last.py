@@ -16,8 +16,6 @@ import datetime
 import json
 import platform
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +24,7 @@ import torch
 
 import dcgmm
 from benchmarks.bench import cpu_model
+from benchmarks.per_thread import results_per_thread_count
 from dcgmm import DCGMM, TrainConfig, Trainer, load_dataset
 from dcgmm.layers import batch_last
 from dcgmm.spec import INDEPENDENT_PRESETS
@@ -180,13 +179,7 @@ def main() -> None:
         print(json.dumps(measure(args.worker, args.repeats)))
         return
     start = time.perf_counter()
-    results = {}
-    for threads in THREADS:
-        command = [sys.executable, "-m", "benchmarks.bench_batch_last", "--worker",
-                   str(threads), "--repeats", str(args.repeats)]  # fmt: skip
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
-        results[threads] = json.loads(done.stdout.strip().splitlines()[-1])
-        print(f"{threads} thread(s) measured", flush=True)
+    results = results_per_thread_count("benchmarks.bench_batch_last", THREADS, args.repeats)
     page = report(results, time.perf_counter() - start, args.repeats)
     Path(args.out).write_text(page)
     print(page)

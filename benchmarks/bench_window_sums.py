@@ -19,8 +19,6 @@ import datetime
 import json
 import platform
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +27,7 @@ import torch
 
 import dcgmm
 from benchmarks.bench import cpu_model
+from benchmarks.per_thread import results_per_thread_count
 from dcgmm import DCGMM, TrainConfig, Trainer, _compiling, load_dataset
 from dcgmm.stages import FoldedGMMStage, window_sums
 
@@ -179,13 +178,9 @@ def main() -> None:
         return
     start = time.perf_counter()
     merged: list[dict[str, object]] = []
-    for threads in THREADS:
-        command = [sys.executable, "-m", "benchmarks.bench_window_sums", "--worker",
-                   str(threads), "--repeats", str(args.repeats)]  # fmt: skip
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
-        rows = json.loads(done.stdout.strip().splitlines()[-1])
+    by_threads = results_per_thread_count("benchmarks.bench_window_sums", THREADS, args.repeats)
+    for rows in by_threads.values():
         merged = rows if not merged else [a | b for a, b in zip(merged, rows, strict=True)]
-        print(f"{threads} thread(s) measured", flush=True)
     page = report(merged, time.perf_counter() - start, args.repeats)
     Path(args.out).write_text(page)
     print(page)

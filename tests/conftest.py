@@ -14,6 +14,17 @@ def generator() -> torch.Generator:
     return torch.Generator().manual_seed(1234)
 
 
+@pytest.fixture
+def fresh_compiling(monkeypatch):
+    """A clean ``dcgmm._compiling`` state (nothing compiled, no failure, compiling enabled)."""
+    from dcgmm import _compiling
+
+    monkeypatch.setattr(_compiling, "_compiled", {})
+    monkeypatch.setattr(_compiling, "_shapes", {})
+    monkeypatch.setattr(_compiling, "_failed", False)
+    monkeypatch.delenv("DCGMM_COMPILE", raising=False)
+
+
 @pytest.fixture(scope="session")
 def mnist_small():
     from dcgmm.io.data import load_dataset

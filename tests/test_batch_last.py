@@ -13,13 +13,9 @@ from .test_gmm import random_gmm
 
 
 @pytest.fixture
-def compiled_everywhere(monkeypatch):
+def compiled_everywhere(monkeypatch, fresh_compiling):
     """Compile the batch-last reductions at any size, from a clean compile state."""
     monkeypatch.setattr(batch_last, "COMPILE_MIN_VALUES", 1)
-    monkeypatch.setattr(_compiling, "_compiled", {})
-    monkeypatch.setattr(_compiling, "_shapes", {})
-    monkeypatch.setattr(_compiling, "_failed", False)
-    monkeypatch.delenv("DCGMM_COMPILE", raising=False)
 
 
 def _ran_compiled(fused) -> bool:

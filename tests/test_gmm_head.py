@@ -8,12 +8,8 @@ from dcgmm.layers import gmm_head
 
 
 @pytest.fixture
-def compiled_everywhere(monkeypatch):
+def compiled_everywhere(monkeypatch, fresh_compiling):
     monkeypatch.setattr(gmm_head, "COMPILE_MIN_VALUES", 1)
-    monkeypatch.setattr(_compiling, "_compiled", {})
-    monkeypatch.setattr(_compiling, "_shapes", {})
-    monkeypatch.setattr(_compiling, "_failed", False)
-    monkeypatch.delenv("DCGMM_COMPILE", raising=False)
 
 
 def _reference(log_joint, kernel):
