@@ -11,9 +11,7 @@ PyTorch's kernels (``COMPILE_MIN_VALUES`` raised past every size), interleaved i
 medians of 5 rounds of ``--repeats`` calls or steps.
 """
 
-import argparse
 import datetime
-import json
 import platform
 import statistics
 import time
@@ -23,8 +21,8 @@ from pathlib import Path
 import torch
 
 import dcgmm
+from benchmarks import per_thread
 from benchmarks.bench import cpu_model
-from benchmarks.per_thread import results_per_thread_count
 from dcgmm import DCGMM, TrainConfig, Trainer, load_dataset
 from dcgmm.layers import batch_last
 from dcgmm.spec import INDEPENDENT_PRESETS
@@ -170,19 +168,10 @@ def report(results: dict[int, dict[str, object]], seconds: float, repeats: int) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=str(ROOT / "docs" / "speed_batch_last.md"))
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker is not None:  # one process per thread count: torch's pools are set once
-        print(json.dumps(measure(args.worker, args.repeats)))
-        return
-    start = time.perf_counter()
-    results = results_per_thread_count("benchmarks.bench_batch_last", THREADS, args.repeats)
-    page = report(results, time.perf_counter() - start, args.repeats)
-    Path(args.out).write_text(page)
-    print(page)
+    per_thread.main(
+        __doc__, "benchmarks.bench_batch_last", out=ROOT / "docs" / "speed_batch_last.md",
+        repeats=20, measure=measure, report=report, threads=THREADS,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -13,21 +13,20 @@ statistics of both are compared with the float64 stage's (``tests/test_window_su
 checks the sums against autograd in float64).
 """
 
-import argparse
 import copy
 import datetime
-import json
 import platform
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
 import dcgmm
+from benchmarks import per_thread
 from benchmarks.bench import cpu_model
-from benchmarks.per_thread import results_per_thread_count
 from dcgmm import DCGMM, TrainConfig, Trainer, _compiling, load_dataset
 from dcgmm.stages import FoldedGMMStage, window_sums
 
@@ -167,23 +166,19 @@ def measure(threads: int, repeats: int) -> list[dict[str, object]]:
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=str(ROOT / "docs" / "speed_window_sums.md"))
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker is not None:  # one process per thread count: torch's pools are set once
-        print(json.dumps(measure(args.worker, args.repeats)))
-        return
-    start = time.perf_counter()
+def report_by_threads(by_threads: dict[int, Any], seconds: float, repeats: int) -> str:
+    """Return :func:`report` of the rows of every thread count, merged row by row."""
     merged: list[dict[str, object]] = []
-    by_threads = results_per_thread_count("benchmarks.bench_window_sums", THREADS, args.repeats)
     for rows in by_threads.values():
         merged = rows if not merged else [a | b for a, b in zip(merged, rows, strict=True)]
-    page = report(merged, time.perf_counter() - start, args.repeats)
-    Path(args.out).write_text(page)
-    print(page)
+    return report(merged, seconds, repeats)
+
+
+def main() -> None:
+    per_thread.main(
+        __doc__, "benchmarks.bench_window_sums", out=ROOT / "docs" / "speed_window_sums.md",
+        repeats=10, measure=measure, report=report_by_threads, threads=THREADS,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -5,9 +5,12 @@ itself as a worker per count: ``python -m MODULE --worker THREADS --repeats R``,
 its results as JSON on its last line.
 """
 
+import argparse
 import json
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,3 +26,33 @@ def results_per_thread_count(module: str, threads: list[int], repeats: int) -> d
         results[count] = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"{count} thread(s) measured", flush=True)
     return results
+
+
+def main(
+    doc: str,
+    module: str,
+    *,
+    out: Path,
+    repeats: int,
+    measure: Callable[[int, int], Any],
+    report: Callable[[dict[int, Any], float, int], str],
+    threads: list[int],
+) -> None:
+    """The command line of such a benchmark: ``[--out PAGE] [--repeats R]``.
+
+    As a worker (``--worker T``), print ``measure(T, repeats)`` as JSON; else run a worker per
+    thread count and write ``report(results by thread count, wall seconds, repeats)`` to PAGE.
+    """
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--out", default=str(out))
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker is not None:  # one process per thread count: torch's pools are set once
+        print(json.dumps(measure(args.worker, args.repeats)))
+        return
+    start = time.perf_counter()
+    results = results_per_thread_count(module, threads, args.repeats)
+    page = report(results, time.perf_counter() - start, args.repeats)
+    Path(args.out).write_text(page)
+    print(page)
