@@ -2,14 +2,13 @@
 
 An independent GMM layer's training pass computes its log-joints batch last, (L, K, N)
 (:mod:`dcgmm.stages.independent`), and its objective then reduces over K, an axis strided by
-N. PyTorch's CPU kernels for a reduction over such an
-axis are slow. Written as a loop over the K rows of N contiguous values, which inductor turns
-into one loop vectorised over N, on preset E-indep's first layer (676 positions, K = 25, 100
-digits) the max with its indices took 2.78 -> 0.55 ms at one thread and 1.36 -> 0.33 ms at
-two, the softmax 3.44 -> 2.35 and 1.60 -> 1.22 ms; E-indep's whole training step was 1.04-1.05x
-as fast at one thread and 1.09-1.11x at two, in two runs of ``python -m
-benchmarks.bench_batch_last`` (``docs/speed_batch_last.md``, 2026-12-07; the same winners,
-the softmax within 6e-8).
+N. PyTorch's CPU kernels for a reduction over such an axis are slow. Written as a loop over
+the K rows of N contiguous values, which inductor turns into one loop vectorised over N, on
+preset E-indep's first layer (676 positions, K = 25, 100 digits) the max with its indices
+took 2.78 -> 0.55 ms at one thread and 1.36 -> 0.33 ms at two, the softmax 3.44 -> 2.35 and
+1.60 -> 1.22 ms; E-indep's whole training step was 1.04-1.05x as fast at one thread and
+1.09-1.11x at two, in two runs of ``python -m benchmarks.bench_batch_last``
+(``docs/speed_batch_last.md``, 2026-12-07; the same winners, the softmax within 6e-8).
 
 The compiled forms run on the CPU in float32 for at least :data:`COMPILE_MIN_VALUES` values
 (a chunk of 24 positions of E-indep's second layer, 60,000 values, took 0.057 ms either way
